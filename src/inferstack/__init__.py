@@ -1,0 +1,28 @@
+"""inferstack: the online LLM inference stack of the GKE inference reference architecture.
+
+Components, one folder each: ``models`` (catalog, bundled model, sizing), ``engine`` (vLLM
+arguments, replicas, supervisor), ``gateway`` (Envoy + our endpoint picker), ``bench``
+(inference-perf runs and reports), ``kube`` (manifests), ``autoscale`` (HPA semantics),
+``envs`` (the separate engine and benchmark environments).
+"""
+
+from inferstack.errors import (
+    ConfigError,
+    InferstackError,
+    ModelNotFoundError,
+    PortInUseError,
+    ReplicaStartError,
+    SetupError,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ConfigError",
+    "InferstackError",
+    "ModelNotFoundError",
+    "PortInUseError",
+    "ReplicaStartError",
+    "SetupError",
+    "__version__",
+]

@@ -1,0 +1,3 @@
+from inferstack.cli import main
+
+raise SystemExit(main())

