@@ -1,0 +1,26 @@
+"""Kubernetes/GKE: render the stack as validated manifests (kustomize layout) and size it.
+
+Public surface: ``RenderSettings`` / ``load_settings`` (what to render), ``render`` / ``write``
+(objects and files), ``validate_objects`` (offline schema validation). Commands live in
+``inferstack.kube.cli`` (``recommend``, ``render``).
+"""
+
+from inferstack.kube.render import Rendered, dump_documents, render, write
+from inferstack.kube.settings import RenderSettings, load_settings
+from inferstack.kube.stack import Stack, resolve_stack
+from inferstack.kube.validate import KUBERNETES_VERSION, Issue, validate_object, validate_objects
+
+__all__ = [
+    "KUBERNETES_VERSION",
+    "Issue",
+    "RenderSettings",
+    "Rendered",
+    "Stack",
+    "dump_documents",
+    "load_settings",
+    "render",
+    "resolve_stack",
+    "validate_object",
+    "validate_objects",
+    "write",
+]

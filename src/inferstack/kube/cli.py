@@ -1,0 +1,115 @@
+"""``inferstack recommend`` and ``inferstack render``.
+
+recommend: the sizing arithmetic for a catalog model on an accelerator, ending with the plan
+(``tensor-parallel-size: N`` among it); a pair that cannot fit exits non-zero with the arithmetic.
+
+render: the Kubernetes/GKE manifests as a kustomize directory (or one file with --single-file);
+``--check`` validates every object offline and fails with object, field and reason.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from inferstack.kube.render import render, write
+from inferstack.kube.settings import load_settings
+from inferstack.kube.validate import KUBERNETES_VERSION, validate_objects
+from inferstack.models.catalog import ACCELERATORS, MODELS, get_accelerator, get_model
+from inferstack.models.sizing import recommend
+
+__all__ = ["register"]
+
+_SPECS = ("none", "ngram", "eagle", "eagle3")
+
+
+def _model_help() -> str:
+    return "catalog model: " + ", ".join(m.name for m in MODELS)
+
+
+def _acc_help() -> str:
+    return "accelerator: " + ", ".join(a.short_name for a in ACCELERATORS)
+
+
+def _cmd_recommend(args: argparse.Namespace) -> int:
+    plan = recommend(
+        get_model(args.model),
+        get_accelerator(args.accelerator),
+        gpus=args.gpus,
+        nodes=args.nodes,
+        gpu_memory_utilization=args.gpu_memory_utilization,
+        max_model_len=args.max_model_len,
+        spec_method=args.spec,
+    )
+    print("\n".join(plan.explain()))
+    return 0
+
+
+def _cmd_render(args: argparse.Namespace) -> int:
+    overrides: dict[str, Any] = {}
+    for key in ("model", "accelerator", "spec", "nodes", "gpus"):
+        value = getattr(args, key)
+        if value is not None:
+            overrides[key] = value
+    if args.no_gateway:
+        overrides["gateway.enabled"] = False
+    if args.no_autoscale:
+        overrides["autoscale.enabled"] = False
+    settings = load_settings(args.config, overrides)
+    rendered = render(settings)
+    objects = rendered.objects()
+    if args.check:
+        issues = validate_objects(objects)
+        if issues:
+            for issue in issues:
+                print(f"invalid: {issue}", file=sys.stderr)
+            print(f"render --check: {len(issues)} problem(s) in {len(objects)} objects; nothing written",
+                  file=sys.stderr)
+            return 1
+    files = write(rendered, args.output, single_file=args.single_file)
+    stack = rendered.stack
+    print(f"rendered {len(objects)} objects for {stack.model.name} on {stack.accelerator.name} "
+          f"into {args.output}: {', '.join(str(p.relative_to(args.output)) for p in files)}")
+    print(f"tensor-parallel-size: {stack.plan.tensor_parallel_size}")
+    print(f"pipeline-parallel-size: {stack.plan.pipeline_parallel_size}")
+    print(f"max-model-len: {stack.plan.max_model_len}")
+    if args.check:
+        print(f"validated {len(objects)} objects offline (Kubernetes {KUBERNETES_VERSION} schemas + "
+              f"shipped CRD schemas): OK")
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    rec = subparsers.add_parser(
+        "recommend",
+        help="GPUs, tensor-parallel size, context and batch for a model on an accelerator",
+        description="Explain the sizing arithmetic for a catalog model on a GKE accelerator.",
+    )
+    rec.add_argument("--model", required=True, help=_model_help())
+    rec.add_argument("--accelerator", required=True, help=_acc_help())
+    rec.add_argument("--gpus", type=int, help="accelerators per node (= tensor-parallel size); default: search")
+    rec.add_argument("--nodes", type=int, default=1, help="nodes per replica (pipeline stages); default 1")
+    rec.add_argument("--gpu-memory-utilization", type=float, help="default: the accelerator's")
+    rec.add_argument("--max-model-len", type=int, help="require this context (default: native, <= 128k)")
+    rec.add_argument("--spec", choices=_SPECS, default="none", help="speculative method (EAGLE adds a head)")
+    rec.set_defaults(func=_cmd_recommend)
+
+    ren = subparsers.add_parser(
+        "render",
+        help="write Kubernetes/GKE manifests (kustomize directory)",
+        description="Render vLLM + gateway + autoscaling + Jobs for GKE as a kustomize directory.",
+    )
+    ren.add_argument("--model", help=_model_help())
+    ren.add_argument("--accelerator", help=_acc_help())
+    ren.add_argument("--spec", choices=_SPECS, help="speculative decoding method (default none)")
+    ren.add_argument("--no-gateway", action="store_true", help="no InferencePool/EPP/Gateway/HTTPRoute")
+    ren.add_argument("--no-autoscale", action="store_true", help="no HorizontalPodAutoscaler")
+    ren.add_argument("--nodes", type=int, help="nodes per replica; > 1 renders a LeaderWorkerSet")
+    ren.add_argument("--gpus", type=int, help="accelerators per node (default: recommended)")
+    ren.add_argument("--output", type=Path, required=True, help="directory to write")
+    ren.add_argument("--single-file", action="store_true", help="the stack as one manifests.yaml")
+    ren.add_argument("--check", action="store_true", help="validate offline; fail with object, field, reason")
+    ren.add_argument("--config", type=Path, help="render settings YAML (see examples/kube/render.yaml)")
+    ren.set_defaults(func=_cmd_render)

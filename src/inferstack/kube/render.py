@@ -1,0 +1,173 @@
+"""Render the stack into a kustomize directory (or one file), deterministically.
+
+Layout of the output directory::
+
+    kustomization.yaml    the stack: kubectl apply -k DIR
+    namespace.yaml        Namespace                                  (create_namespace)
+    compute-class.yaml    ComputeClass (cluster-scoped)              (compute_class)
+    model-download.yaml   Job(s): model [+ draft head] HF -> GCS      (vLLM pods wait for them)
+    serving.yaml          ServiceAccount, Deployment | LeaderWorkerSet, Service, PodMonitoring
+    autoscaling.yaml      HorizontalPodAutoscaler                    (autoscale)
+    gateway.yaml          InferencePool, EPP (SA, Role, RoleBinding, ConfigMap, Deployment,
+                          Service, PodMonitoring), InferenceObjective, Gateway, HTTPRoute (gateway)
+    benchmark/            kustomization.yaml + benchmark.yaml: inference-perf ConfigMap + Job
+    README.md             the sizing arithmetic and the order to apply things in
+
+With ``single_file`` the stack is one ``manifests.yaml`` (same objects, same order) next to the
+same ``kustomization.yaml`` and ``benchmark/``. Rendering the same settings twice gives
+byte-identical files.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from inferstack.errors import ConfigError
+from inferstack.kube import gateway, jobs, serving
+from inferstack.kube.settings import RenderSettings
+from inferstack.kube.stack import Stack, resolve_stack
+
+__all__ = ["Rendered", "dump_documents", "render", "write"]
+
+
+@dataclass
+class Rendered:
+    """The rendered stack: file name -> objects, in apply order."""
+
+    stack: Stack
+    files: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    benchmark: list[dict[str, Any]] = field(default_factory=list)
+
+    def objects(self) -> list[dict[str, Any]]:
+        """Every object: the stack, then the benchmark."""
+        return [obj for objs in self.files.values() for obj in objs] + list(self.benchmark)
+
+
+_STACK_FILES = (
+    "namespace.yaml", "compute-class.yaml", "model-download.yaml", "serving.yaml", "autoscaling.yaml",
+    "gateway.yaml",
+)
+
+
+class _Dumper(yaml.SafeDumper):
+    """Block style for multi-line strings (scripts, embedded configs); keys in insertion order."""
+
+    def ignore_aliases(self, data: Any) -> bool:  # never emit &anchors for shared dicts
+        return True
+
+
+def _str_representer(dumper: yaml.SafeDumper, data: str) -> yaml.ScalarNode:
+    if "\n" in data:
+        return dumper.represent_scalar("tag:yaml.org,2002:str", data, style="|")
+    return dumper.represent_scalar("tag:yaml.org,2002:str", data)
+
+
+_Dumper.add_representer(str, _str_representer)
+
+
+def dump_documents(objects: list[dict[str, Any]]) -> str:
+    return yaml.dump_all(objects, Dumper=_Dumper, sort_keys=False, default_flow_style=False,
+                         explicit_start=True, width=100)
+
+
+def render(settings: RenderSettings) -> Rendered:
+    stack = resolve_stack(settings)
+    out = Rendered(stack=stack)
+    if settings.create_namespace:
+        out.files["namespace.yaml"] = [serving.namespace(stack)]
+    if settings.compute_class:
+        out.files["compute-class.yaml"] = [serving.compute_class(stack)]
+    out.files["model-download.yaml"] = jobs.download_jobs(stack)
+    out.files["serving.yaml"] = [
+        serving.service_account(stack),
+        serving.vllm_workload(stack),
+        serving.vllm_service(stack),
+        serving.pod_monitoring(stack, stack.name, stack.name),
+    ]
+    if settings.autoscale.enabled:
+        out.files["autoscaling.yaml"] = [serving.hpa(stack)]
+    if settings.gateway.enabled:
+        out.files["gateway.yaml"] = gateway.gateway_objects(stack)
+    out.benchmark = jobs.benchmark_objects(stack)
+    return out
+
+
+def _kustomization(resources: list[str]) -> str:
+    doc = {"apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization", "resources": resources}
+    return yaml.dump(doc, Dumper=_Dumper, sort_keys=False, default_flow_style=False)
+
+
+def _readme(rendered: Rendered, single_file: bool) -> str:
+    stack = rendered.stack
+    plan = stack.plan
+    names = ", ".join(f"`{n}`" for n in (["manifests.yaml"] if single_file else list(rendered.files)))
+    explain = "\n".join(plan.explain())
+    gw = stack.settings.gateway
+    lines = [
+        f"# {stack.name}",
+        "",
+        f"{stack.model.name} on {stack.accelerator.description}, rendered by `inferstack render`.",
+        "",
+        "## Apply",
+        "",
+        "1. Once per cluster: GKE with the GCS FUSE CSI driver, Workload Identity Federation, Managed"
+        " Prometheus, the Gateway API and the Inference Extension CRDs"
+        f"{', LeaderWorkerSet' if stack.multi_node else ''}; a bucket `{stack.settings.model_bucket}`"
+        f" readable and writable by `{stack.settings.namespace}/{stack.settings.service_account}`.",
+        f"2. The Hugging Face token: `kubectl -n {stack.namespace} create secret generic"
+        f" {stack.settings.hf_token_secret} --from-file=token=PATH_TO_TOKEN`"
+        f"{' (required: the model is gated)' if stack.model.gated else ' (optional: the model is public)'}.",
+        f"3. `kubectl apply -k .` ({names}). The download Job fills the bucket; the vLLM pods wait"
+        " for its completion marker, then load the weights through GCS FUSE.",
+        "4. Benchmark when ready: `kubectl apply -k benchmark` (it waits for /health itself).",
+        "",
+        "## Derived values",
+        "",
+        f"- max generation time: {stack.settings.max_output_tokens} tokens at"
+        f" >= {plan.policy.min_decode_tokens_per_s:g} tok/s = {stack.max_generation_s} s",
+        f"- preStop sleep: {stack.settings.endpoint_deregistration_s} s deregistration +"
+        f" {stack.max_generation_s} s generation = {stack.prestop_s} s;"
+        f" terminationGracePeriodSeconds {stack.grace_s}",
+        f"- startup probe budget: {stack.startup_budget_s} s; route request timeout:"
+        f" {stack.request_timeout_s} s",
+    ]
+    if gw.enabled:
+        lines.append(f"- Gateway `{gw.gateway_name}` (class `{gw.gateway_class}`) -> InferencePool"
+                     f" `{stack.name}` -> endpoint picker `{stack.name}-epp`")
+    lines += ["", "## Sizing", "", "```", explain, "```", ""]
+    return "\n".join(lines)
+
+
+def write(rendered: Rendered, output: Path, *, single_file: bool = False) -> list[Path]:
+    """Write the directory; returns the files written. Refuses to write into a non-directory."""
+    output = Path(output)
+    if output.exists() and not output.is_dir():
+        raise ConfigError(f"--output '{output}' exists and is not a directory")
+    (output / "benchmark").mkdir(parents=True, exist_ok=True)
+    written: dict[Path, str] = {}
+    if single_file:
+        written[output / "manifests.yaml"] = dump_documents(
+            [obj for objs in rendered.files.values() for obj in objs]
+        )
+        resources = ["manifests.yaml"]
+    else:
+        for name, objs in rendered.files.items():
+            written[output / name] = dump_documents(objs)
+        resources = list(rendered.files)
+    written[output / "kustomization.yaml"] = _kustomization(resources)
+    written[output / "benchmark" / "benchmark.yaml"] = dump_documents(rendered.benchmark)
+    written[output / "benchmark" / "kustomization.yaml"] = _kustomization(["benchmark.yaml"])
+    written[output / "README.md"] = _readme(rendered, single_file)
+    # A previous render into the same directory may have written files this one does not
+    # (multi-file -> single-file, --no-gateway, ...); stale ones would mislead a reader.
+    for name in _STACK_FILES + ("manifests.yaml",):
+        stale = output / name
+        if stale not in written and stale.is_file():
+            stale.unlink()
+    for path, text in written.items():
+        path.write_text(text)
+    return sorted(written)

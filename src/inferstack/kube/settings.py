@@ -1,0 +1,197 @@
+"""What ``inferstack render`` renders: one typed settings tree (YAML file and/or CLI flags).
+
+Every field has a default and a description; unknown keys are errors, so a renamed key never
+silently vanishes. CLI flags override the file; the file overrides the defaults.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from inferstack.errors import ConfigError
+
+__all__ = [
+    "AutoscaleSettings",
+    "BenchSettings",
+    "GatewaySettings",
+    "ImageSettings",
+    "RenderSettings",
+    "SpeculativeOptions",
+    "load_settings",
+]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ImageSettings(_Strict):
+    """Container images (pinned; override to use a mirror)."""
+
+    vllm_gpu: str = Field("docker.io/vllm/vllm-openai:v0.11.2", description="vLLM for NVIDIA GPUs.")
+    vllm_tpu: str = Field("docker.io/vllm/vllm-tpu:v0.11.1", description="vLLM for Cloud TPU.")
+    epp: str = Field(
+        "ghcr.io/inferstack/inferstack:0.1.0", description="inferstack image; runs our endpoint picker."
+    )
+    downloader: str = Field(
+        "gcr.io/google.com/cloudsdktool/cloud-sdk:570.0.0-slim",
+        description="Model download Job: gcloud + Python (huggingface_hub is pip-installed).",
+    )
+    inference_perf: str = Field(
+        "quay.io/inference-perf/inference-perf:v0.7.0",
+        description="Benchmark Job; the rendered config follows the inference-perf 0.7.0 schema.",
+    )
+    wait: str = Field(
+        "docker.io/library/busybox:1.36", description="Init containers that wait for a file or URL."
+    )
+
+
+class SpeculativeOptions(_Strict):
+    """Speculative decoding knobs (the method itself is ``spec``)."""
+
+    num_speculative_tokens: int | None = Field(
+        None, ge=1, le=32, description="Tokens proposed per step; default 5 for ngram, 3 for EAGLE."
+    )
+    prompt_lookup_min: int = Field(2, ge=1, description="ngram: smallest n-gram matched.")
+    prompt_lookup_max: int = Field(4, ge=1, description="ngram: largest n-gram matched.")
+
+
+class GatewaySettings(_Strict):
+    """GKE Inference Gateway: Gateway + HTTPRoute -> InferencePool -> our endpoint picker."""
+
+    enabled: bool = Field(True, description="Render the gateway pieces (CLI: --no-gateway).")
+    gateway_name: str = Field("inferstack-gateway", description="Gateway object name.")
+    gateway_class: str = Field(
+        "gke-l7-regional-external-managed",
+        description="GatewayClass; GKE Inference Gateway supports gke-l7-regional-external-managed "
+        "and gke-l7-rilb (internal).",
+    )
+    listener_port: int = Field(80, ge=1, le=65535, description="HTTP listener port of the Gateway.")
+    epp_replicas: int = Field(1, ge=1, description="Endpoint picker replicas.")
+    scrape_interval_ms: int = Field(75, ge=10, description="How often the EPP scrapes vLLM /metrics.")
+    priority: int = Field(0, description="InferenceObjective priority of this model (< 0 is sheddable).")
+
+
+class AutoscaleSettings(_Strict):
+    """HorizontalPodAutoscaler on a vLLM metric exported through Google Managed Prometheus."""
+
+    enabled: bool = Field(True, description="Render the HPA (CLI: --no-autoscale).")
+    min_replicas: int = Field(1, ge=1, description="Fewest vLLM replicas.")
+    max_replicas: int = Field(4, ge=1, description="Most vLLM replicas.")
+    metric: Literal["num_requests_waiting", "kv_cache_usage"] = Field(
+        "num_requests_waiting",
+        description="vllm:num_requests_waiting (queue depth) or vllm:kv_cache_usage_perc (0..1).",
+    )
+    target: float | None = Field(
+        None, gt=0, description="Per-pod average target; default 10 waiting requests or 0.8 usage."
+    )
+    scale_up_stabilization_s: int = Field(0, ge=0, description="Scale-up stabilization window.")
+    scale_down_stabilization_s: int = Field(300, ge=0, description="Scale-down stabilization window.")
+    scale_up_pods_per_minute: int = Field(1, ge=1, description="Scale-up policy: pods added per 60 s.")
+    scale_down_pods_per_period: int = Field(1, ge=1, description="Scale-down policy: pods removed per period.")
+    scale_down_period_s: int = Field(120, ge=1, description="Scale-down policy period.")
+
+
+class BenchSettings(_Strict):
+    """inference-perf Job: a linear sweep of request rates up to the measured saturation."""
+
+    num_stages: int = Field(7, ge=1, description="Load stages of the linear sweep.")
+    stage_duration_s: int = Field(60, ge=1, description="Seconds per stage.")
+    saturation_requests: int = Field(2000, ge=1, description="Requests of the saturation probe.")
+    saturation_timeout_s: float = Field(120, gt=0, description="Time limit of the saturation probe.")
+    num_workers: int = Field(8, ge=1, description="Load generator worker processes.")
+    worker_max_concurrency: int = Field(100, ge=1, description="In-flight requests per worker.")
+    input_mean_tokens: int = Field(1024, ge=1, description="Synthetic prompt length, mean.")
+    output_mean_tokens: int = Field(256, ge=1, description="Synthetic output length, mean.")
+    results_bucket: str | None = Field(
+        None, description="GCS bucket for the reports; default: the model bucket."
+    )
+    through_gateway_url: str | None = Field(
+        None,
+        description="Benchmark this base URL (e.g. http://GATEWAY_IP) instead of the vLLM Service.",
+    )
+
+
+class RenderSettings(_Strict):
+    """Everything one ``inferstack render`` needs; the model and accelerator come from the catalog."""
+
+    model: str = Field(description="Catalog model (served name, hub id or alias).")
+    accelerator: str = Field(description="Catalog accelerator (h100, nvidia-h100-80gb, v6e, ...).")
+    spec: Literal["none", "ngram", "eagle", "eagle3"] = Field("none", description="Speculative method.")
+    speculative: SpeculativeOptions = Field(default_factory=SpeculativeOptions)
+    nodes: int = Field(1, ge=1, description="Nodes per replica; > 1 renders a LeaderWorkerSet (TP x PP).")
+    gpus: int | None = Field(None, ge=1, description="Accelerators per node; default: recommended.")
+    gpu_memory_utilization: float | None = Field(
+        None, gt=0, le=1, description="Default: the accelerator's catalog default."
+    )
+    max_model_len: int | None = Field(None, ge=1, description="Default: the recommended one.")
+    name: str | None = Field(
+        None, description="Base object name; default vllm-<accelerator>-<model>[-<spec>]."
+    )
+    namespace: str = Field("inferstack", description="Namespace of every namespaced object.")
+    create_namespace: bool = Field(True, description="Render the Namespace object.")
+    compute_class: bool = Field(
+        True,
+        description="Select nodes with a custom ComputeClass and render it (else select by the "
+        "accelerator node labels).",
+    )
+    model_bucket: str = Field(
+        "inferstack-models", description="GCS bucket holding model weights (read through GCS FUSE)."
+    )
+    service_account: str = Field(
+        "inferstack",
+        description="Kubernetes ServiceAccount of vLLM and the Jobs; grant it bucket access with "
+        "Workload Identity Federation (and monitoring.viewer for the benchmark).",
+    )
+    hf_token_secret: str = Field(
+        "hf-token", description="Secret (key 'token') with a Hugging Face token, for downloads."
+    )
+    max_output_tokens: int = Field(
+        4096, ge=1, description="Longest generation we wait for when draining a pod."
+    )
+    endpoint_deregistration_s: int = Field(
+        15, ge=0, description="Time for routers to stop sending to a terminating pod."
+    )
+    images: ImageSettings = Field(default_factory=ImageSettings)
+    gateway: GatewaySettings = Field(default_factory=GatewaySettings)
+    autoscale: AutoscaleSettings = Field(default_factory=AutoscaleSettings)
+    bench: BenchSettings = Field(default_factory=BenchSettings)
+
+
+def load_settings(path: Path | None, overrides: dict[str, object]) -> RenderSettings:
+    """Settings from a YAML file (optional) with CLI overrides applied on top.
+
+    ``overrides`` uses dotted keys for nested fields (``gateway.enabled``).
+    """
+    data: dict[str, object] = {}
+    if path is not None:
+        try:
+            loaded = yaml.safe_load(Path(path).read_text())
+        except OSError as exc:
+            raise ConfigError(f"cannot read render config '{path}': {exc}") from exc
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"render config '{path}' is not valid YAML: {exc}") from exc
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"render config '{path}' must be a mapping, not {type(loaded).__name__}")
+        data = dict(loaded or {})
+    for dotted, value in overrides.items():
+        node: dict[str, object] = data
+        *parents, leaf = dotted.split(".")
+        for key in parents:
+            child = node.setdefault(key, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"render config key '{key}' must be a mapping")
+            node = child
+        node[leaf] = value
+    try:
+        return RenderSettings.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"'{'.'.join(str(p) for p in err['loc'])}' {err['msg']}" for err in exc.errors()
+        )
+        where = f" in '{path}'" if path else ""
+        raise ConfigError(f"render settings{where}: {problems}") from exc

@@ -1,0 +1,59 @@
+"""Golden files: the exact rendered directory for a representative set of deployments.
+
+Covers each accelerator, each speculative method, gateway on/off, autoscaling on/off and
+multi-node. A change in the output shows up as a diff here; when it is intended, regenerate:
+
+    INFERSTACK_UPDATE_GOLDEN=1 pytest tests/unit/kube/test_kube_golden.py
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from inferstack.kube import RenderSettings, render, validate_objects, write
+
+GOLDEN = Path(__file__).parent / "golden"
+
+CASES: dict[str, dict[str, Any]] = {
+    "l4-gemma-3-1b-it": {"model": "gemma-3-1b-it", "accelerator": "l4"},
+    "h100-llama-3.3-70b-instruct": {"model": "llama-3.3-70b-instruct", "accelerator": "h100"},
+    "h100-llama-3.3-70b-instruct-eagle3-2nodes": {
+        "model": "llama-3.3-70b-instruct", "accelerator": "h100", "spec": "eagle3", "nodes": 2},
+    "h100-llama-4-scout-eagle": {"model": "llama-4-scout-17b-16e-instruct", "accelerator": "h100", "spec": "eagle"},
+    "h200-qwen3-32b-eagle3": {"model": "qwen3-32b", "accelerator": "h200", "spec": "eagle3"},
+    "rtx-pro-6000-gpt-oss-20b-ngram": {"model": "gpt-oss-20b", "accelerator": "rtx-pro-6000", "spec": "ngram"},
+    "v5e-gemma-3-27b-it-no-autoscale": {"model": "gemma-3-27b-it", "accelerator": "v5e",
+                                         "autoscale": {"enabled": False}},
+    "v6e-qwen3-32b-no-gateway": {"model": "qwen3-32b", "accelerator": "v6e", "gateway": {"enabled": False}},
+    "l4-smollm2-bare": {"model": "smollm2-135m-instruct", "accelerator": "l4", "gateway": {"enabled": False},
+                        "autoscale": {"enabled": False}, "compute_class": False},
+}
+
+
+def snapshot(directory: Path) -> str:
+    parts = []
+    for path in sorted(p for p in directory.rglob("*") if p.is_file()):
+        parts.append(f"# ===== {path.relative_to(directory).as_posix()}\n{path.read_text()}")
+    return "".join(parts)
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_golden(case: str, tmp_path: Path) -> None:
+    rendered = render(RenderSettings(**CASES[case]))
+    assert validate_objects(rendered.objects()) == []
+    write(rendered, tmp_path)
+    text = snapshot(tmp_path)
+    golden = GOLDEN / f"{case}.txt"
+    if os.environ.get("INFERSTACK_UPDATE_GOLDEN"):
+        golden.parent.mkdir(parents=True, exist_ok=True)
+        golden.write_text(text)
+    assert golden.exists(), f"missing {golden}: run with INFERSTACK_UPDATE_GOLDEN=1"
+    assert text == golden.read_text(), f"{case} differs from {golden.name}; regenerate if intended"
+
+
+def test_no_stale_golden_files() -> None:
+    assert sorted(p.stem for p in GOLDEN.glob("*.txt")) == sorted(CASES)
