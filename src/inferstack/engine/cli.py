@@ -60,7 +60,26 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         engine["enforce_eager"] = False
     if engine:
         out["engine"] = engine
+    gateway: dict[str, Any] = {}
+    if args.gateway_port is not None:
+        gateway["port"] = args.gateway_port
+    if args.no_gateway:
+        gateway["enabled"] = False
+    if gateway:
+        out["gateway"] = gateway
     return out
+
+
+def _gateway_factory(config: StackConfig):  # type: ignore[no-untyped-def]
+    """Envoy + EPP in front of the replicas, learning them from the supervisor's endpoints file."""
+    if not config.gateway.enabled:
+        return None
+    # Imported here: a stack without a gateway never loads grpc.
+    from inferstack.gateway.runtime import Gateway
+    from inferstack.gateway.settings import GatewaySettings
+
+    settings = GatewaySettings.model_validate(config.gateway.model_dump(exclude={"enabled"}))
+    return lambda endpoints_file, run_dir: Gateway(settings, endpoints_file=endpoints_file, run_dir=run_dir)
 
 
 def _up(args: argparse.Namespace) -> int:
@@ -79,7 +98,8 @@ def _up(args: argparse.Namespace) -> int:
 
 def _up_foreground(config: StackConfig, state: StateFile, config_path: Path | None) -> int:
     engine_python = env_python(engine_env_for(config.engine.engine))
-    supervisor = Supervisor(config, engine_python, state, config_path=config_path)
+    supervisor = Supervisor(config, engine_python, state, config_path=config_path,
+                            front_end_factory=_gateway_factory(config))
     stop_event = threading.Event()
 
     def _on_signal(signum: int, _frame: object) -> None:
@@ -172,8 +192,13 @@ def _status(args: argparse.Namespace) -> int:
             f"{_fmt(m.get('waiting'), '.0f'):>4} {_fmt(_pct(m.get('kv_cache_usage')), '.1f'):>5} "
             f"{_fmt(_pct(accept), '.0f', '%'):>6} {r['restarts']:>8} {r['log']}"
         )
-    if data.get("gateway"):
-        print(f"gateway: {json.dumps(data['gateway'])}")
+    gateway = data.get("gateway")
+    if gateway:
+        for name in ("envoy", "epp"):
+            proc = gateway.get(name) or {}
+            ports = ", ".join(f"{k} {v}" for k, v in proc.items() if k.endswith("port"))
+            print(f"gateway {name:5} {proc.get('state', '-'):9} pid {proc.get('pid') or '-'}  {ports}  "
+                  f"log {proc.get('log', '-')}")
     return 0
 
 
@@ -202,8 +227,9 @@ def _down(args: argparse.Namespace) -> int:
             print(f"[down] supervisor did not stop in {args.timeout:.0f}s; killing", flush=True)
             os.kill(supervisor_pid, signal.SIGKILL)
     # Whatever the supervisor could not stop (it was killed, or crashed) is stopped here.
+    gateway = data.get("gateway") or {}
     pids = [r.get("pid") for r in data.get("replicas", [])]
-    pids += (data.get("gateway") or {}).get("pids", [])
+    pids += [(gateway.get(name) or {}).get("pid") for name in ("envoy", "epp")]
     leftovers = [pid for pid in pids if pid and group_alive(pid)]
     for pid in leftovers:
         stop_process_group(pid, 10)
@@ -224,6 +250,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     up.add_argument("--max-model-len", type=int, help="context length per request (default 2048)")
     up.add_argument("--kv-cache-gib", type=int, help="KV cache per replica in GiB (default 1)")
     up.add_argument("--compiled", action="store_true", help="torch.compile (slower start) instead of eager")
+    up.add_argument("--gateway-port", type=int, help="Envoy listener port (default 8080)")
+    up.add_argument("--no-gateway", action="store_true", help="serve from the replicas directly")
     up.add_argument("--detach", action="store_true", help="run in the background; stop with `down`")
     up.set_defaults(func=_up)
 

@@ -29,7 +29,7 @@ from inferstack.engine.args import build_replica_argv, build_replica_env
 from inferstack.engine.cpus import available_cores, plan_core_sets
 from inferstack.engine.replica import Replica, ReplicaSpec, log_tail
 from inferstack.engine.state import StateFile
-from inferstack.errors import PortInUseError, ReplicaStartError
+from inferstack.errors import InferstackError, PortInUseError, ReplicaStartError
 from inferstack.models.resolve import ResolvedModel, resolve_model
 
 __all__ = ["FrontEnd", "Supervisor", "check_port_free"]
@@ -43,15 +43,18 @@ _STABLE_AFTER_S = 60.0  # a replica ready this long has its restart backoff rese
 class FrontEnd(Protocol):
     """What the supervisor needs of the gateway (Envoy + EPP) it may put in front of replicas."""
 
-    base_url: str
+    url: str  # http://host:port, the OpenAI API under /v1
 
     def start(self) -> None: ...
     def stop(self) -> None: ...
     def status(self) -> dict[str, Any]: ...
+    def alive(self) -> bool: ...
 
 
 def check_port_free(host: str, port: int, what: str) -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        # As the servers do: connections in TIME_WAIT from a previous run do not make it busy.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError as exc:
@@ -69,7 +72,7 @@ class Supervisor:
         state: StateFile | None = None,
         *,
         config_path: Path | None = None,
-        front_end_factory: Callable[[Path, list[str]], FrontEnd] | None = None,
+        front_end_factory: Callable[[Path, Path], FrontEnd] | None = None,
     ) -> None:
         self.config = config
         self.engine_python = engine_python
@@ -82,6 +85,8 @@ class Supervisor:
         self._lock = threading.Lock()
         self._phase = "starting"
         self._error: str | None = None
+        self._front_end_backoff_s = 0.0
+        self._front_end_retry_at = 0.0
         self.started_at = time.time()
 
     # ----- planning -------------------------------------------------------------------------
@@ -152,7 +157,7 @@ class Supervisor:
                 time.sleep(_TICK_S)
             if self._front_end_factory is not None:
                 progress("[up] replicas ready; starting the gateway (Envoy + endpoint picker)")
-                self.front_end = self._front_end_factory(self.endpoints_path, self.ready_endpoints())
+                self.front_end = self._front_end_factory(self.endpoints_path, self.run_dir / "gateway")
                 self.front_end.start()
         except BaseException as exc:
             self._error = str(exc)
@@ -169,6 +174,7 @@ class Supervisor:
             self.tick()
 
     def tick(self) -> None:
+        self._check_front_end()
         now = time.monotonic()
         for replica in self.replicas:
             if replica.state == "backoff":
@@ -199,6 +205,22 @@ class Supervisor:
         self.endpoints_path.unlink(missing_ok=True)
 
     # ----- state machine steps -------------------------------------------------------------
+    def _check_front_end(self) -> None:
+        """Envoy and the EPP are supervised too: if one died, restart the pair (with backoff)."""
+        fe = self.front_end
+        if fe is None or fe.alive() or time.monotonic() < self._front_end_retry_at:
+            return
+        log.warning("gateway process died (%s); restarting Envoy + EPP", fe.status())
+        fe.stop()
+        try:
+            fe.start()
+            self._front_end_backoff_s = 0.0
+        except InferstackError as exc:  # a failed restart is retried, not fatal
+            self._front_end_backoff_s = min(30.0, (self._front_end_backoff_s or 0.5) * 2)
+            self._front_end_retry_at = time.monotonic() + self._front_end_backoff_s
+            log.error("gateway restart failed (%s); next try in %.1fs", exc, self._front_end_backoff_s)
+        self._publish()
+
     def _check_starting(self, replica: Replica, initial: bool) -> None:
         code = replica.exited()
         if code is not None:
@@ -259,7 +281,7 @@ class Supervisor:
     @property
     def base_url(self) -> str:
         if self.front_end is not None:
-            return self.front_end.base_url
+            return f"{self.front_end.url}/v1"
         first = self.replicas[0].spec if self.replicas else None
         return f"{first.url}/v1" if first else ""
 

@@ -1,0 +1,104 @@
+"""Serving on real vLLM-CPU replicas: answers, streaming, ngram speculation, self-healing."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+
+import httpx
+import pytest
+from stackutil import chat
+
+from inferstack.engine.metrics import fetch_figures
+
+pytestmark = pytest.mark.integration
+
+COPY_PROMPT = (
+    "Repeat the following text exactly, word for word.\n\n"
+    "Text: The committee met on Tuesday to review the annual budget. After a long discussion, "
+    "the members agreed to increase funding for the public library, to repair the old bridge "
+    "over the river, and to plant two hundred trees along the main street of the town.\n\n"
+    "Repeated text: The committee met on Tuesday to review the annual budget."
+)
+
+
+def test_status_json_contract(stack):
+    data = stack.status()
+    assert data["base_url"].endswith("/v1")
+    assert len(data["replicas"]) == 2
+    for replica in data["replicas"]:
+        assert replica["url"].startswith("http://127.0.0.1:")
+        assert replica["state"] == "ready"
+        assert replica["pid"] > 0
+        assert replica["metrics"]["kv_cache_usage"] is not None
+        assert os.path.exists(replica["log"])
+
+
+def test_capital_of_france_on_every_replica(stack):
+    for url in stack.replica_urls:
+        answer = chat(f"{url}/v1", stack.served_model, "What is the capital of France?")
+        assert "Paris" in answer["choices"][0]["message"]["content"]
+
+
+def test_base_url_answers(stack):
+    answer = chat(stack.base_url, stack.served_model, "What is the capital of France?")
+    assert "Paris" in answer["choices"][0]["message"]["content"]
+
+
+def test_streaming_returns_several_chunks(stack):
+    chunks: list[str] = []
+    done = False
+    with httpx.stream(
+        "POST", f"{stack.replica_urls[0]}/v1/chat/completions",
+        json={"model": stack.served_model, "stream": True, "max_tokens": 32, "temperature": 0,
+              "messages": [{"role": "user", "content": "Name three colors."}]},
+        timeout=120,
+    ) as response:
+        assert response.status_code == 200
+        for line in response.iter_lines():
+            if not line.startswith("data: "):
+                continue
+            payload = line[len("data: "):]
+            if payload == "[DONE]":
+                done = True
+                break
+            delta = json.loads(payload)["choices"][0]["delta"].get("content")
+            if delta:
+                chunks.append(delta)
+    assert done, "the stream must end with data: [DONE]"
+    assert len(chunks) >= 3
+    assert "".join(chunks).strip()
+
+
+def test_ngram_acceptance_counters_rise_on_a_copy_prompt(stack):
+    url = stack.replica_urls[0]
+    before = fetch_figures(url)
+    chat(f"{url}/v1", stack.served_model, COPY_PROMPT, max_tokens=64)
+    after = fetch_figures(url)
+    assert before is not None and after is not None
+    assert after.spec_drafts > before.spec_drafts
+    accepted = after.spec_accepted_tokens - before.spec_accepted_tokens
+    drafted = after.spec_draft_tokens - before.spec_draft_tokens
+    assert accepted > 0
+    # A copy prompt is where n-gram lookup shines: most drafted tokens are accepted.
+    assert accepted / drafted > 0.3, (accepted, drafted)
+
+
+def test_a_killed_replica_comes_back(stack):
+    victim = stack.status()["replicas"][1]
+    os.kill(victim["pid"], signal.SIGKILL)
+    deadline = time.monotonic() + 300
+    current = victim
+    while time.monotonic() < deadline:
+        current = next(r for r in stack.status()["replicas"] if r["name"] == victim["name"])
+        if current["state"] == "ready" and current["pid"] != victim["pid"]:
+            break
+        time.sleep(1)
+    else:
+        pytest.fail(f"replica {victim['name']} did not come back: {current}")
+    assert current["restarts"] == victim["restarts"] + 1
+    assert "exited with code -9" in current["last_exit"]
+    answer = chat(f"{current['url']}/v1", stack.served_model, "What is the capital of France?")
+    assert "Paris" in answer["choices"][0]["message"]["content"]
