@@ -24,6 +24,7 @@ _COMPONENT_CLIS = (
     "inferstack.engine.cli",  # up, status, down
     "inferstack.gateway.cli",  # epp, gateway
     "inferstack.bench.cli",  # bench, report
+    "inferstack.kube.cli",  # recommend, render
 )
 
 

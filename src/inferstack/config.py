@@ -6,6 +6,7 @@ Example (every key optional)::
     replicas: 2
     speculative: {method: ngram, num_speculative_tokens: 6, prompt_lookup_max: 5}
     engine: {max_model_len: 2048, kv_cache_gib: 1, base_port: 8101}
+    gateway: {enabled: true, port: 8080}
 
 Unknown keys are errors, so a misspelt key never silently vanishes. Errors name the key, the bad
 value and what would be valid.
@@ -16,14 +17,20 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
+from inferstack.configfile import read_yaml_mapping, validate
 from inferstack.engine.settings import EngineSettings
 from inferstack.engine.speculative import SpeculativeSettings
-from inferstack.errors import ConfigError
+from inferstack.gateway.settings import GatewaySettings
 
-__all__ = ["StackConfig", "load_config", "format_validation_error"]
+__all__ = ["StackConfig", "StackGatewaySettings", "load_config"]
+
+
+class StackGatewaySettings(GatewaySettings):
+    """The gateway in front of the local replicas (Envoy on ``port``, default 8080)."""
+
+    enabled: bool = Field(True, description="Serve through Envoy + the endpoint picker.")
 
 
 class StackConfig(BaseModel):
@@ -38,42 +45,15 @@ class StackConfig(BaseModel):
     speculative: SpeculativeSettings = Field(
         default_factory=SpeculativeSettings, description="Speculative decoding (default: ngram)."
     )
-
-
-def format_validation_error(exc: ValidationError, source: str) -> str:
-    lines = []
-    for err in exc.errors():
-        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        if err["type"] == "extra_forbidden":
-            lines.append(f"{source}: unknown key '{key}'")
-            continue
-        value = err.get("input")
-        shown = "" if isinstance(value, dict) else f" has value {value!r};"
-        lines.append(f"{source}: '{key}'{shown} {err['msg']}")
-    return "\n".join(lines)
+    gateway: StackGatewaySettings = Field(default_factory=StackGatewaySettings)
 
 
 def load_config(path: Path | None = None, overrides: dict[str, Any] | None = None) -> StackConfig:
     """Load the YAML file (if any), deep-merge ``overrides`` (from CLI flags), validate."""
-    data: dict[str, Any] = {}
-    source = "config"
-    if path is not None:
-        source = str(path)
-        try:
-            loaded = yaml.safe_load(Path(path).read_text())
-        except OSError as exc:
-            raise ConfigError(f"cannot read config file '{path}': {exc.strerror}") from exc
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"config file '{path}' is not valid YAML: {exc}") from exc
-        if loaded is not None and not isinstance(loaded, dict):
-            raise ConfigError(f"config file '{path}' must hold a mapping at the top level")
-        data = loaded or {}
+    data = read_yaml_mapping(path, "config file") if path is not None else {}
     if overrides:
         data = _merge(data, overrides)
-    try:
-        return StackConfig.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, source)) from exc
+    return validate(StackConfig, data, str(path) if path is not None else "config")
 
 
 def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:

@@ -31,7 +31,7 @@ def test_file_then_overrides(tmp_path):
         ("engine: {kv_cache_gb: 2}\n", "unknown key 'engine.kv_cache_gb'"),
         ("speculative: {method: eagle}\n", "needs an EAGLE head"),
         ("speculative: {method: lookahead}\n", "'speculative.method' has value 'lookahead'"),
-        ("- a\n- b\n", "must hold a mapping"),
+        ("- a\n- b\n", "must be a mapping"),
         ("replicas: [\n", "not valid YAML"),
     ],
 )

@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 
 from inferstack.kube.serving import CONTAINER_SECURITY, POD_SECURITY, pod_monitoring
-from inferstack.kube.stack import EPP_GRPC_PORT, EPP_HEALTH_PORT, EPP_METRICS_PORT, VLLM_PORT, Stack
+from inferstack.kube.stack import EPP_GRPC_PORT, EPP_METRICS_PORT, VLLM_PORT, Stack
 
 __all__ = ["epp_config", "gateway_objects"]
 
@@ -52,8 +52,8 @@ def epp_config(stack: Stack) -> dict[str, Any]:
 
 def _epp_deployment(stack: Stack) -> dict[str, Any]:
     name = epp_name(stack)
-    # grpc.health.v1 is answered on the ext_proc port (EppSettings.grpc_port); 9003 is declared for
-    # a dedicated health listener, as the Inference Extension's reference EPP has.
+    # Our EPP answers grpc.health.v1 on its ext_proc port (EppSettings.grpc_port), so the probes
+    # use that port; no separate health port is declared that nothing would listen on.
     probe = {"grpc": {"port": EPP_GRPC_PORT}, "periodSeconds": 5, "timeoutSeconds": 2}
     return {
         "apiVersion": "apps/v1",
@@ -75,7 +75,6 @@ def _epp_deployment(stack: Stack) -> dict[str, Any]:
                         "args": ["epp", "--config", f"{EPP_CONFIG_DIR}/epp.yaml"],
                         "ports": [
                             {"name": "grpc", "containerPort": EPP_GRPC_PORT, "protocol": "TCP"},
-                            {"name": "grpc-health", "containerPort": EPP_HEALTH_PORT, "protocol": "TCP"},
                             {"name": "metrics", "containerPort": EPP_METRICS_PORT, "protocol": "TCP"},
                         ],
                         "readinessProbe": {**probe, "failureThreshold": 3},

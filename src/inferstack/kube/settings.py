@@ -9,9 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
+from inferstack.configfile import read_yaml_mapping, validate
 from inferstack.errors import ConfigError
 
 __all__ = [
@@ -167,17 +167,7 @@ def load_settings(path: Path | None, overrides: dict[str, object]) -> RenderSett
 
     ``overrides`` uses dotted keys for nested fields (``gateway.enabled``).
     """
-    data: dict[str, object] = {}
-    if path is not None:
-        try:
-            loaded = yaml.safe_load(Path(path).read_text())
-        except OSError as exc:
-            raise ConfigError(f"cannot read render config '{path}': {exc}") from exc
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"render config '{path}' is not valid YAML: {exc}") from exc
-        if loaded is not None and not isinstance(loaded, dict):
-            raise ConfigError(f"render config '{path}' must be a mapping, not {type(loaded).__name__}")
-        data = dict(loaded or {})
+    data: dict[str, object] = read_yaml_mapping(path, "render config") if path is not None else {}
     for dotted, value in overrides.items():
         node: dict[str, object] = data
         *parents, leaf = dotted.split(".")
@@ -187,11 +177,4 @@ def load_settings(path: Path | None, overrides: dict[str, object]) -> RenderSett
                 raise ConfigError(f"render config key '{key}' must be a mapping")
             node = child
         node[leaf] = value
-    try:
-        return RenderSettings.model_validate(data)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"'{'.'.join(str(p) for p in err['loc'])}' {err['msg']}" for err in exc.errors()
-        )
-        where = f" in '{path}'" if path else ""
-        raise ConfigError(f"render settings{where}: {problems}") from exc
+    return validate(RenderSettings, data, f"render settings '{path}'" if path else "render settings")

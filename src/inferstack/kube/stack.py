@@ -18,11 +18,10 @@ from inferstack.kube.settings import RenderSettings
 from inferstack.models.catalog import GIB, Accelerator, DraftHead, ModelSpec, get_accelerator, get_model
 from inferstack.models.sizing import Plan, SizingPolicy, recommend
 
-__all__ = ["Stack", "resolve_stack", "VLLM_PORT", "EPP_GRPC_PORT", "EPP_HEALTH_PORT", "EPP_METRICS_PORT"]
+__all__ = ["Stack", "resolve_stack", "VLLM_PORT", "EPP_GRPC_PORT", "EPP_METRICS_PORT"]
 
 VLLM_PORT = 8000
 EPP_GRPC_PORT = 9002
-EPP_HEALTH_PORT = 9003
 EPP_METRICS_PORT = 9090
 GCS_ROOT = "/gcs"
 DONE_MARKER = ".inferstack-download-complete"

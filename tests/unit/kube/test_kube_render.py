@@ -186,7 +186,7 @@ def test_gateway_pieces_and_epp_contract() -> None:
     assert container["image"] == "ghcr.io/inferstack/inferstack:0.1.0"
     assert container["args"] == ["epp", "--config", "/etc/inferstack/epp.yaml"]
     assert {p["name"]: p["containerPort"] for p in container["ports"]} == {
-        "grpc": 9002, "grpc-health": 9003, "metrics": 9090}
+        "grpc": 9002, "metrics": 9090}
     role = one(objs, "Role")
     assert role["rules"] == [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]}]
     assert not [o for o in objs if o["kind"] in ("ClusterRole", "ClusterRoleBinding")]

@@ -1,0 +1,93 @@
+"""The EPP's view of its endpoints: address, readiness and the latest scraped vLLM metrics.
+
+Invariants: the scheduler only reads this state (no I/O on the hot path); metrics older than the
+staleness bound make an endpoint "unknown" (``fresh() is False``), never idle; ``in_flight`` counts
+requests the EPP sent since the endpoint's last successful scrape (reset by each fresh scrape, whose
+queue numbers then include them), so a burst between scrapes spreads instead of piling up.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+__all__ = ["Datastore", "Endpoint", "EndpointMetrics"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class EndpointMetrics:
+    waiting: float = 0.0
+    running: float = 0.0
+    kv_usage: float = 0.0
+    active_loras: frozenset[str] = frozenset()
+    waiting_loras: frozenset[str] = frozenset()
+    max_loras: int = 0
+    block_size: int = 0
+    scraped_at: float = 0.0  # time.monotonic() of the scrape; 0 = never
+
+
+@dataclass(slots=True, eq=False)
+class Endpoint:
+    address: str  # "host:port"
+    ready: bool = False
+    metrics: EndpointMetrics = field(default_factory=EndpointMetrics)
+    in_flight: int = 0
+    consecutive_failures: int = 0
+
+    def fresh(self, staleness_s: float, now: float | None = None) -> bool:
+        now = time.monotonic() if now is None else now
+        return self.metrics.scraped_at > 0 and now - self.metrics.scraped_at <= staleness_s
+
+    def queue(self) -> float:
+        return self.metrics.waiting + self.in_flight
+
+
+class Datastore:
+    """Endpoints by address. ``set_addresses`` is called by discovery; the scraper updates metrics."""
+
+    def __init__(self) -> None:
+        self._endpoints: dict[str, Endpoint] = {}
+        self.version = 0  # bumped on membership change, so readers can cache derived lists
+
+    def set_addresses(self, addresses: list[str]) -> tuple[list[str], list[str]]:
+        """Replace the membership; keep state of endpoints that stay. Returns (added, removed)."""
+        wanted = list(dict.fromkeys(addresses))
+        added = [a for a in wanted if a not in self._endpoints]
+        removed = [a for a in self._endpoints if a not in wanted]
+        for a in removed:
+            del self._endpoints[a]
+        for a in added:
+            self._endpoints[a] = Endpoint(a)
+        if added or removed:
+            self.version += 1
+            log.info("endpoints now %s (added %s, removed %s)", wanted, added, removed)
+        return added, removed
+
+    def get(self, address: str) -> Endpoint | None:
+        return self._endpoints.get(address)
+
+    def all(self) -> list[Endpoint]:
+        return list(self._endpoints.values())
+
+    def ready(self) -> list[Endpoint]:
+        return [e for e in self._endpoints.values() if e.ready]
+
+    def update_metrics(self, address: str, metrics: EndpointMetrics) -> None:
+        ep = self._endpoints.get(address)
+        if ep is None:
+            return
+        if not ep.ready:
+            log.info("endpoint %s is ready", address)
+        ep.metrics, ep.ready, ep.in_flight, ep.consecutive_failures = metrics, True, 0, 0
+
+    def mark_failed(self, address: str, reason: str, max_failures: int = 1) -> None:
+        ep = self._endpoints.get(address)
+        if ep is None:
+            return
+        ep.consecutive_failures += 1
+        if ep.ready and ep.consecutive_failures >= max_failures:
+            ep.ready = False
+            log.warning("endpoint %s dropped out: %s", address, reason)

@@ -1,0 +1,123 @@
+"""Generate Envoy's bootstrap config for the gateway (a plain dict, written as YAML).
+
+Shape: one listener (HTTP/1.1 and h2c from clients) -> HTTP connection manager -> ext_proc filter
+(our EPP over gRPC) -> router -> cluster ``inference_pool``. The pool's members come from an EDS
+file the EPP mirrors from discovery; its load-balancing policy is ``override_host``, which sends
+the request to the first host of ``x-gateway-destination-endpoint`` (metadata ``envoy.lb`` first,
+then the header) and, on a retry (connect failure, refused stream, reset or 5xx before any byte
+was sent downstream), to the next one: the fallbacks the EPP listed.
+Invariants: the admin interface binds 127.0.0.1 only; POST routes send only the buffered body to
+the EPP (one message each way), other routes only the headers; no response phase is processed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from inferstack.gateway.settings import GatewaySettings
+
+__all__ = ["CLUSTER_NAME", "build_envoy_config"]
+
+CLUSTER_NAME = "inference_pool"
+_EPP_CLUSTER = "epp"
+_EXT_PROC_TYPE = "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor"
+_BUFFER_LIMIT = 16 * 1024 * 1024  # the whole request body is buffered for the EPP
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.3f}s"
+
+
+def build_envoy_config(settings: GatewaySettings, eds_path: Path) -> dict:
+    epp = settings.epp
+    retry_policy = {
+        "retry_on": "connect-failure,refused-stream,reset-before-request,reset,5xx",
+        "num_retries": settings.retries,
+        "retry_host_predicate": [{"name": "envoy.retry_host_predicates.previous_hosts",
+                                  "typed_config": {"@type": "type.googleapis.com/envoy.extensions.retry.host."
+                                                   "previous_hosts.v3.PreviousHostsPredicate"}}],
+        "host_selection_retry_max_attempts": 3,
+    }
+    route_action = {"cluster": CLUSTER_NAME, "timeout": _duration(settings.request_timeout_s),
+                    "retry_policy": retry_policy}
+    hcm = {
+        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3."
+                 "HttpConnectionManager",
+        "stat_prefix": "gateway",
+        "codec_type": "AUTO",
+        "stream_idle_timeout": _duration(settings.stream_idle_timeout_s),
+        "request_timeout": "0s",
+        "route_config": {"name": "inference", "virtual_hosts": [{
+            "name": "all", "domains": ["*"],
+            "routes": [
+                {"name": "all", "match": {"prefix": "/"}, "route": route_action},
+            ]}]},
+        "http_filters": [
+            {"name": "envoy.filters.http.ext_proc", "typed_config": {
+                "@type": _EXT_PROC_TYPE,
+                "grpc_service": {"envoy_grpc": {"cluster_name": _EPP_CLUSTER},
+                                 "timeout": _duration(max(1.0, settings.ext_proc_timeout_ms / 1000.0))},
+                "failure_mode_allow": False,
+                "message_timeout": _duration(settings.ext_proc_timeout_ms / 1000.0),
+                "processing_mode": {
+                    "request_header_mode": "SEND", "response_header_mode": "SKIP",
+                    "request_body_mode": "BUFFERED", "response_body_mode": "NONE",
+                    "request_trailer_mode": "SKIP", "response_trailer_mode": "SKIP"},
+                "mutation_rules": {"allow_all_routing": True},
+                "send_body_without_waiting_for_header_response": True,
+            }},
+            {"name": "envoy.filters.http.router", "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}},
+        ],
+    }
+    pool = {
+        "name": CLUSTER_NAME,
+        "type": "EDS",
+        "connect_timeout": _duration(settings.connect_timeout_s),
+        "eds_cluster_config": {"eds_config": {
+            "path_config_source": {"path": str(eds_path), "watched_directory": {"path": str(Path(eds_path).parent)}},
+            "resource_api_version": "V3"}},
+        "load_balancing_policy": {"policies": [{"typed_extension_config": {
+            "name": "envoy.load_balancing_policies.override_host",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.load_balancing_policies.override_host.v3.OverrideHost",
+                "override_host_sources": [
+                    {"metadata": {"key": "envoy.lb", "path": [{"key": "x-gateway-destination-endpoint"}]}},
+                    {"header": "x-gateway-destination-endpoint"}],
+                "fallback_policy": {"policies": [{"typed_extension_config": {
+                    "name": "envoy.load_balancing_policies.round_robin",
+                    "typed_config": {"@type": "type.googleapis.com/envoy.extensions.load_balancing_policies."
+                                              "round_robin.v3.RoundRobin"}}}]},
+            }}}]},
+        "common_lb_config": {"healthy_panic_threshold": {"value": 0}},
+        # Envoy's defaults allow only 3 concurrent retries per cluster: a replica dying under
+        # load needs one retry per in-flight request, so lift them (the EPP does admission).
+        "circuit_breakers": {"thresholds": [{"priority": "DEFAULT", "max_connections": 100_000,
+                                             "max_pending_requests": 100_000, "max_requests": 100_000,
+                                             "max_retries": 100_000}]},
+        "per_connection_buffer_limit_bytes": _BUFFER_LIMIT,
+    }
+    epp_cluster = {
+        "name": _EPP_CLUSTER,
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "typed_extension_protocol_options": {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+            "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+            "explicit_http_config": {"http2_protocol_options": {}}}},
+        "load_assignment": {"cluster_name": _EPP_CLUSTER, "endpoints": [{"lb_endpoints": [{"endpoint": {
+            "address": {"socket_address": {"address": epp.grpc_host, "port_value": epp.grpc_port}}}}]}]},
+    }
+    return {
+        "node": {"id": "inferstack-gateway", "cluster": "inferstack"},
+        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": settings.admin_port}}},
+        "static_resources": {
+            "listeners": [{
+                "name": "gateway",
+                "address": {"socket_address": {"address": settings.listen_host, "port_value": settings.port}},
+                "per_connection_buffer_limit_bytes": _BUFFER_LIMIT,
+                "filter_chains": [{"filters": [{"name": "envoy.filters.network.http_connection_manager",
+                                                "typed_config": hcm}]}],
+            }],
+            "clusters": [pool, epp_cluster],
+        },
+    }

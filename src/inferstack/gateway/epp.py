@@ -1,0 +1,265 @@
+"""The endpoint picker: an Envoy ext_proc gRPC server speaking the Gateway API Inference Extension
+endpoint-picker protocol.
+
+Per request Envoy opens one stream and sends the request headers, then (without waiting for our
+answer) the buffered body. Headers with a body to follow get a cached "continue"; the decision is
+made once, on the body (or on the headers of a body-less request such as GET /v1/models):
+- routed:  header ``x-gateway-destination-endpoint: ip:port[,fallback...]`` and the same key under
+           dynamic metadata namespace ``envoy.lb`` (+ a body mutation when a rewrite changed the model);
+- 400 (malformed body), 429 (sheddable and saturated), 503 (no ready endpoint): an immediate JSON
+  error response.
+Invariants: the hot path parses the protobuf and the JSON body once, reads only in-memory state,
+and reuses serialized answers per destination; discovery, scraping, the EDS mirror and metrics
+export run in background tasks / threads. The gRPC transport is ``h2grpc`` (lean, default) or
+grpcio's asyncio server (``server: grpcio``). gRPC health (``grpc.health.v1.Health/Check``) answers
+SERVING once the server is up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import time
+from pathlib import Path
+
+import grpc
+from envoy.config.core.v3 import base_pb2
+from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
+from google.protobuf import struct_pb2
+
+from inferstack.gateway.datastore import Datastore
+from inferstack.gateway.discovery import make_discovery
+from inferstack.gateway.epp_metrics import EppMetrics
+from inferstack.gateway.h2grpc import GrpcH2Server
+from inferstack.gateway.policy import Objectives, Rewrites, is_saturated
+from inferstack.gateway.request import BadRequest, InferenceRequest, parse_body
+from inferstack.gateway.scheduling import SchedContext, Scheduler
+from inferstack.gateway.scraper import Scraper
+from inferstack.gateway.settings import EppSettings
+
+__all__ = ["DESTINATION_HEADER", "EndpointPicker", "run_epp", "serve", "write_eds_file"]
+
+log = logging.getLogger(__name__)
+
+DESTINATION_HEADER = "x-gateway-destination-endpoint"
+METADATA_NAMESPACE = "envoy.lb"
+_EXT_PROC_SERVICE = "envoy.service.ext_proc.v3.ExternalProcessor"
+_HEALTH_SERVICE = "grpc.health.v1.Health"
+_HEALTH_SERVING = b"\x08\x01"  # HealthCheckResponse{status: SERVING}
+_OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
+_CONTINUE_HEADERS = pb.ProcessingResponse(request_headers=pb.HeadersResponse()).SerializeToString()
+
+
+def _error_response(code: int, message: str, err_type: str) -> bytes:
+    body = json.dumps({"error": {"message": message, "type": err_type, "code": code}}).encode()
+    resp = pb.ProcessingResponse(immediate_response=pb.ImmediateResponse(
+        status={"code": code}, body=body, details=err_type,
+        headers=pb.HeaderMutation(set_headers=[base_pb2.HeaderValueOption(
+            header=base_pb2.HeaderValue(key="content-type", raw_value=b"application/json"),
+            append_action=_OVERWRITE)])))
+    return resp.SerializeToString()
+
+
+def _route_response(destination: str, phase: str, new_body: bytes | None = None) -> bytes:
+    headers = [base_pb2.HeaderValueOption(
+        header=base_pb2.HeaderValue(key=DESTINATION_HEADER, raw_value=destination.encode()),
+        append_action=_OVERWRITE)]
+    if new_body is not None:
+        headers.append(base_pb2.HeaderValueOption(
+            header=base_pb2.HeaderValue(key="content-length", raw_value=str(len(new_body)).encode()),
+            append_action=_OVERWRITE))
+    common = pb.CommonResponse(header_mutation=pb.HeaderMutation(set_headers=headers))
+    if new_body is not None:
+        common.body_mutation.body = new_body
+    meta = struct_pb2.Struct()
+    meta.update({METADATA_NAMESPACE: {DESTINATION_HEADER: destination}})
+    if phase == "body":
+        resp = pb.ProcessingResponse(request_body=pb.BodyResponse(response=common), dynamic_metadata=meta)
+    else:
+        resp = pb.ProcessingResponse(request_headers=pb.HeadersResponse(response=common), dynamic_metadata=meta)
+    return resp.SerializeToString()
+
+
+def write_eds_file(path: Path, cluster_name: str, endpoints: list[str]) -> None:
+    """Atomically write an Envoy EDS DiscoveryResponse (JSON) listing ``endpoints``."""
+    lb = []
+    for ep in endpoints:
+        host, _, port = ep.rpartition(":")
+        lb.append({"endpoint": {"address": {"socket_address": {"address": host.strip("[]"),
+                                                                "port_value": int(port)}}}})
+    doc = {"version_info": str(time.time_ns()), "resources": [{
+        "@type": "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment",
+        "cluster_name": cluster_name, "endpoints": [{"lb_endpoints": lb}]}]}
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(doc))
+    os.replace(tmp, path)
+
+
+class EndpointPicker:
+    """The decision logic, independent of gRPC: raw ProcessingRequest bytes -> raw response bytes."""
+
+    def __init__(self, settings: EppSettings, datastore: Datastore | None = None) -> None:
+        self.settings = settings
+        self.datastore = datastore or Datastore()
+        self.scheduler = Scheduler(settings.scheduler)
+        self.rewrites = Rewrites(settings.rewrites)
+        self.objectives = Objectives(settings.objectives)
+        self.metrics = EppMetrics(self.datastore, self.scheduler)
+        self._staleness_s = settings.saturation.metrics_staleness_ms / 1000.0
+        self._cache: dict[tuple[str, str], bytes] = {}
+        self._errors = {
+            503: _error_response(503, "no model server endpoint is ready", "service_unavailable"),
+            429: _error_response(429, "the model servers are saturated and this request is sheddable",
+                                 "too_many_requests"),
+        }
+        self._latency = self.metrics.latency
+
+    def on_endpoints(self, addresses: list[str]) -> None:
+        _, removed = self.datastore.set_addresses(addresses)
+        for a in removed:
+            self.scheduler.forget(a)
+        if self.settings.eds_path is not None:
+            write_eds_file(self.settings.eds_path, "inference_pool", addresses)
+
+    def _routed(self, destination: str, phase: str) -> bytes:
+        key = (destination, phase)
+        out = self._cache.get(key)
+        if out is None:
+            if len(self._cache) > 4096:
+                self._cache.clear()
+            out = self._cache[key] = _route_response(destination, phase)
+        return out
+
+    def handle(self, raw: bytes) -> bytes:
+        t0 = time.perf_counter()
+        msg = pb.ProcessingRequest.FromString(raw)
+        which = msg.WhichOneof("request")
+        if which == "request_body":
+            try:
+                req = parse_body(msg.request_body.body)
+            except BadRequest as exc:
+                self.metrics.count("", "", "", "bad_request")
+                out = _error_response(400, str(exc), "invalid_request_error")
+            else:
+                out = self._decide(req, "body", msg.request_body.body)
+        elif which == "request_headers":
+            if not msg.request_headers.end_of_stream:  # the body follows: route on it
+                return _CONTINUE_HEADERS
+            req = InferenceRequest(model="", prompt="", stream=False, max_tokens=None, kind="other")
+            out = self._decide(req, "headers", b"")
+        else:  # a phase we did not ask for: let it continue unchanged
+            out = pb.ProcessingResponse(**{which: {}}).SerializeToString() if which else b""
+        self._latency.observe(time.perf_counter() - t0)
+        return out
+
+    def _decide(self, req: InferenceRequest, phase: str, body: bytes) -> bytes:
+        now = time.monotonic()
+        model = req.model
+        target = self.rewrites.apply(model) if model else model
+        req.target_model = target
+        req.priority = self.objectives.priority(model, target) if model else 0
+        ready = self.datastore.ready()
+        if not ready:
+            self.metrics.count(model, target, "", "unavailable")
+            return self._errors[503]
+        sat = self.settings.saturation
+        if req.priority < 0 and is_saturated(ready, sat, now):
+            self.metrics.shed.labels(model).inc()
+            self.metrics.count(model, target, "", "shed")
+            return self._errors[429]
+        result = self.scheduler.schedule(SchedContext(now, self._staleness_s, sat), req, ready)
+        assert result is not None  # ready is not empty
+        destination = result.endpoint.address
+        if result.fallbacks:
+            destination = ",".join([destination, *(e.address for e in result.fallbacks)])
+        self.metrics.count(model, target, result.endpoint.address, "routed")
+        if target != model and phase == "body":
+            return _route_response(destination, phase, self._rewrite_body(body, target))
+        return self._routed(destination, phase)
+
+    @staticmethod
+    def _rewrite_body(body: bytes, target: str) -> bytes:
+        # only for rewritten models (rare): re-parse so every other field stays untouched
+        data = json.loads(body)
+        data["model"] = target
+        return json.dumps(data, separators=(",", ":")).encode()
+
+
+async def _start_grpcio(picker: EndpointPicker, host: str, port: int) -> grpc.aio.Server:
+    async def process(request_iterator, context):  # type: ignore[no-untyped-def]
+        async for raw in request_iterator:
+            yield picker.handle(raw)
+
+    async def health(raw: bytes, context) -> bytes:  # type: ignore[no-untyped-def]
+        return _HEALTH_SERVING
+
+    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+    server.add_generic_rpc_handlers([
+        grpc.method_handlers_generic_handler(_EXT_PROC_SERVICE, {
+            "Process": grpc.stream_stream_rpc_method_handler(process)}),
+        grpc.method_handlers_generic_handler(_HEALTH_SERVICE, {
+            "Check": grpc.unary_unary_rpc_method_handler(health)}),
+    ])
+    if server.add_insecure_port(f"{host}:{port}") == 0:
+        raise OSError(f"cannot bind the EPP gRPC port {host}:{port}")
+    await server.start()
+    return server
+
+
+async def serve(settings: EppSettings, stop: asyncio.Event) -> None:
+    """Run the EPP until ``stop`` is set: gRPC server, discovery, scraper, metrics endpoint."""
+    from prometheus_client import start_http_server
+
+    picker = EndpointPicker(settings)
+    scraper = Scraper(picker.datastore, settings.scrape_interval_ms / 1000.0, settings.scrape_timeout_ms / 1000.0,
+                      on_scrape=lambda a, ok: picker.metrics.scrapes.labels(a, "ok" if ok else "error").inc())
+
+    def on_change(addresses: list[str]) -> None:
+        picker.on_endpoints(addresses)
+        scraper.sync()
+
+    address = f"{settings.grpc_host}:{settings.grpc_port}"
+    if settings.server == "h2":
+        server = GrpcH2Server({f"/{_EXT_PROC_SERVICE}/Process": picker.handle,
+                               f"/{_HEALTH_SERVICE}/Check": lambda raw: _HEALTH_SERVING})
+        await server.start(settings.grpc_host, settings.grpc_port)
+        stop_server = server.stop
+    else:
+        grpc_server = await _start_grpcio(picker, settings.grpc_host, settings.grpc_port)
+
+        async def stop_server() -> None:
+            await grpc_server.stop(grace=1.0)
+
+    httpd, thread = start_http_server(settings.metrics_port, addr=settings.grpc_host, registry=picker.metrics.registry)
+    discovery_task = asyncio.create_task(make_discovery(settings.discovery).run(on_change), name="discovery")
+    log.info("EPP pid %d serving ext_proc on %s, metrics on :%d", os.getpid(), address, settings.metrics_port)
+    try:
+        await stop.wait()
+    finally:
+        log.info("EPP pid %d stopping", os.getpid())
+        await stop_server()
+        discovery_task.cancel()
+        await asyncio.gather(discovery_task, return_exceptions=True)
+        await scraper.stop()
+        httpd.shutdown()
+        thread.join(timeout=2)
+
+
+def run_epp(settings: EppSettings) -> int:
+    """Blocking entry point of ``inferstack epp``: runs until SIGTERM/SIGINT."""
+
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per scrape would flood the log
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await serve(settings, stop)
+
+    asyncio.run(main())
+    return 0

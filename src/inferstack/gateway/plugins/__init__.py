@@ -1,0 +1,3 @@
+"""Built-in scheduler plugins (filters and scorers); importing a module registers its plugins."""
+
+__all__: list[str] = []

@@ -1,0 +1,62 @@
+"""Request policy before scheduling: model rewrites (weighted splits), priorities, saturation.
+
+- ``Rewrites.apply(model)`` -> target model, drawn with the configured weights
+  (InferenceModelRewrite semantics); models without a rewrite pass through unchanged.
+- ``Objectives.priority(model)`` -> int; < 0 means sheddable (InferenceObjective semantics).
+- ``is_saturated(endpoints, ...)``: True when no endpoint has capacity: fresh metrics, queue
+  (waiting + the EPP's in-flight) <= threshold and KV usage <= threshold. Stale or missing
+  metrics count as no capacity ("unknown" is not "idle").
+Invariants: cumulative weights are precomputed; nothing here does I/O.
+"""
+
+from __future__ import annotations
+
+import bisect
+import itertools
+import random
+
+from inferstack.gateway.datastore import Endpoint
+from inferstack.gateway.settings import ObjectiveSettings, RewriteSettings, SaturationSettings
+
+__all__ = ["Objectives", "Rewrites", "has_capacity", "is_saturated"]
+
+
+class Rewrites:
+    def __init__(self, rewrites: list[RewriteSettings], rng: random.Random | None = None) -> None:
+        self._rng = rng or random.Random()
+        self._table: dict[str, tuple[list[str], list[int]]] = {}
+        for rw in rewrites:
+            targets = [t for t in rw.targets if t.weight > 0]
+            cum = list(itertools.accumulate(t.weight for t in targets))
+            self._table[rw.model] = ([t.model for t in targets], cum)
+
+    def apply(self, model: str) -> str:
+        entry = self._table.get(model)
+        if entry is None:
+            return model
+        names, cum = entry
+        if len(names) == 1:
+            return names[0]
+        return names[bisect.bisect_right(cum, self._rng.randrange(cum[-1]))]
+
+
+class Objectives:
+    def __init__(self, objectives: list[ObjectiveSettings]) -> None:
+        self._priority = {o.model: o.priority for o in objectives}
+
+    def priority(self, model: str, target_model: str | None = None) -> int:
+        if model in self._priority:
+            return self._priority[model]
+        if target_model is not None:
+            return self._priority.get(target_model, 0)
+        return 0
+
+
+def has_capacity(e: Endpoint, s: SaturationSettings, now: float) -> bool:
+    return (e.fresh(s.metrics_staleness_ms / 1000.0, now)
+            and e.queue() <= s.queue_depth_threshold
+            and e.metrics.kv_usage <= s.kv_cache_util_threshold)
+
+
+def is_saturated(endpoints: list[Endpoint], s: SaturationSettings, now: float) -> bool:
+    return not any(has_capacity(e, s, now) for e in endpoints)

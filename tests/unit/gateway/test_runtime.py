@@ -1,0 +1,94 @@
+import socket
+import sys
+
+import pytest
+
+import inferstack.gateway as gateway_pkg
+from inferstack.errors import PortInUseError, ReplicaStartError
+from inferstack.gateway.runtime import Gateway, port_is_free
+from inferstack.gateway.settings import EppSettings, GatewaySettings
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _settings(port: int | None = None) -> GatewaySettings:
+    return GatewaySettings(port=port or _free_port(), admin_port=_free_port(),
+                           epp=EppSettings(grpc_port=_free_port(), metrics_port=_free_port()), ready_timeout_s=5)
+
+
+def test_busy_listener_port_is_a_clear_error(tmp_path):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        assert not port_is_free("127.0.0.1", port)
+        gw = Gateway(_settings(port), endpoints=["127.0.0.1:1"], run_dir=tmp_path)
+        with pytest.raises(PortInUseError, match=f"gateway listener port 127.0.0.1:{port} is already in use"):
+            gw.start()
+        assert gw.status()["envoy"]["pid"] is None
+
+
+def test_a_process_exiting_during_start_reports_its_log(tmp_path):
+    script = tmp_path / "fake_python"
+    script.write_text("#!/bin/sh\necho 'epp: cannot start, port exploded' >&2\nexit 3\n")
+    script.chmod(0o755)
+    gw = Gateway(_settings(), endpoints=["127.0.0.1:1"], run_dir=tmp_path, python=script)
+    with pytest.raises(ReplicaStartError, match="exited with code 3") as err:
+        gw.start()
+    assert "port exploded" in err.value.log_tail
+    assert gw.state == "failed" and gw.status()["epp"]["state"] == "stopped"
+
+
+def test_configs_written_for_an_endpoints_file(tmp_path):
+    eps = tmp_path / "endpoints.json"
+    gateway_pkg.write_endpoints_file(eps, ["127.0.0.1:8101"])
+    gw = Gateway(_settings(), endpoints_file=eps, run_dir=tmp_path / "run")
+    epp_yaml, envoy_yaml = gw.write_configs()
+    epp = gateway_pkg.load_epp_settings(epp_yaml)
+    assert epp.discovery.kind == "file" and epp.eds_path == tmp_path / "run" / "eds" / "eds.json"
+    assert "127.0.0.1" in (tmp_path / "run" / "eds" / "eds.json").read_text()
+    assert envoy_yaml.exists()
+
+
+def test_exactly_one_endpoint_source():
+    with pytest.raises(ValueError):
+        Gateway(GatewaySettings())
+    with pytest.raises(ValueError):
+        Gateway(GatewaySettings(), endpoints=["a:1"], endpoints_file="x")
+
+
+def test_public_surface():
+    assert sorted(gateway_pkg.__all__) == ["EppSettings", "Gateway", "GatewaySettings", "load_epp_settings",
+                                           "write_endpoints_file"]
+    for name in gateway_pkg.__all__:
+        assert getattr(gateway_pkg, name)
+
+
+def test_cli_registers_commands():
+    import argparse
+
+    from inferstack.gateway import cli
+
+    parser = argparse.ArgumentParser()
+    cli.register(parser.add_subparsers())
+    args = parser.parse_args(["gateway", "--endpoints", "127.0.0.1:8101,127.0.0.1:8102", "--port", "8181"])
+    assert args.port == 8181 and args.func is not None
+    assert parser.parse_args(["epp", "--config", "x.yaml"]).config == "x.yaml"
+
+
+def test_stop_recorded_terminates_by_pid():
+    import subprocess
+
+    from inferstack.gateway.runtime import pid_alive, stop_recorded
+
+    procs = [subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]) for _ in range(2)]
+    status = {"envoy": {"pid": procs[0].pid}, "epp": {"pid": procs[1].pid}}
+    stop_recorded(status, timeout_s=5)
+    for p in procs:
+        assert p.wait(5) is not None
+    assert not pid_alive(procs[0].pid) or procs[0].returncode is not None
+    stop_recorded({"envoy": {"pid": None}, "epp": {}})  # nothing recorded: nothing to do
