@@ -43,11 +43,18 @@ PROMPTS = [
     f"Here is a paragraph:\n\n{DOCUMENT}\n\nRepeat the paragraph above exactly as written.",
 ]
 
-NGRAM_VARIANTS = [
-    {"method": "ngram", "num_speculative_tokens": 4, "prompt_lookup_min": 2, "prompt_lookup_max": 4},
-    {"method": "ngram", "num_speculative_tokens": 6, "prompt_lookup_min": 2, "prompt_lookup_max": 5},
-    {"method": "ngram", "num_speculative_tokens": 8, "prompt_lookup_min": 2, "prompt_lookup_max": 5},
-]
+
+
+def ngram_variant(k: int, lookup_min: int, lookup_max: int) -> dict:
+    return {"method": "ngram", "num_speculative_tokens": k, "prompt_lookup_min": lookup_min,
+            "prompt_lookup_max": lookup_max}
+
+
+def parse_variant(text: str) -> dict:
+    """``K`` or ``K:MIN-MAX`` (lookup window; default 2-5)."""
+    k, _, window = text.partition(":")
+    lo, _, hi = (window or "2-5").partition("-")
+    return ngram_variant(int(k), int(lo), int(hi))
 
 
 def start_replica(spec: dict, eager: bool, port: int, state_root: Path,
@@ -111,6 +118,8 @@ def main() -> int:
     parser.add_argument("--tokens", type=int, default=256, help="max_tokens per request")
     parser.add_argument("--repeats", type=int, default=2, help="passes over the prompts")
     parser.add_argument("--port", type=int, default=8151)
+    parser.add_argument("--ngram", default="4:2-4,6,8,10,12",
+                        help="ngram variants, comma-separated K or K:MIN-MAX (lookup window)")
     parser.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"],
                         help="bf16 is the default; float32 makes greedy outputs match exactly")
     parser.add_argument("--skip-compiled", action="store_true", help="skip the ~150 s compiled start")
@@ -123,7 +132,8 @@ def main() -> int:
           f"{args.dtype}", flush=True)
     results = []
     baseline_ready = None
-    for spec in [{"method": "none"}, *NGRAM_VARIANTS]:
+    variants = [parse_variant(v) for v in args.ngram.split(",")]
+    for spec in [{"method": "none"}, *variants]:
         supervisor, ready_s = start_replica(spec, True, args.port, root, args.dtype)
         try:
             url = supervisor.replicas[0].spec.url

@@ -9,7 +9,7 @@ import pytest
 import yaml
 from stackutil import free_port_block, run_cli
 
-from inferstack.engine.replica import group_alive
+from inferstack.process import group_alive
 
 pytestmark = pytest.mark.integration
 

@@ -22,12 +22,12 @@ import yaml
 
 from inferstack.config import StackConfig, load_config
 from inferstack.engine.metrics import fetch_figures
-from inferstack.engine.replica import group_alive, log_tail, stop_process_group
 from inferstack.engine.speculative import SPEC_METHODS
-from inferstack.engine.state import StateFile, pid_alive
+from inferstack.engine.state import StateFile
 from inferstack.engine.supervisor import Supervisor
 from inferstack.envs.environments import engine_env_for, env_python
 from inferstack.errors import InferstackError, ReplicaStartError
+from inferstack.process import group_alive, log_tail, pid_alive, stop_process_group
 
 __all__ = ["register"]
 

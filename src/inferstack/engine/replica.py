@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -20,8 +19,9 @@ from pathlib import Path
 import httpx
 
 from inferstack.engine.metrics import fetch_figures
+from inferstack.process import stop_process_group
 
-__all__ = ["Replica", "ReplicaSpec", "group_alive", "log_tail", "stop_process_group"]
+__all__ = ["Replica", "ReplicaSpec"]
 
 log = logging.getLogger(__name__)
 
@@ -39,57 +39,6 @@ class ReplicaSpec:
     @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
-
-
-def log_tail(path: Path, lines: int = 40) -> str:
-    try:
-        with open(path, "rb") as fh:
-            fh.seek(0, os.SEEK_END)
-            fh.seek(max(0, fh.tell() - 64 * 1024))
-            text = fh.read().decode("utf-8", "replace")
-    except OSError:
-        return ""
-    return "\n".join(text.splitlines()[-lines:])
-
-
-def stop_process_group(pid: int, terminate_timeout_s: float) -> None:
-    """SIGTERM the process group led by ``pid``, wait, then SIGKILL what is left."""
-    try:
-        os.killpg(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + terminate_timeout_s
-    while time.monotonic() < deadline:
-        if not group_alive(pid):
-            return
-        time.sleep(0.1)
-    log.warning("process group %d ignored SIGTERM for %.0fs; sending SIGKILL", pid, terminate_timeout_s)
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        return
-    while group_alive(pid):
-        time.sleep(0.05)
-
-
-def group_alive(pgid: int) -> bool:
-    """Whether any process of the group led by ``pgid`` still runs (the leader may be gone)."""
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie leader keeps the group "alive" until reaped; reap it if it is our child.
-    try:
-        os.waitpid(pgid, os.WNOHANG)
-    except ChildProcessError:
-        pass
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 @dataclass

@@ -12,27 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from inferstack.paths import state_dir
+from inferstack.process import pid_alive
 
-__all__ = ["StateFile", "pid_alive"]
-
-
-def pid_alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # Reap a zombie child so it is not reported alive forever.
-    try:
-        done, _ = os.waitpid(pid, os.WNOHANG)
-        if done == pid:
-            return False
-    except ChildProcessError:
-        pass
-    return True
+__all__ = ["StateFile"]
 
 
 class StateFile:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import socket
 import threading
 import time
 from collections.abc import Callable
@@ -27,10 +26,11 @@ from typing import Any, Protocol
 from inferstack.config import StackConfig
 from inferstack.engine.args import build_replica_argv, build_replica_env
 from inferstack.engine.cpus import available_cores, plan_core_sets
-from inferstack.engine.replica import Replica, ReplicaSpec, log_tail
+from inferstack.engine.replica import Replica, ReplicaSpec
 from inferstack.engine.state import StateFile
 from inferstack.errors import InferstackError, PortInUseError, ReplicaStartError
 from inferstack.models.resolve import ResolvedModel, resolve_model
+from inferstack.process import log_tail, port_is_free
 
 __all__ = ["FrontEnd", "Supervisor", "check_port_free"]
 
@@ -52,16 +52,11 @@ class FrontEnd(Protocol):
 
 
 def check_port_free(host: str, port: int, what: str) -> None:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        # As the servers do: connections in TIME_WAIT from a previous run do not make it busy.
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError as exc:
-            raise PortInUseError(
-                f"port {port} on {host} (for {what}) is already in use; stop what holds it "
-                f"(`ss -ltnp 'sport = :{port}'`) or choose another port (--base-port / config)"
-            ) from exc
+    if not port_is_free(host, port):
+        raise PortInUseError(
+            f"port {port} on {host} (for {what}) is already in use; stop what holds it "
+            f"(`ss -ltnp 'sport = :{port}'`) or choose another port (--base-port / config)"
+        )
 
 
 class Supervisor:

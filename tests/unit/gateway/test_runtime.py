@@ -1,11 +1,11 @@
 import socket
-import sys
 
 import pytest
 
 import inferstack.gateway as gateway_pkg
 from inferstack.errors import PortInUseError, ReplicaStartError
-from inferstack.gateway.runtime import Gateway, port_is_free
+from inferstack.gateway.runtime import Gateway
+from inferstack.process import port_is_free
 from inferstack.gateway.settings import EppSettings, GatewaySettings
 
 
@@ -78,17 +78,3 @@ def test_cli_registers_commands():
     args = parser.parse_args(["gateway", "--endpoints", "127.0.0.1:8101,127.0.0.1:8102", "--port", "8181"])
     assert args.port == 8181 and args.func is not None
     assert parser.parse_args(["epp", "--config", "x.yaml"]).config == "x.yaml"
-
-
-def test_stop_recorded_terminates_by_pid():
-    import subprocess
-
-    from inferstack.gateway.runtime import pid_alive, stop_recorded
-
-    procs = [subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]) for _ in range(2)]
-    status = {"envoy": {"pid": procs[0].pid}, "epp": {"pid": procs[1].pid}}
-    stop_recorded(status, timeout_s=5)
-    for p in procs:
-        assert p.wait(5) is not None
-    assert not pid_alive(procs[0].pid) or procs[0].returncode is not None
-    stop_recorded({"envoy": {"pid": None}, "epp": {}})  # nothing recorded: nothing to do

@@ -1,0 +1,103 @@
+"""Process and port helpers shared by the supervisor and the gateway runtime.
+
+Every server we start (vLLM, Envoy, EPP) runs in its own session, so its pid is also its process
+group id: ``stop_process_group`` signals the whole tree (vLLM's engine core and workers too), and
+``group_alive`` says whether anything of it is left, even after the leader died.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import time
+from pathlib import Path
+
+__all__ = ["group_alive", "log_tail", "pid_alive", "port_is_free", "stop_process_group"]
+
+log = logging.getLogger(__name__)
+
+
+def pid_alive(pid: int | None) -> bool:
+    """Whether ``pid`` runs; a zombie (exited, not yet reaped by its parent) does not."""
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return not _is_zombie(pid)
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def group_alive(pgid: int) -> bool:
+    """Whether any process of the group led by ``pgid`` still runs (the leader may be gone)."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie leader keeps the group "alive" until reaped; reap it if it is our child.
+    try:
+        os.waitpid(pgid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def stop_process_group(pid: int, terminate_timeout_s: float) -> None:
+    """SIGTERM the process group led by ``pid``, wait, then SIGKILL what is left."""
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + terminate_timeout_s
+    while time.monotonic() < deadline:
+        if not group_alive(pid):
+            return
+        time.sleep(0.05)
+    log.warning("process group %d ignored SIGTERM for %.1fs; sending SIGKILL", pid, terminate_timeout_s)
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        return
+    while group_alive(pid):
+        time.sleep(0.05)
+
+
+def log_tail(path: Path, lines: int = 40) -> str:
+    """The last ``lines`` lines of a (possibly large) log file; "" if it cannot be read."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            fh.seek(max(0, fh.tell() - 64 * 1024))
+            text = fh.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def port_is_free(host: str, port: int) -> bool:
+    """Whether a server could bind ``host:port`` now (with SO_REUSEADDR, as servers do, so
+    connections of a previous run in TIME_WAIT do not count)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
