@@ -32,7 +32,7 @@ class SpeculativeSettings(BaseModel):
 
     method: SpecMethod = Field("ngram", description="none | ngram | draft | eagle | eagle3")
     num_speculative_tokens: int = Field(
-        6, ge=1, le=32, description="Tokens proposed per step (k). Must be >= 1."
+        8, ge=1, le=32, description="Tokens proposed per step (k). Must be >= 1."
     )
     prompt_lookup_min: int = Field(
         2, ge=1, description="ngram: smallest n-gram matched against the context."

@@ -16,7 +16,7 @@ from inferstack.engine.speculative import SpeculativeSettings
         ),
         (
             {"method": "draft", "model": "/m/draft", "draft_tensor_parallel_size": 1},
-            {"method": "draft_model", "num_speculative_tokens": 6, "model": "/m/draft",
+            {"method": "draft_model", "num_speculative_tokens": 8, "model": "/m/draft",
              "draft_tensor_parallel_size": 1},
         ),
         (
@@ -25,7 +25,7 @@ from inferstack.engine.speculative import SpeculativeSettings
         ),
         (
             {"method": "eagle3", "model": "org/eagle3-head"},
-            {"method": "eagle3", "num_speculative_tokens": 6, "model": "org/eagle3-head"},
+            {"method": "eagle3", "num_speculative_tokens": 8, "model": "org/eagle3-head"},
         ),
     ],
 )
