@@ -29,7 +29,8 @@ from inferstack.bench.interpreter import INFERENCE_PERF_VERSION, bench_python
 from inferstack.bench.ipconfig import build_config, write_config
 from inferstack.bench.manifest import RunFiles, RunManifest, save_manifest
 from inferstack.bench.progress import StageTracker, StageWindow
-from inferstack.bench.sampler import MetricsSampler, parse_metrics_text, read_samples
+from inferstack.bench.sampler import KEPT_METRICS, MetricsSampler, read_samples
+from inferstack.engine.metrics import parse_series
 from inferstack.bench.settings import BenchSettings
 from inferstack.bench.target import default_tokenizer, probe_metrics, probe_target
 from inferstack.errors import ConfigError, InferstackError, SetupError
@@ -51,7 +52,7 @@ def _prepare_run_dir(run_dir: Path) -> None:
 def _detect_spec_method(metrics_text: str | None) -> str:
     if metrics_text is None:
         return "unknown"
-    series = parse_metrics_text(metrics_text)
+    series = parse_series(metrics_text, KEPT_METRICS)
     return "speculative (method unknown)" if "vllm:spec_decode_num_drafts_total" in series else "none"
 
 

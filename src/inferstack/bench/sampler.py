@@ -22,9 +22,10 @@ from pathlib import Path
 from typing import IO, Any
 
 import httpx
-from prometheus_client.parser import text_string_to_metric_families
 
-__all__ = ["KEPT_METRICS", "MetricsSampler", "parse_metrics_text", "read_samples", "series_key"]
+from inferstack.engine.metrics import parse_series
+
+__all__ = ["KEPT_METRICS", "MetricsSampler", "read_samples"]
 
 logger = logging.getLogger(__name__)
 
@@ -50,34 +51,6 @@ KEPT_METRICS: frozenset[str] = frozenset(
         "vllm:request_queue_time_seconds",
     }
 )
-# Sample suffixes worth keeping: counter totals, gauge values, histogram buckets/sum/count.
-_KEPT_SUFFIXES = ("_total", "_bucket", "_sum", "_count", "")
-_DROPPED_LABELS = frozenset({"engine", "model_name"})
-
-
-def series_key(name: str, labels: dict[str, str]) -> str:
-    kept = {k: v for k, v in labels.items() if k not in _DROPPED_LABELS}
-    if not kept:
-        return name
-    return name + "{" + ",".join(f'{k}="{kept[k]}"' for k in sorted(kept)) + "}"
-
-
-def parse_metrics_text(text: str, kept: Iterable[str] = KEPT_METRICS) -> dict[str, float]:
-    """The kept vLLM series of one /metrics page as ``{series_key: value}`` (summed over engines)."""
-    wanted = set(kept)
-    out: dict[str, float] = {}
-    for family in text_string_to_metric_families(text):
-        if family.name not in wanted:
-            continue
-        for sample in family.samples:
-            suffix = sample.name[len(family.name) :]
-            if suffix not in _KEPT_SUFFIXES:
-                continue  # e.g. _created timestamps
-            key = series_key(sample.name, dict(sample.labels))
-            out[key] = out.get(key, 0.0) + float(sample.value)
-    return out
-
-
 class MetricsSampler:
     """Scrapes replicas' /metrics on a background thread into a JSON-lines file."""
 
@@ -125,7 +98,7 @@ class MetricsSampler:
             try:
                 resp = client.get(f"{url}/metrics")
                 resp.raise_for_status()
-                series = parse_metrics_text(resp.text)
+                series = parse_series(resp.text, KEPT_METRICS)
                 prev = self.latest.get(url)
                 if prev is not None and self.samples_written % self._full_every:
                     changed = {k: v for k, v in series.items() if prev.get(k) != v}

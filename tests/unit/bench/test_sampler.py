@@ -11,11 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from inferstack.bench.sampler import MetricsSampler, parse_metrics_text, read_samples
+from inferstack.bench.sampler import KEPT_METRICS, MetricsSampler, read_samples
+from inferstack.engine.metrics import parse_series
 
 
 def test_parse_keeps_only_the_vllm_series_we_attribute(fixtures_dir: Path) -> None:
-    series = parse_metrics_text((fixtures_dir / "metrics-none.txt").read_text())
+    series = parse_series((fixtures_dir / "metrics-none.txt").read_text(), KEPT_METRICS)
     assert series["vllm:generation_tokens_total"] > 0
     assert series['vllm:request_success_total{finished_reason="length"}'] > 0
     assert 'vllm:time_to_first_token_seconds_bucket{le="+Inf"}' in series

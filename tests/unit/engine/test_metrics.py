@@ -14,11 +14,11 @@ vllm:kv_cache_usage_perc{engine="0",model_name="m"} 0.25
 # TYPE vllm:spec_decode_num_drafts_total counter
 vllm:spec_decode_num_drafts_total{engine="0",model_name="m"} 10.0
 vllm:spec_decode_num_drafts_created{engine="0",model_name="m"} 1.795406962807129e+09
-# HELP vllm:spec_decode_num_draft_tokens Number of draft tokens.
-# TYPE vllm:spec_decode_num_draft_tokens counter
+# HELP vllm:spec_decode_num_draft_tokens_total Number of draft tokens.
+# TYPE vllm:spec_decode_num_draft_tokens_total counter
 vllm:spec_decode_num_draft_tokens_total{engine="0",model_name="m"} 60.0
-# HELP vllm:spec_decode_num_accepted_tokens Number of accepted tokens.
-# TYPE vllm:spec_decode_num_accepted_tokens counter
+# HELP vllm:spec_decode_num_accepted_tokens_total Number of accepted tokens.
+# TYPE vllm:spec_decode_num_accepted_tokens_total counter
 vllm:spec_decode_num_accepted_tokens_total{engine="0",model_name="m"} 45.0
 """
 
