@@ -15,7 +15,6 @@ import argparse
 import asyncio
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -25,14 +24,9 @@ from pathlib import Path
 import httpx
 
 from inferstack.gateway import EppSettings, Gateway, GatewaySettings
+from inferstack.process import free_port
 
 ROOT = Path(__file__).resolve().parent
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _request(port: int, i: int) -> bytes:
@@ -119,15 +113,15 @@ def main() -> int:
     args = ap.parse_args()
     ncpu = os.cpu_count() or 1
     backend_cpu, gateway_cpu = ({0}, {1}) if ncpu >= 2 else ({0}, {0})
-    backend_port = _free_port()
+    backend_port = free_port()
     backend = subprocess.Popen([sys.executable, str(ROOT / "gateway_echo_backend.py"), "--port", str(backend_port)],
                                stdout=subprocess.DEVNULL)
     os.sched_setaffinity(backend.pid, backend_cpu)
     os.sched_setaffinity(0, gateway_cpu)
-    epp = EppSettings(grpc_port=_free_port(), metrics_port=_free_port())
+    epp = EppSettings(grpc_port=free_port(), metrics_port=free_port())
     epp.scheduler.picker = args.picker
     epp.server = args.server
-    settings = GatewaySettings(port=_free_port(), admin_port=_free_port(), epp=epp)
+    settings = GatewaySettings(port=free_port(), admin_port=free_port(), epp=epp)
     gw = Gateway(settings, endpoints=[f"127.0.0.1:{backend_port}"])
     results: dict[str, list[dict]] = {"direct": [], "gateway": []}
     try:

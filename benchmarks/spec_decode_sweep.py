@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -34,37 +33,10 @@ import yaml
 
 from inferstack.bench.report import write_report
 from inferstack.bench.results import RunResult, load_run
+from inferstack.process import free_port_block, free_ports
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCUMENTS = ROOT / "examples" / "bench" / "documents"
-
-
-def _free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
-def _free_block(n: int, start: int = 19100) -> int:
-    port = start
-    while True:
-        try:
-            socks = []
-            for i in range(n):
-                s = socket.socket()
-                socks.append(s)
-                s.bind(("127.0.0.1", port + i))
-            return port
-        except OSError:
-            port += n
-        finally:
-            for s in socks:
-                s.close()
 
 
 def _cli(*args: str, env: dict[str, str], timeout: float) -> subprocess.CompletedProcess[str]:
@@ -79,8 +51,8 @@ def _one_run(method: str, run_dir: Path, bench_args: list[str], args: argparse.N
     state = run_dir.parent / f"state-{run_dir.name}"
     state.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, INFERSTACK_STATE=str(state))
-    listener, admin, grpc_port, metrics = _free_ports(4)
-    engine: dict[str, object] = {"base_port": _free_block(args.replicas)}
+    listener, admin, grpc_port, metrics = free_ports(4)
+    engine: dict[str, object] = {"base_port": free_port_block(args.replicas, start=19100)}
     if not args.sampled:
         engine["extra_args"] = ["--override-generation-config", json.dumps({"temperature": 0.0})]
     config = {

@@ -101,3 +101,27 @@ def port_is_free(host: str, port: int) -> bool:
         except OSError:
             return False
     return True
+
+
+def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """``count`` distinct ports the kernel says are free now (all held open while choosing)."""
+    socks = [socket.socket() for _ in range(count)]
+    try:
+        for sock in socks:
+            sock.bind((host, 0))
+        return [sock.getsockname()[1] for sock in socks]
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    return free_ports(1, host)[0]
+
+
+def free_port_block(count: int, start: int = 18100, end: int = 30000, host: str = "127.0.0.1") -> int:
+    """The first port P >= ``start`` with P .. P+count-1 all free (replicas take consecutive ports)."""
+    for port in range(start, end - count, count):
+        if all(port_is_free(host, port + i) for i in range(count)):
+            return port
+    raise RuntimeError(f"no {count} consecutive free ports in {start}..{end}")

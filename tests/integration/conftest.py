@@ -14,11 +14,12 @@ from pathlib import Path
 
 import pytest
 import yaml
-from stackutil import RunningStack, free_port_block, free_ports, run_cli
+from stackutil import RunningStack, run_cli
 
 from inferstack.envs.environments import BENCH_ENV, ENGINE_ENV, env_python
 from inferstack.errors import SetupError
 from inferstack.models.bundled import BUNDLED
+from inferstack.process import free_port_block, free_ports
 
 
 @pytest.fixture(scope="session")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -11,38 +10,7 @@ from pathlib import Path
 
 import httpx
 
-__all__ = ["RunningStack", "chat", "free_port_block", "free_ports", "run_cli"]
-
-
-def free_port_block(count: int, start: int = 18100, end: int = 30000) -> int:
-    """First port P such that P..P+count-1 are all free on 127.0.0.1."""
-    port = start
-    while port + count < end:
-        socks = []
-        try:
-            for i in range(count):
-                s = socket.socket()
-                s.bind(("127.0.0.1", port + i))
-                socks.append(s)
-            return port
-        except OSError:
-            port += count
-        finally:
-            for s in socks:
-                s.close()
-    raise RuntimeError("no free port block found")
-
-
-def free_ports(count: int) -> list[int]:
-    """``count`` distinct free ports chosen by the kernel."""
-    socks = [socket.socket() for _ in range(count)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
+__all__ = ["RunningStack", "chat", "run_cli"]
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 600,

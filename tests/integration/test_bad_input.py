@@ -7,9 +7,9 @@ import re
 
 import pytest
 import yaml
-from stackutil import free_port_block, run_cli
+from stackutil import run_cli
 
-from inferstack.process import group_alive
+from inferstack.process import free_port_block, group_alive
 
 pytestmark = pytest.mark.integration
 

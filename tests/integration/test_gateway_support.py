@@ -7,7 +7,6 @@ context managers (terminate -> wait -> kill).
 from __future__ import annotations
 
 import contextlib
-import socket
 import subprocess
 import sys
 import time
@@ -17,14 +16,9 @@ from pathlib import Path
 import httpx
 
 from inferstack.gateway import EppSettings, Gateway, GatewaySettings
+from inferstack.process import free_port
 
 ECHO = Path(__file__).resolve().parents[2] / "benchmarks" / "gateway_echo_backend.py"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_until(cond, timeout_s: float = 10.0, what: str = "condition") -> None:  # type: ignore[no-untyped-def]

@@ -8,9 +8,9 @@ from collections.abc import Iterator
 
 import pytest
 import yaml
-from stackutil import RunningStack, chat, free_port_block, run_cli
+from stackutil import RunningStack, chat, run_cli
 
-from inferstack.process import group_alive
+from inferstack.process import free_port_block, group_alive
 
 pytestmark = pytest.mark.integration
 

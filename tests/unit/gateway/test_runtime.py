@@ -5,19 +5,13 @@ import pytest
 import inferstack.gateway as gateway_pkg
 from inferstack.errors import PortInUseError, ReplicaStartError
 from inferstack.gateway.runtime import Gateway
-from inferstack.process import port_is_free
 from inferstack.gateway.settings import EppSettings, GatewaySettings
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from inferstack.process import free_port, port_is_free
 
 
 def _settings(port: int | None = None) -> GatewaySettings:
-    return GatewaySettings(port=port or _free_port(), admin_port=_free_port(),
-                           epp=EppSettings(grpc_port=_free_port(), metrics_port=_free_port()), ready_timeout_s=5)
+    return GatewaySettings(port=port or free_port(), admin_port=free_port(),
+                           epp=EppSettings(grpc_port=free_port(), metrics_port=free_port()), ready_timeout_s=5)
 
 
 def test_busy_listener_port_is_a_clear_error(tmp_path):
