@@ -87,3 +87,17 @@ def _processes_with_arg(arg: str) -> list[int]:
             except OSError:
                 continue
     return found
+
+
+def test_a_busy_gateway_port_fails_before_any_replica_starts(tmp_path, env):
+    import socket
+
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        proc = _up(env, "--gateway-port", str(port), "--base-port", str(free_port_block(2, start=19600)))
+    assert proc.returncode == 2
+    assert f"gateway listener port 127.0.0.1:{port} is already in use" in proc.stderr
+    # Checked up front: no replica was started (no replica log was even created).
+    assert not list((tmp_path / "state").glob("logs/replica-*.log"))

@@ -4,7 +4,8 @@ One state machine per replica, advanced by ``tick()`` (every ~0.5 s, from one th
 
     starting --/health 200--> ready --process exit or N failed checks--> backoff --delay--> starting
        |  (during the first start: exit or timeout aborts `up` with the log tail)
-    stop(): ready/starting --drain (in-flight -> 0, bounded)--> SIGTERM --grace--> SIGKILL -> stopped
+    stop(): endpoints file emptied (no new requests) --> drain (in-flight -> 0, bounded)
+            --> gateway stopped --> SIGTERM --grace--> SIGKILL -> stopped
 
 The restart delay doubles per crash (capped) and resets once a replica has stayed ready for a
 minute. Every transition rewrites the state file (what `status`/`down` read) and the endpoints
@@ -45,6 +46,7 @@ class FrontEnd(Protocol):
 
     url: str  # http://host:port, the OpenAI API under /v1
 
+    def check_ports(self) -> None: ...
     def start(self) -> None: ...
     def stop(self) -> None: ...
     def status(self) -> dict[str, Any]: ...
@@ -120,6 +122,10 @@ class Supervisor:
         specs = self.plan()
         for spec in specs:
             check_port_free(spec.host, spec.port, f"replica {spec.name}")
+        if self._front_end_factory is not None:
+            # Built (and its ports checked) before any replica starts: a busy 8080 fails at once.
+            self.front_end = self._front_end_factory(self.endpoints_path, self.run_dir / "gateway")
+            self.front_end.check_ports()
         for spec in specs:
             spec.log_path.parent.mkdir(parents=True, exist_ok=True)
             spec.log_path.write_bytes(b"")  # one log per `up`; restarts append to it
@@ -150,9 +156,8 @@ class Supervisor:
                     progress(f"[up] {ready}/{len(self.replicas)} replicas ready ({elapsed:.0f}s)")
                     last_line = time.monotonic()
                 time.sleep(_TICK_S)
-            if self._front_end_factory is not None:
+            if self.front_end is not None:
                 progress("[up] replicas ready; starting the gateway (Envoy + endpoint picker)")
-                self.front_end = self._front_end_factory(self.endpoints_path, self.run_dir / "gateway")
                 self.front_end.start()
         except BaseException as exc:
             self._error = str(exc)
@@ -281,6 +286,8 @@ class Supervisor:
         return f"{first.url}/v1" if first else ""
 
     def ready_endpoints(self) -> list[str]:
+        if self._phase in ("stopping", "failed"):
+            return []  # the gateway stops sending new requests while in-flight ones drain
         return [f"{r.spec.host}:{r.spec.port}" for r in self.replicas if r.state == "ready"]
 
     def snapshot(self) -> dict[str, Any]:

@@ -81,7 +81,7 @@ class Gateway:
     def log_paths(self) -> dict[str, Path]:
         return {name: self.run_dir / f"{name}.log" for name in ("epp", "envoy")}
 
-    def _check_ports(self) -> None:
+    def check_ports(self) -> None:
         s = self.settings
         wanted = [("gateway listener", s.listen_host, s.port), ("Envoy admin", "127.0.0.1", s.admin_port),
                   ("EPP gRPC", s.epp.grpc_host, s.epp.grpc_port), ("EPP metrics", s.epp.grpc_host, s.epp.metrics_port)]
@@ -146,7 +146,7 @@ class Gateway:
 
     def start(self) -> None:
         s = self.settings
-        self._check_ports()
+        self.check_ports()
         epp_yaml, envoy_yaml = self.write_configs()
         self.state = "starting"
         deadline = time.monotonic() + s.ready_timeout_s
