@@ -60,3 +60,32 @@ def test_down_leaves_no_process(plain_stack):
     assert not (plain_stack.state_dir / "stack.json").exists()
     proc = run_cli("status", "--json", env=plain_stack.env, check=False)
     assert proc.returncode == 1 and json.loads(proc.stdout)["running"] is False
+
+
+def test_down_while_starting_stops_everything(tmp_path):
+    import subprocess
+    import sys
+    import time
+
+    env = dict(os.environ, INFERSTACK_STATE=str(tmp_path / "state"))
+    config = tmp_path / "starting.yaml"
+    config.write_text(yaml.safe_dump({
+        "replicas": 1, "gateway": {"enabled": False},
+        "engine": {"base_port": free_port_block(1, start=19700)},
+    }))
+    up = subprocess.Popen([sys.executable, "-m", "inferstack", "up", "--detach", "--config", str(config)],
+                          env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    state_file = tmp_path / "state" / "stack.json"
+    deadline = time.monotonic() + 60
+    pids: list[int] = []
+    while time.monotonic() < deadline and not pids:
+        if state_file.exists():
+            data = json.loads(state_file.read_text())
+            pids = [r["pid"] for r in data["replicas"] if r["pid"]] + [data["supervisor_pid"]]
+        time.sleep(0.2)
+    assert pids, "the supervisor never published its replicas"
+    run_cli("down", env=env, timeout=120)
+    _, stderr = up.communicate(timeout=120)
+    assert up.returncode != 0 and "exited with code" in stderr
+    assert not any(group_alive(pid) for pid in pids), pids
+    assert not state_file.exists()

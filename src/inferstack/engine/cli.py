@@ -108,7 +108,10 @@ def _up_foreground(config: StackConfig, state: StateFile, config_path: Path | No
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
     try:
-        supervisor.start()
+        supervisor.start(should_stop=stop_event.is_set)
+    except KeyboardInterrupt:
+        state.remove()
+        raise
     except InferstackError:
         state.write(supervisor.snapshot())  # keeps the error for a detached parent
         raise

@@ -117,8 +117,15 @@ class Supervisor:
         return specs
 
     # ----- lifecycle ------------------------------------------------------------------------
-    def start(self, progress: Callable[[str], None] = print) -> None:
-        """Start every replica in parallel and wait until all are ready (or raise with a log tail)."""
+    def start(
+        self,
+        progress: Callable[[str], None] = print,
+        should_stop: Callable[[], bool] = lambda: False,
+    ) -> None:
+        """Start every replica in parallel and wait until all are ready (or raise with a log tail).
+
+        ``should_stop`` is polled while waiting: when it turns true (Ctrl-C, `down`) everything
+        started so far is stopped and KeyboardInterrupt is raised."""
         specs = self.plan()
         for spec in specs:
             check_port_free(spec.host, spec.port, f"replica {spec.name}")
@@ -138,6 +145,8 @@ class Supervisor:
         last_line = 0.0
         try:
             while True:
+                if should_stop():
+                    raise KeyboardInterrupt("stopped while starting")
                 pending = [r for r in self.replicas if r.state != "ready"]
                 for replica in pending:
                     self._check_starting(replica, initial=True)
