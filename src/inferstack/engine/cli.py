@@ -34,39 +34,35 @@ __all__ = ["register"]
 _DETACH_WAIT_S = 900.0
 
 
+# `up` flags -> the stack-config key each overrides (None = flag not given).
+_FLAG_KEYS: dict[str, tuple[str, ...]] = {
+    "model": ("model",),
+    "replicas": ("replicas",),
+    "spec": ("speculative", "method"),
+    "spec_tokens": ("speculative", "num_speculative_tokens"),
+    "spec_model": ("speculative", "model"),
+    "base_port": ("engine", "base_port"),
+    "max_model_len": ("engine", "max_model_len"),
+    "kv_cache_gib": ("engine", "kv_cache_gib"),
+    "gateway_port": ("gateway", "port"),
+}
+
+
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    if args.model is not None:
-        out["model"] = args.model
-    if args.replicas is not None:
-        out["replicas"] = args.replicas
-    spec: dict[str, Any] = {}
-    if args.spec is not None:
-        spec["method"] = args.spec
-    if args.spec_tokens is not None:
-        spec["num_speculative_tokens"] = args.spec_tokens
-    if args.spec_model is not None:
-        spec["model"] = args.spec_model
-    if spec:
-        out["speculative"] = spec
-    engine: dict[str, Any] = {}
-    if args.base_port is not None:
-        engine["base_port"] = args.base_port
-    if args.max_model_len is not None:
-        engine["max_model_len"] = args.max_model_len
-    if args.kv_cache_gib is not None:
-        engine["kv_cache_gib"] = args.kv_cache_gib
+    """The nested config overrides the flags of `up` ask for."""
+    values = {path: getattr(args, flag) for flag, path in _FLAG_KEYS.items()}
     if args.compiled:
-        engine["enforce_eager"] = False
-    if engine:
-        out["engine"] = engine
-    gateway: dict[str, Any] = {}
-    if args.gateway_port is not None:
-        gateway["port"] = args.gateway_port
+        values[("engine", "enforce_eager")] = False
     if args.no_gateway:
-        gateway["enabled"] = False
-    if gateway:
-        out["gateway"] = gateway
+        values[("gateway", "enabled")] = False
+    out: dict[str, Any] = {}
+    for path, value in values.items():
+        if value is None:
+            continue
+        node = out
+        for key in path[:-1]:
+            node = node.setdefault(key, {})
+        node[path[-1]] = value
     return out
 
 
