@@ -40,23 +40,30 @@ def _is_zombie(pid: int) -> bool:
 
 
 def group_alive(pgid: int) -> bool:
-    """Whether any process of the group led by ``pgid`` still runs (the leader may be gone)."""
+    """Whether any process of the group led by ``pgid`` still runs (the leader may be gone).
+
+    Zombies do not count: a supervisor detached by `up --detach` is reparented, and its exit
+    stays visible to ``killpg`` until its new parent reaps it."""
     try:
         os.killpg(pgid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    # A zombie leader keeps the group "alive" until reaped; reap it if it is our child.
-    try:
+    try:  # reap the leader if it is our own child
         os.waitpid(pgid, os.WNOHANG)
     except ChildProcessError:
         pass
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    return True
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # gone meanwhile
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            return True
+    return False
 
 
 def stop_process_group(pid: int, terminate_timeout_s: float) -> None:
