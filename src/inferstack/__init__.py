@@ -2,8 +2,8 @@
 
 Components, one folder each: ``models`` (catalog, bundled model, sizing), ``engine`` (vLLM
 arguments, replicas, supervisor), ``gateway`` (Envoy + our endpoint picker), ``bench``
-(inference-perf runs and reports), ``kube`` (manifests), ``autoscale`` (HPA semantics),
-``envs`` (the separate engine and benchmark environments).
+(inference-perf runs and reports), ``kube`` (manifests and sizing), ``envs`` (the separate
+engine and benchmark environments).
 """
 
 from inferstack.errors import (
