@@ -5,7 +5,9 @@ Answers ``POST /v1/chat/completions`` and ``/v1/completions`` at once (JSON, or 
 values a test sets with ``POST /admin/metrics`` (JSON ``{"waiting": 7, "running": 1, "kv": 0.5}``),
 so gateway saturation can be made deterministic. ``POST /admin/fail`` with ``{"status": 500}``
 makes inference answers fail with that status (0 = healthy again). Each answer carries
-``x-echo-backend: <port>`` so a test can tell which backend served it.
+``x-echo-backend: <port>`` so a test can tell which backend served it. A streaming request with
+``"echo_chunks": N, "echo_delay_s": D`` gets N SSE chunks D seconds apart (a long generation,
+for tests that break things while streams are in flight).
 It is an asyncio Protocol over keep-alive connections, so it is never the benchmark's bottleneck.
 
     python benchmarks/gateway_echo_backend.py --port 8201 [--host 127.0.0.1]
@@ -97,6 +99,20 @@ class _Http(asyncio.Protocol):
             assert self.transport is not None
             self.transport.write(self.handle(method, path, body))
 
+    async def _slow_stream(self, chunks: int, delay_s: float) -> None:
+        t = self.transport
+        assert t is not None
+        t.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n"
+                b"x-echo-backend: %d\r\n\r\n" % self.state.port)
+        for k in range(chunks):
+            piece = b'data: {"choices": [{"index": 0, "delta": {"content": "%d "}}]}\n\n' % k
+            t.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+            await asyncio.sleep(delay_s)
+            if t.is_closing():
+                return
+        done = b"data: [DONE]\n\n"
+        t.write(b"%x\r\n%s\r\n0\r\n\r\n" % (len(done), done))
+
     def handle(self, method: str, path: str, body: bytes) -> bytes:
         st = self.state
         if path == "/health":
@@ -121,6 +137,9 @@ class _Http(asyncio.Protocol):
                 req = json.loads(body)
             except ValueError:
                 return _response(400, json.dumps({"error": {"message": f"bad json: {body[:200]!r}"}}).encode(), st.port)
+            if req.get("stream") and req.get("echo_chunks"):
+                asyncio.ensure_future(self._slow_stream(int(req["echo_chunks"]), float(req.get("echo_delay_s", 0.1))))
+                return b""
             out, ctype = _completion(req, path, st.port)
             return _response(200, out, st.port, ctype)
         return _response(404, b'{"error":{"message":"not found"}}', st.port)

@@ -72,9 +72,11 @@ def epp_gauge(gw: Gateway, name: str, endpoint: str) -> float | None:
 
 @contextlib.contextmanager
 def running_gateway(endpoints: list[str] | None = None, endpoints_file: Path | None = None,
-                    run_dir: Path | None = None, **epp_kw: object) -> Iterator[Gateway]:
+                    run_dir: Path | None = None, failure_mode: str = "closed",
+                    **epp_kw: object) -> Iterator[Gateway]:
     epp = EppSettings(grpc_port=free_port(), metrics_port=free_port(), **epp_kw)  # type: ignore[arg-type]
-    settings = GatewaySettings(port=free_port(), admin_port=free_port(), epp=epp)
+    settings = GatewaySettings(port=free_port(), admin_port=free_port(), epp=epp,
+                               epp_failure_mode=failure_mode)  # type: ignore[arg-type]
     gw = Gateway(settings, endpoints=endpoints, endpoints_file=endpoints_file, run_dir=run_dir)
     gw.start()
     try:

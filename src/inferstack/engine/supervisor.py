@@ -29,7 +29,7 @@ from inferstack.engine.args import build_replica_argv, build_replica_env
 from inferstack.engine.cpus import available_cores, plan_core_sets
 from inferstack.engine.replica import Replica, ReplicaSpec
 from inferstack.engine.state import StateFile
-from inferstack.errors import InferstackError, PortInUseError, ReplicaStartError
+from inferstack.errors import PortInUseError, ReplicaStartError
 from inferstack.models.resolve import ResolvedModel, resolve_model
 from inferstack.process import log_tail, port_is_free
 
@@ -50,7 +50,7 @@ class FrontEnd(Protocol):
     def start(self) -> None: ...
     def stop(self) -> None: ...
     def status(self) -> dict[str, Any]: ...
-    def alive(self) -> bool: ...
+    def heal(self) -> list[str]: ...
 
 
 def check_port_free(host: str, port: int, what: str) -> None:
@@ -82,8 +82,6 @@ class Supervisor:
         self._lock = threading.Lock()
         self._phase = "starting"
         self._error: str | None = None
-        self._front_end_backoff_s = 0.0
-        self._front_end_retry_at = 0.0
         self.started_at = time.time()
 
     # ----- planning -------------------------------------------------------------------------
@@ -215,20 +213,10 @@ class Supervisor:
 
     # ----- state machine steps -------------------------------------------------------------
     def _check_front_end(self) -> None:
-        """Envoy and the EPP are supervised too: if one died, restart the pair (with backoff)."""
-        fe = self.front_end
-        if fe is None or fe.alive() or time.monotonic() < self._front_end_retry_at:
-            return
-        log.warning("gateway process died (%s); restarting Envoy + EPP", fe.status())
-        fe.stop()
-        try:
-            fe.start()
-            self._front_end_backoff_s = 0.0
-        except InferstackError as exc:  # a failed restart is retried, not fatal
-            self._front_end_backoff_s = min(30.0, (self._front_end_backoff_s or 0.5) * 2)
-            self._front_end_retry_at = time.monotonic() + self._front_end_backoff_s
-            log.error("gateway restart failed (%s); next try in %.1fs", exc, self._front_end_backoff_s)
-        self._publish()
+        """Envoy and the EPP are supervised too: the one that died is restarted alone (Envoy keeps
+        serving routed streams while the EPP comes back), with backoff."""
+        if self.front_end is not None and self.front_end.heal():
+            self._publish()
 
     def _check_starting(self, replica: Replica, initial: bool) -> None:
         code = replica.exited()

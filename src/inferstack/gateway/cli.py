@@ -9,7 +9,6 @@ import signal
 import time
 from pathlib import Path
 
-from inferstack.errors import ReplicaStartError
 from inferstack.gateway.settings import EppSettings, GatewaySettings, load_epp_settings
 
 __all__ = ["register"]
@@ -37,8 +36,7 @@ def _gateway(args: argparse.Namespace) -> int:
     print(f"gateway on {gw.url}/v1 -> {', '.join(endpoints)} (logs in {gw.run_dir}); Ctrl-C stops it", flush=True)
     try:
         while not stop:
-            if not gw.alive():
-                raise ReplicaStartError(f"a gateway process exited: {gw.status()}")
+            gw.heal()  # a dead EPP or Envoy is restarted alone
             time.sleep(0.5)
     except KeyboardInterrupt:
         pass

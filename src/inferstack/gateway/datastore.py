@@ -1,9 +1,11 @@
 """The EPP's view of its endpoints: address, readiness and the latest scraped vLLM metrics.
 
 Invariants: the scheduler only reads this state (no I/O on the hot path); metrics older than the
-staleness bound make an endpoint "unknown" (``fresh() is False``), never idle; ``in_flight`` counts
-requests the EPP sent since the endpoint's last successful scrape (reset by each fresh scrape, whose
-queue numbers then include them), so a burst between scrapes spreads instead of piling up.
+staleness bound make an endpoint "unknown" (``fresh() is False``), never idle. ``in_flight`` and
+``in_flight_tokens`` count the requests (and their estimated prompt tokens) the EPP routed to the
+endpoint and that have not completed, so load is known between scrapes: with completion tracking
+(Envoy's access log tells the EPP when each response ended) they drop at the end of each response;
+without it ("scrape" mode) a fresh scrape resets them, its own queue numbers then including them.
 """
 
 from __future__ import annotations
@@ -35,21 +37,38 @@ class Endpoint:
     ready: bool = False
     metrics: EndpointMetrics = field(default_factory=EndpointMetrics)
     in_flight: int = 0
+    in_flight_tokens: int = 0
     consecutive_failures: int = 0
+    # True: in_flight counts every routed request until its end is reported (completion tracking);
+    # False: only those routed since the last scrape (which does not show them yet)
+    tracked: bool = False
 
     def fresh(self, staleness_s: float, now: float | None = None) -> bool:
         now = time.monotonic() if now is None else now
         return self.metrics.scraped_at > 0 and now - self.metrics.scraped_at <= staleness_s
 
     def queue(self) -> float:
-        return self.metrics.waiting + self.in_flight
+        """Requests waiting at the endpoint. Tracked: the scraped ones, or what our count (newer than
+        the scrape) implies beyond the scraped running ones; untracked: scraped + sent since."""
+        m = self.metrics
+        if self.tracked:
+            return max(m.waiting, self.in_flight - m.running)
+        return m.waiting + self.in_flight
+
+    def load(self) -> float:
+        """Outstanding requests (waiting + running), by the scrape and our count together."""
+        m = self.metrics
+        if self.tracked:
+            return max(m.waiting + m.running, float(self.in_flight))
+        return m.waiting + m.running + self.in_flight
 
 
 class Datastore:
     """Endpoints by address. ``set_addresses`` is called by discovery; the scraper updates metrics."""
 
-    def __init__(self) -> None:
+    def __init__(self, reset_in_flight_on_scrape: bool = True) -> None:
         self._endpoints: dict[str, Endpoint] = {}
+        self._reset_in_flight = reset_in_flight_on_scrape
         self.version = 0  # bumped on membership change, so readers can cache derived lists
 
     def set_addresses(self, addresses: list[str]) -> tuple[list[str], list[str]]:
@@ -60,7 +79,7 @@ class Datastore:
         for a in removed:
             del self._endpoints[a]
         for a in added:
-            self._endpoints[a] = Endpoint(a)
+            self._endpoints[a] = Endpoint(a, tracked=not self._reset_in_flight)
         if added or removed:
             self.version += 1
             log.info("endpoints now %s (added %s, removed %s)", wanted, added, removed)
@@ -81,7 +100,9 @@ class Datastore:
             return
         if not ep.ready:
             log.info("endpoint %s is ready", address)
-        ep.metrics, ep.ready, ep.in_flight, ep.consecutive_failures = metrics, True, 0, 0
+        ep.metrics, ep.ready, ep.consecutive_failures = metrics, True, 0
+        if self._reset_in_flight:
+            ep.in_flight = ep.in_flight_tokens = 0
 
     def mark_failed(self, address: str, reason: str, max_failures: int = 1) -> None:
         ep = self._endpoints.get(address)

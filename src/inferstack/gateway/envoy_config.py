@@ -5,9 +5,12 @@ Shape: one listener (HTTP/1.1 and h2c from clients) -> HTTP connection manager -
 file the EPP mirrors from discovery; its load-balancing policy is ``override_host``, which sends
 the request to the first host of ``x-gateway-destination-endpoint`` (metadata ``envoy.lb`` first,
 then the header) and, on a retry (connect failure, refused stream, reset or 5xx before any byte
-was sent downstream), to the next one: the fallbacks the EPP listed.
-Invariants: the admin interface binds 127.0.0.1 only; POST routes send only the buffered body to
-the EPP (one message each way), other routes only the headers; no response phase is processed.
+was sent downstream), to the next one: the fallbacks the EPP listed; without a header (the EPP
+down and ``epp_failure_mode: open``) to the host with the fewest active requests.
+The EPP ends each ext_proc stream once it has decided, so no response depends on it; a gRPC
+access log to the EPP reports each response's end (its in-flight counts); with the EPP down and
+failing closed, a local reply mapper gives the 503 a JSON body.
+Invariants: the admin interface binds 127.0.0.1 only; no response phase is processed.
 """
 
 from __future__ import annotations
@@ -22,6 +25,22 @@ CLUSTER_NAME = "inference_pool"
 _EPP_CLUSTER = "epp"
 _EXT_PROC_TYPE = "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor"
 _BUFFER_LIMIT = 16 * 1024 * 1024  # the whole request body is buffered for the EPP
+
+
+# While the EPP is unreachable (fail closed) Envoy answers 503 with an empty body; give it the
+# OpenAI-style JSON error our EPP itself uses, so clients see why.
+_EPP_DOWN_BODY = ('{"error": {"message": "the endpoint picker (EPP) is unavailable; the gateway cannot route '
+                  'new requests until it is back (it is restarted automatically)", '
+                  '"type": "service_unavailable", "code": 503}}')
+_EPP_DOWN_REPLY = {
+    "filter": {"extension_filter": {
+        "name": "envoy.access_loggers.extension_filters.cel",
+        "typed_config": {"@type": "type.googleapis.com/envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter",
+                         "expression": "response.code_details.startsWith('ext_proc_error')"}}},
+    "body": {"inline_string": _EPP_DOWN_BODY},
+    "body_format_override": {"text_format_source": {"inline_string": "%LOCAL_REPLY_BODY%"},
+                             "content_type": "application/json"},
+}
 
 
 def _duration(seconds: float) -> str:
@@ -47,6 +66,14 @@ def build_envoy_config(settings: GatewaySettings, eds_path: Path) -> dict:
         "codec_type": "AUTO",
         "stream_idle_timeout": _duration(settings.stream_idle_timeout_s),
         "request_timeout": "0s",
+        "local_reply_config": {"mappers": [_EPP_DOWN_REPLY]},
+        # Each response's end, reported to the EPP at once (no batching): its in-flight counts.
+        # Losing the EPP loses only these reports, never a request.
+        "access_log": [{"name": "envoy.access_loggers.http_grpc", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.access_loggers.grpc.v3.HttpGrpcAccessLogConfig",
+            "common_config": {"log_name": "inferstack-completions", "transport_api_version": "V3",
+                              "grpc_service": {"envoy_grpc": {"cluster_name": _EPP_CLUSTER}},
+                              "buffer_size_bytes": 0}}}],
         "route_config": {"name": "inference", "virtual_hosts": [{
             "name": "all", "domains": ["*"],
             "routes": [
@@ -57,7 +84,10 @@ def build_envoy_config(settings: GatewaySettings, eds_path: Path) -> dict:
                 "@type": _EXT_PROC_TYPE,
                 "grpc_service": {"envoy_grpc": {"cluster_name": _EPP_CLUSTER},
                                  "timeout": _duration(max(1.0, settings.ext_proc_timeout_ms / 1000.0))},
-                "failure_mode_allow": False,
+                # closed: a dead EPP gives new requests a 503 (JSON body from the local reply
+                # mapper below); open: Envoy routes them itself (override_host's fallback policy)
+                "failure_mode_allow": settings.epp_failure_mode == "open",
+                "status_on_error": {"code": 503},
                 "message_timeout": _duration(settings.ext_proc_timeout_ms / 1000.0),
                 "processing_mode": {
                     "request_header_mode": "SEND", "response_header_mode": "SKIP",
@@ -85,9 +115,9 @@ def build_envoy_config(settings: GatewaySettings, eds_path: Path) -> dict:
                     {"metadata": {"key": "envoy.lb", "path": [{"key": "x-gateway-destination-endpoint"}]}},
                     {"header": "x-gateway-destination-endpoint"}],
                 "fallback_policy": {"policies": [{"typed_extension_config": {
-                    "name": "envoy.load_balancing_policies.round_robin",
+                    "name": "envoy.load_balancing_policies.least_request",
                     "typed_config": {"@type": "type.googleapis.com/envoy.extensions.load_balancing_policies."
-                                              "round_robin.v3.RoundRobin"}}}]},
+                                              "least_request.v3.LeastRequest"}}}]},
             }}}]},
         "common_lb_config": {"healthy_panic_threshold": {"value": 0}},
         # Envoy's defaults allow only 3 concurrent retries per cluster: a replica dying under

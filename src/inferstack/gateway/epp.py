@@ -2,17 +2,22 @@
 endpoint-picker protocol.
 
 Per request Envoy opens one stream and sends the request headers, then (without waiting for our
-answer) the buffered body. Headers with a body to follow get a cached "continue"; the decision is
-made once, on the body (or on the headers of a body-less request such as GET /v1/models):
+answer) the buffered body. Headers with a body to follow get a cached "continue" (we keep the
+request id and the x-gateway-inference-objective header); the decision is made once, on the body
+(or on the headers of a body-less request such as GET /v1/models):
 - routed:  header ``x-gateway-destination-endpoint: ip:port[,fallback...]`` and the same key under
            dynamic metadata namespace ``envoy.lb`` (+ a body mutation when a rewrite changed the model);
 - 400 (malformed body), 429 (sheddable and saturated), 503 (no ready endpoint): an immediate JSON
   error response.
-Invariants: the hot path parses the protobuf and the JSON body once, reads only in-memory state,
-and reuses serialized answers per destination; discovery, scraping, the EDS mirror and metrics
-export run in background tasks / threads. The gRPC transport is ``h2grpc`` (lean, default) or
-grpcio's asyncio server (``server: grpcio``). gRPC health (``grpc.health.v1.Health/Check``) answers
-SERVING once the server is up.
+Then the EPP ends the gRPC stream itself: Envoy marks the request's processing complete, so a
+routed stream never depends on the EPP again (an EPP crash or restart cuts no response).
+With ``completion: access-log`` Envoy's gRPC access log (same port) reports each response's end,
+which closes the request's in-flight entry (``InFlightLedger``).
+gRPC health (``grpc.health.v1.Health/Check``) answers SERVING while an endpoint is ready, else
+NOT_SERVING. Invariants: the hot path parses each protobuf and the JSON body once, reads only
+in-memory state, and reuses serialized answers per destination; discovery, scraping, the EDS
+mirror and metrics export run in background tasks / threads. The gRPC transport is ``h2grpc``
+(on the h2 library, default) or grpcio's asyncio server (``server: grpcio``).
 """
 
 from __future__ import annotations
@@ -27,28 +32,33 @@ from pathlib import Path
 
 import grpc
 from envoy.config.core.v3 import base_pb2
+from envoy.service.accesslog.v3 import als_pb2
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from google.protobuf import struct_pb2
 
 from inferstack.gateway.datastore import Datastore
 from inferstack.gateway.discovery import make_discovery
 from inferstack.gateway.epp_metrics import EppMetrics
-from inferstack.gateway.h2grpc import GrpcH2Server
+from inferstack.gateway.h2grpc import GrpcH2Server, StreamContext
+from inferstack.gateway.inflight import InFlightLedger
 from inferstack.gateway.policy import Objectives, Rewrites, is_saturated
 from inferstack.gateway.request import BadRequest, InferenceRequest, parse_body
 from inferstack.gateway.scheduling import SchedContext, Scheduler
 from inferstack.gateway.scraper import Scraper
 from inferstack.gateway.settings import EppSettings
 
-__all__ = ["DESTINATION_HEADER", "EndpointPicker", "run_epp", "serve", "write_eds_file"]
+__all__ = ["DESTINATION_HEADER", "OBJECTIVE_HEADER", "EndpointPicker", "run_epp", "serve", "write_eds_file"]
 
 log = logging.getLogger(__name__)
 
 DESTINATION_HEADER = "x-gateway-destination-endpoint"
 METADATA_NAMESPACE = "envoy.lb"
+OBJECTIVE_HEADER = "x-gateway-inference-objective"
 _EXT_PROC_SERVICE = "envoy.service.ext_proc.v3.ExternalProcessor"
+_ACCESS_LOG_SERVICE = "envoy.service.accesslog.v3.AccessLogService"
 _HEALTH_SERVICE = "grpc.health.v1.Health"
 _HEALTH_SERVING = b"\x08\x01"  # HealthCheckResponse{status: SERVING}
+_HEALTH_NOT_SERVING = b"\x08\x02"
 _OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
 _CONTINUE_HEADERS = pb.ProcessingResponse(request_headers=pb.HeadersResponse()).SerializeToString()
 
@@ -104,11 +114,12 @@ class EndpointPicker:
 
     def __init__(self, settings: EppSettings, datastore: Datastore | None = None) -> None:
         self.settings = settings
-        self.datastore = datastore or Datastore()
+        self.datastore = datastore or Datastore(reset_in_flight_on_scrape=settings.completion == "scrape")
         self.scheduler = Scheduler(settings.scheduler)
         self.rewrites = Rewrites(settings.rewrites)
         self.objectives = Objectives(settings.objectives)
-        self.metrics = EppMetrics(self.datastore, self.scheduler)
+        self.metrics = EppMetrics(self.datastore, self.scheduler, settings)
+        self.in_flight = InFlightLedger(settings.in_flight_timeout_s)
         self._staleness_s = settings.saturation.metrics_staleness_ms / 1000.0
         self._cache: dict[tuple[str, str], bytes] = {}
         self._errors = {
@@ -122,8 +133,13 @@ class EndpointPicker:
         _, removed = self.datastore.set_addresses(addresses)
         for a in removed:
             self.scheduler.forget(a)
+            self.in_flight.forget_endpoint(a)
         if self.settings.eds_path is not None:
             write_eds_file(self.settings.eds_path, "inference_pool", addresses)
+
+    def health(self, raw: bytes = b"", stream: StreamContext | None = None) -> bytes:
+        """grpc.health.v1 Check: SERVING while some endpoint is ready (the pool can take requests)."""
+        return _HEALTH_SERVING if self.datastore.ready() else _HEALTH_NOT_SERVING
 
     def _routed(self, destination: str, phase: str) -> bytes:
         key = (destination, phase)
@@ -134,34 +150,55 @@ class EndpointPicker:
             out = self._cache[key] = _route_response(destination, phase)
         return out
 
-    def handle(self, raw: bytes) -> bytes:
+    def handle(self, raw: bytes, stream: StreamContext | None = None) -> bytes:
+        """One ext_proc message -> its answer; ``stream`` carries the request's state between its
+        messages and is told to finish once the request is decided."""
         t0 = time.perf_counter()
         msg = pb.ProcessingRequest.FromString(raw)
         which = msg.WhichOneof("request")
         if which == "request_body":
+            request_id, objective = stream.data if stream is not None and stream.data else ("", "")
             try:
                 req = parse_body(msg.request_body.body)
             except BadRequest as exc:
                 self.metrics.count("", "", "", "bad_request")
                 out = _error_response(400, str(exc), "invalid_request_error")
             else:
-                out = self._decide(req, "body", msg.request_body.body)
+                out = self._decide(req, "body", msg.request_body.body, request_id, objective)
         elif which == "request_headers":
+            request_id = objective = ""
+            for h in msg.request_headers.headers.headers:
+                if h.key == "x-request-id":
+                    request_id = (h.raw_value or h.value.encode()).decode("latin-1")
+                elif h.key == OBJECTIVE_HEADER:
+                    objective = (h.raw_value or h.value.encode()).decode("latin-1")
             if not msg.request_headers.end_of_stream:  # the body follows: route on it
+                if stream is not None:
+                    stream.data = (request_id, objective)
                 return _CONTINUE_HEADERS
             req = InferenceRequest(model="", prompt="", stream=False, max_tokens=None, kind="other")
-            out = self._decide(req, "headers", b"")
+            out = self._decide(req, "headers", b"", request_id, objective)
         else:  # a phase we did not ask for: let it continue unchanged
             out = pb.ProcessingResponse(**{which: {}}).SerializeToString() if which else b""
+        if stream is not None and which in ("request_body", "request_headers"):
+            stream.finish = True  # decided: Envoy needs the EPP no more for this request
         self._latency.observe(time.perf_counter() - t0)
         return out
 
-    def _decide(self, req: InferenceRequest, phase: str, body: bytes) -> bytes:
+    def access_log(self, raw: bytes, stream: StreamContext | None = None) -> None:
+        """Envoy's gRPC access log: each HTTP entry ends its request's in-flight count."""
+        msg = als_pb2.StreamAccessLogsMessage.FromString(raw)
+        for entry in msg.http_logs.log_entry:
+            self.in_flight.complete(entry.request.request_id)
+        return None
+
+    def _decide(self, req: InferenceRequest, phase: str, body: bytes, request_id: str = "",
+                objective: str = "") -> bytes:
         now = time.monotonic()
         model = req.model
         target = self.rewrites.apply(model) if model else model
         req.target_model = target
-        req.priority = self.objectives.priority(model, target) if model else 0
+        req.priority = self.objectives.priority(model, target, objective) if model or objective else 0
         ready = self.datastore.ready()
         if not ready:
             self.metrics.count(model, target, "", "unavailable")
@@ -173,6 +210,7 @@ class EndpointPicker:
             return self._errors[429]
         result = self.scheduler.schedule(SchedContext(now, self._staleness_s, sat), req, ready)
         assert result is not None  # ready is not empty
+        self.in_flight.start(request_id, result.endpoint, req.prompt_tokens, now)
         destination = result.endpoint.address
         if result.fallbacks:
             destination = ",".join([destination, *(e.address for e in result.fallbacks)])
@@ -191,16 +229,26 @@ class EndpointPicker:
 
 async def _start_grpcio(picker: EndpointPicker, host: str, port: int) -> grpc.aio.Server:
     async def process(request_iterator, context):  # type: ignore[no-untyped-def]
+        stream = StreamContext(0)
         async for raw in request_iterator:
-            yield picker.handle(raw)
+            yield picker.handle(raw, stream)
+            if stream.finish:
+                return
+
+    async def access_logs(request_iterator, context):  # type: ignore[no-untyped-def]
+        async for raw in request_iterator:
+            picker.access_log(raw)
+        return b""
 
     async def health(raw: bytes, context) -> bytes:  # type: ignore[no-untyped-def]
-        return _HEALTH_SERVING
+        return picker.health(raw)
 
     server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
     server.add_generic_rpc_handlers([
         grpc.method_handlers_generic_handler(_EXT_PROC_SERVICE, {
             "Process": grpc.stream_stream_rpc_method_handler(process)}),
+        grpc.method_handlers_generic_handler(_ACCESS_LOG_SERVICE, {
+            "StreamAccessLogs": grpc.stream_unary_rpc_method_handler(access_logs)}),
         grpc.method_handlers_generic_handler(_HEALTH_SERVICE, {
             "Check": grpc.unary_unary_rpc_method_handler(health)}),
     ])
@@ -208,6 +256,13 @@ async def _start_grpcio(picker: EndpointPicker, host: str, port: int) -> grpc.ai
         raise OSError(f"cannot bind the EPP gRPC port {host}:{port}")
     await server.start()
     return server
+
+
+async def _expire_in_flight(picker: EndpointPicker) -> None:
+    while True:
+        await asyncio.sleep(5.0)
+        if picker.in_flight.expire():
+            log.warning("in-flight entries expired without an end report (now %d open)", len(picker.in_flight))
 
 
 async def serve(settings: EppSettings, stop: asyncio.Event) -> None:
@@ -225,7 +280,8 @@ async def serve(settings: EppSettings, stop: asyncio.Event) -> None:
     address = f"{settings.grpc_host}:{settings.grpc_port}"
     if settings.server == "h2":
         server = GrpcH2Server({f"/{_EXT_PROC_SERVICE}/Process": picker.handle,
-                               f"/{_HEALTH_SERVICE}/Check": lambda raw: _HEALTH_SERVING})
+                               f"/{_ACCESS_LOG_SERVICE}/StreamAccessLogs": picker.access_log,
+                               f"/{_HEALTH_SERVICE}/Check": picker.health})
         await server.start(settings.grpc_host, settings.grpc_port)
         stop_server = server.stop
     else:
@@ -235,15 +291,17 @@ async def serve(settings: EppSettings, stop: asyncio.Event) -> None:
             await grpc_server.stop(grace=1.0)
 
     httpd, thread = start_http_server(settings.metrics_port, addr=settings.grpc_host, registry=picker.metrics.registry)
-    discovery_task = asyncio.create_task(make_discovery(settings.discovery).run(on_change), name="discovery")
+    tasks = [asyncio.create_task(make_discovery(settings.discovery).run(on_change), name="discovery"),
+             asyncio.create_task(_expire_in_flight(picker), name="in-flight expiry")]
     log.info("EPP pid %d serving ext_proc on %s, metrics on :%d", os.getpid(), address, settings.metrics_port)
     try:
         await stop.wait()
     finally:
         log.info("EPP pid %d stopping", os.getpid())
         await stop_server()
-        discovery_task.cancel()
-        await asyncio.gather(discovery_task, return_exceptions=True)
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         await scraper.stop()
         httpd.shutdown()
         thread.join(timeout=2)

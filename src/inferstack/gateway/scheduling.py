@@ -184,6 +184,7 @@ class Scheduler:
             scores_by = {}
         chosen = ranked[0]
         chosen.in_flight += 1
+        chosen.in_flight_tokens += request.prompt_tokens
         for scorer, _ in self.scorers:
             scorer.on_pick(request, chosen)
         return PickResult(chosen, ranked[1:1 + self.settings.fallbacks], scores_by)

@@ -85,8 +85,18 @@ class SchedulerSettings(_Strict):
 
 
 class ObjectiveSettings(_Strict):
-    model: str = Field(description="Served model (or rewrite) name this objective applies to.")
+    name: str | None = Field(default=None, description="Objective name a client may send in the "
+                             "x-gateway-inference-objective header (GIE's InferenceObjective name).")
+    model: str | None = Field(default=None, description="Served model (or rewrite) name this objective "
+                              "applies to when no header names an objective.")
     priority: int = Field(default=0, description="< 0 means sheddable (InferenceObjective semantics).")
+
+    @pydantic.model_validator(mode="after")
+    def _named(self) -> ObjectiveSettings:
+        if not self.name and not self.model:
+            raise ValueError("an objective needs a 'name' (matched against the x-gateway-inference-objective "
+                             "header), a 'model', or both")
+        return self
 
 
 class RewriteTarget(_Strict):
@@ -128,6 +138,12 @@ class EppSettings(_Strict):
     objectives: list[ObjectiveSettings] = Field(default_factory=list, description="Priorities by model name.")
     rewrites: list[RewriteSettings] = Field(default_factory=list, description="Model rewrites / splits.")
     saturation: SaturationSettings = Field(default_factory=SaturationSettings, description="Shedding thresholds.")
+    completion: Literal["scrape", "access-log"] = Field(
+        default="scrape", description="How the EPP learns that a routed request finished: 'access-log' "
+        "(Envoy's gRPC access log reports each response's end to the EPP; the local gateway wires it) "
+        "or 'scrape' (in-flight counts reset at each /metrics scrape; for data planes without that feed).")
+    in_flight_timeout_s: float = Field(default=600.0, gt=0, description="A routed request whose end was "
+                                       "never reported stops counting as in flight after this long.")
     eds_path: Path | None = Field(default=None, description="If set, the EPP mirrors the discovered endpoints "
                                   "into this Envoy EDS file (local gateway only).")
 
@@ -141,6 +157,10 @@ class GatewaySettings(_Strict):
                                      "long generations need a large value.")
     stream_idle_timeout_s: float = Field(default=300.0, gt=0, description="Idle time allowed on a stream.")
     ext_proc_timeout_ms: int = Field(default=500, ge=1, description="Timeout of the EPP's answer per message.")
+    epp_failure_mode: Literal["closed", "open"] = Field(
+        default="closed", description="While the EPP is unreachable: 'closed' answers new requests 503 "
+        "(JSON error naming the endpoint picker); 'open' lets Envoy route them itself to the replica "
+        "with the fewest active requests (failure_mode_allow). Routed streams never depend on the EPP.")
     retries: int = Field(default=2, ge=0, le=5, description="Retries to fallback endpoints before a byte was sent.")
     ready_timeout_s: float = Field(default=30.0, gt=0, description="How long start() waits for readiness.")
     stop_timeout_s: float = Field(default=5.0, gt=0, description="terminate -> wait this long -> kill.")

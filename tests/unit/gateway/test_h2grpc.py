@@ -1,4 +1,4 @@
-"""The lean HTTP/2 gRPC server against the real grpcio client (a second, independent implementation)."""
+"""The gRPC server on h2 against the real grpcio client (a second, independent implementation)."""
 
 import asyncio
 import threading
@@ -14,10 +14,10 @@ def server():
     """Run a GrpcH2Server on a free port in a background event loop; yield its port."""
     loop = asyncio.new_event_loop()
     routes = {
-        "/t.S/Echo": lambda raw: raw[::-1],
-        "/t.S/Twice": lambda raw: raw + raw,
-        "/t.S/Silent": lambda raw: None,
-        "/t.S/Boom": lambda raw: 1 / 0,
+        "/t.S/Echo": lambda raw, ctx: raw[::-1],
+        "/t.S/Twice": lambda raw, ctx: raw + raw,
+        "/t.S/Silent": lambda raw, ctx: None,
+        "/t.S/Boom": lambda raw, ctx: 1 / 0,
     }
     srv = GrpcH2Server(routes)
     ready = threading.Event()

@@ -1,0 +1,69 @@
+"""Completion tracking: which routed requests are still running, so load is known between scrapes.
+
+The scheduler counts a pick on its endpoint (``Endpoint.in_flight`` and ``in_flight_tokens``);
+this ledger remembers each pick by Envoy's request id and undoes it when Envoy's access log
+reports the response ended (``complete``). A request whose end never arrives (an access-log
+entry lost while the EPP restarted, a stream Envoy dropped) is undone after ``max_age_s`` by
+``expire``, so counts cannot grow without bound.
+Invariants: each pick is undone at most once; counts never go below 0; O(1) per event.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+
+from inferstack.gateway.datastore import Endpoint
+
+__all__ = ["InFlightLedger"]
+
+
+class InFlightLedger:
+    def __init__(self, max_age_s: float) -> None:
+        self.max_age_s = max_age_s
+        # request id -> (endpoint, tokens, started); insertion order = start order, for expiry
+        self._open: OrderedDict[str, tuple[Endpoint, int, float]] = OrderedDict()
+        self.completed = 0
+        self.expired = 0
+
+    def __len__(self) -> int:
+        return len(self._open)
+
+    def start(self, request_id: str, endpoint: Endpoint, tokens: int, now: float | None = None) -> None:
+        if not request_id:
+            return
+        old = self._open.pop(request_id, None)
+        if old is not None:  # a retried id: undo the earlier pick first
+            self._undo(old)
+        self._open[request_id] = (endpoint, tokens, time.monotonic() if now is None else now)
+
+    def complete(self, request_id: str) -> bool:
+        entry = self._open.pop(request_id, None)
+        if entry is None:
+            return False  # not ours (answered by the EPP itself, or from before a restart)
+        self._undo(entry)
+        self.completed += 1
+        return True
+
+    def expire(self, now: float | None = None) -> int:
+        now = time.monotonic() if now is None else now
+        n = 0
+        while self._open:
+            rid, entry = next(iter(self._open.items()))
+            if now - entry[2] <= self.max_age_s:
+                break
+            del self._open[rid]
+            self._undo(entry)
+            n += 1
+        self.expired += n
+        return n
+
+    def forget_endpoint(self, address: str) -> None:
+        for rid in [r for r, (e, _, _) in self._open.items() if e.address == address]:
+            del self._open[rid]
+
+    @staticmethod
+    def _undo(entry: tuple[Endpoint, int, float]) -> None:
+        ep, tokens, _ = entry
+        ep.in_flight = max(0, ep.in_flight - 1)
+        ep.in_flight_tokens = max(0, ep.in_flight_tokens - tokens)
