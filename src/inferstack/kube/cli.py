@@ -4,7 +4,9 @@ recommend: the sizing arithmetic for a catalog model on an accelerator, ending w
 (``tensor-parallel-size: N`` among it); a pair that cannot fit exits non-zero with the arithmetic.
 
 render: the Kubernetes/GKE manifests as a kustomize directory (or one file with --single-file);
-``--check`` validates every object offline and fails with object, field and reason.
+``--check`` validates every object offline and fails with object, field and reason. The contract:
+``inferstack render ... --bucket B --project P --namespace N [--epp upstream|inferstack]``; a
+render without a bucket exits 2 and says what to pass.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from inferstack.kube.render import render, write
-from inferstack.kube.settings import load_settings
+from inferstack.kube.settings import GATEWAY_CLASSES, load_settings
 from inferstack.kube.validate import KUBERNETES_VERSION, validate_objects
 from inferstack.models.catalog import ACCELERATORS, MODELS, get_accelerator, get_model
 from inferstack.models.sizing import recommend
@@ -49,10 +51,28 @@ def _cmd_recommend(args: argparse.Namespace) -> int:
 
 def _cmd_render(args: argparse.Namespace) -> int:
     overrides: dict[str, Any] = {}
-    for key in ("model", "accelerator", "spec", "nodes", "gpus"):
+    for key in ("model", "accelerator", "spec", "nodes", "gpus", "namespace", "project"):
         value = getattr(args, key)
         if value is not None:
             overrides[key] = value
+    flags = {
+        "bucket": "model_bucket",
+        "epp": "gateway.epp",
+        "epp_image": "images.epp",
+        "hf_token_source": "hf_token_source",
+        "cold_start": "cold_start.mode",
+        "dataset": "bench.dataset",
+    }
+    for attr, key in flags.items():
+        value = getattr(args, attr)
+        if value is not None:
+            overrides[key] = value
+    if args.load_format is not None:
+        overrides["cold_start.mode"] = "runai-streamer" if args.load_format == "runai_streamer" else "auto"
+    if args.gateway_class is not None:
+        overrides["gateway.gateway_class"] = GATEWAY_CLASSES.get(args.gateway_class, args.gateway_class)
+    if args.reference_compute_classes:
+        overrides["compute_class_names"] = "reference"
     if args.no_gateway:
         overrides["gateway.enabled"] = False
     if args.no_autoscale:
@@ -108,6 +128,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     ren.add_argument("--no-autoscale", action="store_true", help="no HorizontalPodAutoscaler")
     ren.add_argument("--nodes", type=int, help="nodes per replica; > 1 renders a LeaderWorkerSet")
     ren.add_argument("--gpus", type=int, help="accelerators per node (default: recommended)")
+    ren.add_argument("--bucket", help="GCS bucket of the model weights (required here or as model_bucket)")
+    ren.add_argument("--project", help="Google Cloud project id (Secret Manager, README IAM commands)")
+    ren.add_argument("--namespace", help="namespace of every namespaced object (default inferstack)")
+    ren.add_argument("--epp", choices=("upstream", "inferstack"),
+                     help="endpoint picker: the upstream GIE EPP image (default) or ours (needs --epp-image)")
+    ren.add_argument("--epp-image", help="our EPP image, built from the repository's Dockerfile (--epp inferstack)")
+    ren.add_argument("--gateway-class", choices=(*GATEWAY_CLASSES, *GATEWAY_CLASSES.values()),
+                     help="regional-external (default), regional-internal (gke-l7-rilb) or global-external")
+    ren.add_argument("--hf-token-source", choices=("secret", "secret-manager"),
+                     help="Hugging Face token from a Kubernetes Secret (default) or Secret Manager")
+    ren.add_argument("--cold-start", choices=("auto", "fuse", "prefetch", "runai-streamer"),
+                     help="weight loading: auto (prefetch on one node), fuse, prefetch, runai-streamer")
+    ren.add_argument("--load-format", choices=("auto", "runai_streamer"),
+                     help="vLLM load format; runai_streamer = --cold-start runai-streamer")
+    ren.add_argument("--dataset", choices=("auto", "synthetic", "shareGPT", "cnn_dailymail"),
+                     help="benchmark prompts (auto: cnn_dailymail for ngram, shareGPT for EAGLE, else synthetic)")
+    ren.add_argument("--reference-compute-classes", action="store_true",
+                     help="select the reference architecture's ComputeClasses by name and render none")
     ren.add_argument("--output", type=Path, required=True, help="directory to write")
     ren.add_argument("--single-file", action="store_true", help="the stack as one manifests.yaml")
     ren.add_argument("--check", action="store_true", help="validate offline; fail with object, field, reason")

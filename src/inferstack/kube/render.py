@@ -4,12 +4,14 @@ Layout of the output directory::
 
     kustomization.yaml    the stack: kubectl apply -k DIR
     namespace.yaml        Namespace                                  (create_namespace)
-    compute-class.yaml    ComputeClass (cluster-scoped)              (compute_class)
-    model-download.yaml   Job(s): model [+ draft head] HF -> GCS      (vLLM pods wait for them)
+    compute-class.yaml    our ComputeClasses (cluster-scoped): the accelerator shape and the
+                          large-disk download nodes        (compute_class, our own class names)
+    model-download.yaml   [SecretProviderClass] + Job(s): model [+ draft head] HF -> GCS
     serving.yaml          ServiceAccount, Deployment | LeaderWorkerSet, Service, PodMonitoring
     autoscaling.yaml      HorizontalPodAutoscaler                    (autoscale)
-    gateway.yaml          InferencePool, EPP (SA, Role, RoleBinding, ConfigMap, Deployment,
-                          Service, PodMonitoring), InferenceObjective, Gateway, HTTPRoute (gateway)
+    gateway.yaml          InferencePool, InferenceObjective, HealthCheckPolicy, GCPBackendPolicy,
+                          EPP (SA, Role, RoleBinding, ConfigMap, Deployment, Service,
+                          PodMonitoring), Gateway, HTTPRoute         (gateway)
     benchmark/            kustomization.yaml + benchmark.yaml: inference-perf ConfigMap + Job
     README.md             the sizing arithmetic and the order to apply things in
 
@@ -79,9 +81,12 @@ def render(settings: RenderSettings) -> Rendered:
     out = Rendered(stack=stack)
     if settings.create_namespace:
         out.files["namespace.yaml"] = [serving.namespace(stack)]
-    if settings.compute_class:
-        out.files["compute-class.yaml"] = [serving.compute_class(stack)]
-    out.files["model-download.yaml"] = jobs.download_jobs(stack)
+    if stack.renders_compute_classes:
+        out.files["compute-class.yaml"] = [serving.compute_class(stack), serving.download_compute_class(stack)]
+    downloads = jobs.download_jobs(stack)
+    if settings.hf_token_source == "secret-manager":
+        downloads.insert(0, jobs.secret_provider_class(stack))
+    out.files["model-download.yaml"] = downloads
     out.files["serving.yaml"] = [
         serving.service_account(stack),
         serving.vllm_workload(stack),
@@ -107,6 +112,25 @@ def _readme(rendered: Rendered, single_file: bool) -> str:
     names = ", ".join(f"`{n}`" for n in (["manifests.yaml"] if single_file else list(rendered.files)))
     explain = "\n".join(plan.explain())
     gw = stack.settings.gateway
+    settings = stack.settings
+    ksa = f"{settings.namespace}/{settings.service_account}"
+    project = settings.project or "PROJECT_ID"
+    principal = (f"principal://iam.googleapis.com/projects/$(gcloud projects describe {project} "
+                 f"--format='value(projectNumber)')/locations/global/workloadIdentityPools/"
+                 f"{project}.svc.id.goog/subject/ns/{settings.namespace}/sa/{settings.service_account}")
+    if settings.hf_token_source == "secret-manager":
+        token = (f"2. The Hugging Face token: Secret Manager secret `{settings.hf_token_secret_manager_secret}`"
+                 f" in project `{project}`, read through the SecretProviderClass `{settings.hf_token_secret}`"
+                 " (GKE Secret Manager add-on); grant `roles/secretmanager.secretAccessor` on it to"
+                 f" `{principal}`"
+                 f"{' (required: the model is gated)' if stack.model.gated else ' (unused: the model is public)'}.")
+    else:
+        token = (f"2. The Hugging Face token: `kubectl -n {stack.namespace} create secret generic"
+                 f" {settings.hf_token_secret} --from-file=token=PATH_TO_TOKEN`"
+                 f"{' (required: the model is gated)' if stack.model.gated else ' (optional: the model is public)'}.")
+    dataset = jobs.dataset_for(stack)
+    hub = dataset != "synthetic" and settings.bench.dataset_path is None
+    from_hub = ", streamed from the Hugging Face Hub: the pod needs egress" if hub else ""
     lines = [
         f"# {stack.name}",
         "",
@@ -116,30 +140,44 @@ def _readme(rendered: Rendered, single_file: bool) -> str:
         "",
         "1. Once per cluster: GKE with the GCS FUSE CSI driver, Workload Identity Federation, Managed"
         " Prometheus, the Gateway API and the Inference Extension CRDs"
-        f"{', LeaderWorkerSet' if stack.multi_node else ''}; a bucket `{stack.settings.model_bucket}`"
-        f" readable and writable by `{stack.settings.namespace}/{stack.settings.service_account}`.",
-        f"2. The Hugging Face token: `kubectl -n {stack.namespace} create secret generic"
-        f" {stack.settings.hf_token_secret} --from-file=token=PATH_TO_TOKEN`"
-        f"{' (required: the model is gated)' if stack.model.gated else ' (optional: the model is public)'}.",
-        f"3. `kubectl apply -k .` ({names}). The download Job fills the bucket; the vLLM pods wait"
-        " for its completion marker, then load the weights through GCS FUSE.",
-        "4. Benchmark when ready: `kubectl apply -k benchmark` (it waits for /health itself).",
+        f"{', LeaderWorkerSet' if stack.multi_node else ''}. Once per bucket: `{ksa}` reads and writes"
+        f" `gs://{stack.bucket}`: `gcloud storage buckets add-iam-policy-binding gs://{stack.bucket}"
+        f" --member={principal} --role=roles/storage.objectUser`.",
+        token,
+        f"3. `kubectl apply -k .` ({names}). The download Job fills the bucket (it exits at once when"
+        " the folder is complete already, e.g. filled by the reference architecture's Job); the vLLM"
+        " pods wait until the folder is complete, then load the weights"
+        f" ({_COLD_START[stack.cold_start]}).",
+        "4. Benchmark when ready: `kubectl apply -k benchmark` (it waits for /health itself;"
+        f" dataset `{dataset}`{from_hub}).",
         "",
         "## Derived values",
         "",
-        f"- max generation time: {stack.settings.max_output_tokens} tokens at"
+        f"- max generation time: {settings.max_output_tokens} tokens at"
         f" >= {plan.policy.min_decode_tokens_per_s:g} tok/s = {stack.max_generation_s} s",
-        f"- preStop sleep: {stack.settings.endpoint_deregistration_s} s deregistration +"
+        f"- preStop sleep: {settings.endpoint_deregistration_s} s deregistration +"
         f" {stack.max_generation_s} s generation = {stack.prestop_s} s;"
         f" terminationGracePeriodSeconds {stack.grace_s}",
         f"- startup probe budget: {stack.startup_budget_s} s; route request timeout:"
         f" {stack.request_timeout_s} s",
     ]
+    if settings.compute_class:
+        owner = "" if stack.renders_compute_classes else ", the reference architecture's, not rendered here"
+        lines.append(f"- compute classes: `{stack.compute_class_name}` (vLLM), `{stack.download_compute_class}`"
+                     f" (downloads){owner}")
     if gw.enabled:
+        epp = settings.images.epp_upstream if gw.epp == "upstream" else settings.images.epp
         lines.append(f"- Gateway `{gw.gateway_name}` (class `{gw.gateway_class}`) -> InferencePool"
-                     f" `{stack.name}` -> endpoint picker `{stack.name}-epp`")
+                     f" `{stack.name}` -> endpoint picker `{stack.name}-epp` ({gw.epp}: `{epp}`)")
     lines += ["", "## Sizing", "", "```", explain, "```", ""]
     return "\n".join(lines)
+
+
+_COLD_START = {
+    "fuse": "through GCS FUSE",
+    "prefetch": "through GCS FUSE; a sidecar reads every weight file in parallel to warm the file cache",
+    "runai-streamer": "streamed from gs:// by vLLM's Run:ai model streamer",
+}
 
 
 def write(rendered: Rendered, output: Path, *, single_file: bool = False) -> list[Path]:

@@ -1,14 +1,17 @@
-"""The serving manifests: Namespace, ComputeClass, ServiceAccount, vLLM (Deployment, or a
+"""The serving manifests: Namespace, ComputeClasses, ServiceAccount, vLLM (Deployment, or a
 LeaderWorkerSet across nodes), its Service, PodMonitoring and HorizontalPodAutoscaler.
 
 Invariants: the vLLM container gets the speculative config as arguments (never a sidecar);
-model weights come read-only from a GCS FUSE volume and the pod waits (init container) for the
-download Job's completion marker; nothing runs privileged; every pod uses seccomp RuntimeDefault;
-no secret is read by these pods at all (they never talk to Hugging Face: HF_HUB_OFFLINE=1).
+model weights come read-only from the user's bucket through a GCS FUSE volume, and the pod waits
+(init container) until each model folder is complete: our download Job's marker, or config.json
+plus every weight file its index names (a folder the reference's download Job filled); the
+optional prefetch sidecar only reads; nothing runs privileged; every pod uses seccomp
+RuntimeDefault; no secret is read by these pods (they never talk to Hugging Face: HF_HUB_OFFLINE=1).
 """
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any
 
@@ -18,6 +21,8 @@ __all__ = [
     "POD_SECURITY",
     "CONTAINER_SECURITY",
     "compute_class",
+    "download_compute_class",
+    "folder_complete_check",
     "gcs_volume",
     "hpa",
     "namespace",
@@ -64,7 +69,8 @@ def service_account(stack: Stack) -> dict[str, Any]:
 
 
 def compute_class(stack: Stack) -> dict[str, Any]:
-    """The custom ComputeClass for the chosen machine shape (the reference architecture's names)."""
+    """The custom ComputeClass for the chosen machine shape, under our own name (inferstack-<the
+    reference architecture's name>): same shape, but not the same object as the reference's."""
     shape = stack.plan.shape
     acc = stack.accelerator
     if acc.kind == "tpu":
@@ -77,7 +83,7 @@ def compute_class(stack: Stack) -> dict[str, Any]:
     return {
         "apiVersion": "cloud.google.com/v1",
         "kind": "ComputeClass",
-        "metadata": stack.meta(shape.compute_class, "compute-class", namespaced=False, shared=True),
+        "metadata": stack.meta(stack.compute_class_name, "compute-class", namespaced=False, shared=True),
         "spec": {
             "activeMigration": {"optimizeRulePriority": True},
             "nodePoolAutoCreation": {"enabled": True},
@@ -91,11 +97,37 @@ def compute_class(stack: Stack) -> dict[str, Any]:
     }
 
 
+# Scratch space for the largest catalog checkpoint (Llama 4 Scout, ~218 GB) with headroom; one
+# class serves every stack, so its size does not depend on the model rendered.
+_DOWNLOAD_BOOT_DISK_GB = 500
+
+
+def download_compute_class(stack: Stack) -> dict[str, Any]:
+    """Nodes for the download Jobs: a local SSD (375 GiB of ephemeral storage) like the reference's
+    ``model-download`` class, else a large boot disk."""
+    return {
+        "apiVersion": "cloud.google.com/v1",
+        "kind": "ComputeClass",
+        "metadata": stack.meta(stack.download_compute_class, "compute-class", namespaced=False, shared=True),
+        "spec": {
+            "activeMigration": {"optimizeRulePriority": True},
+            "nodePoolAutoCreation": {"enabled": True},
+            "priorities": [
+                {"machineType": "c4-standard-4-lssd", "spot": False, "storage": {"localSSDCount": 1}},
+                {"machineType": "c3-standard-4-lssd", "spot": False, "storage": {"localSSDCount": 1}},
+                {"machineFamily": "n4", "minCores": 4, "spot": False,
+                 "storage": {"bootDiskType": "hyperdisk-balanced", "bootDiskSize": _DOWNLOAD_BOOT_DISK_GB}},
+            ],
+            "whenUnsatisfiable": "ScaleUpAnyway",
+        },
+    }
+
+
 def node_selector(stack: Stack) -> dict[str, str]:
     acc = stack.accelerator
     selector: dict[str, str] = {}
     if stack.settings.compute_class:
-        selector["cloud.google.com/compute-class"] = stack.plan.shape.compute_class
+        selector["cloud.google.com/compute-class"] = stack.compute_class_name
     if acc.kind == "tpu":
         selector[acc.node_label] = acc.node_label_value
         selector["cloud.google.com/gke-tpu-topology"] = str(stack.plan.shape.tpu_topology)
@@ -111,29 +143,42 @@ def gcs_volume(stack: Stack, name: str, folder: str, *, read_only: bool = True) 
         "csi": {
             "driver": "gcsfuse.csi.storage.gke.io",
             "readOnly": read_only,
-            "volumeAttributes": {"bucketName": stack.settings.model_bucket, "mountOptions": options},
+            "volumeAttributes": {"bucketName": stack.bucket, "mountOptions": options},
         },
     }
 
 
 def _resources(stack: Stack) -> tuple[dict[str, Any], bool]:
     """Requests/limits per vLLM pod, and whether the GCS FUSE file cache may live in memory."""
-    plan, acc, shape = stack.plan, stack.accelerator, stack.plan.shape
+    plan, shape = stack.plan, stack.plan.shape
     share = plan.devices_per_node / shape.accelerators
     node_gib = shape.memory_gb * 1e9 / 2**30
     cap = math.floor(0.85 * node_gib * share)
     weights = gib(stack.model.weight_bytes) / plan.nodes + (gib(plan.chosen.draft) * plan.tensor_parallel_size)
     shm = _shm_gib(stack)
     base = 4 + 2 * plan.devices_per_node + shm
+    if stack.cold_start == "runai-streamer":
+        # The streamer reads gs:// itself into a bounded CPU buffer; no file cache to hold.
+        memory = min(cap, base + 8 + stack.settings.cold_start.streamer_memory_limit_gib)
+        cache_in_memory = False
+        return _resource_dict(stack, _cpu_of(stack, share), memory), cache_in_memory
     cache_in_memory = math.ceil(weights + base) <= cap
     memory = min(cap, math.ceil(weights + base)) if cache_in_memory else min(cap, base + 8)
-    cpu = max(2, min(math.floor(0.8 * shape.vcpus * share), 16 * plan.devices_per_node))
-    devices = str(plan.devices_per_node)
-    resources = {
-        "requests": {"cpu": str(cpu), "memory": f"{memory}Gi", acc.resource_name: devices},
-        "limits": {"memory": f"{memory}Gi", acc.resource_name: devices},
+    return _resource_dict(stack, _cpu_of(stack, share), memory), cache_in_memory
+
+
+def _cpu_of(stack: Stack, share: float) -> int:
+    plan = stack.plan
+    return max(2, min(math.floor(0.8 * plan.shape.vcpus * share), 16 * plan.devices_per_node))
+
+
+def _resource_dict(stack: Stack, cpu: int, memory: int) -> dict[str, Any]:
+    devices = str(stack.plan.devices_per_node)
+    name = stack.accelerator.resource_name
+    return {
+        "requests": {"cpu": str(cpu), "memory": f"{memory}Gi", name: devices},
+        "limits": {"memory": f"{memory}Gi", name: devices},
     }
-    return resources, cache_in_memory
 
 
 def _shm_gib(stack: Stack) -> int:
@@ -141,13 +186,20 @@ def _shm_gib(stack: Stack) -> int:
 
 
 def _vllm_args(stack: Stack) -> list[str]:
+    streamer = stack.cold_start == "runai-streamer"
     args = [
-        f"--model={stack.model_dir}",
+        f"--model={stack.gcs_model_uri if streamer else stack.model_dir}",
         f"--served-model-name={stack.served_name}",
         f"--port={VLLM_PORT}",
         *stack.plan.vllm_args(),
         "--no-enable-log-requests",
     ]
+    if streamer:
+        opts = stack.settings.cold_start
+        extra = {"concurrency": opts.streamer_concurrency,
+                 "memory_limit": opts.streamer_memory_limit_gib * 2**30}
+        args += ["--load-format=runai_streamer",
+                 f"--model-loader-extra-config={json.dumps(extra, separators=(',', ':'))}"]
     if stack.multi_node:
         args.append("--distributed-executor-backend=ray")
     args.extend(stack.speculative.to_vllm_args())
@@ -172,20 +224,79 @@ def _volumes(stack: Stack, cache_in_memory: bool) -> tuple[list[dict[str, Any]],
     return volumes, mounts
 
 
+# POSIX sh (busybox): is folder $1 complete? Our marker, or config.json plus every weight file the
+# safetensors / PyTorch index names (GCS objects appear only once fully uploaded), or a single-file
+# checkpoint. Folders filled by the reference architecture's download Job have no marker.
+_COMPLETE_FN = (
+    "complete() {\n"
+    f"  [ -f \"$1/{DONE_MARKER}\" ] && return 0\n"
+    "  [ -f \"$1/config.json\" ] || return 1\n"
+    "  for index in \"$1/model.safetensors.index.json\" \"$1/pytorch_model.bin.index.json\"; do\n"
+    "    [ -f \"$index\" ] || continue\n"
+    "    for f in $(grep -oE '\"[^\"]+\\.(safetensors|bin)\"' \"$index\" | tr -d '\"' | sort -u); do\n"
+    "      [ -f \"$1/$f\" ] || return 1\n"
+    "    done\n"
+    "    return 0\n"
+    "  done\n"
+    "  [ -f \"$1/model.safetensors\" ] || [ -f \"$1/pytorch_model.bin\" ]\n"
+    "}\n"
+)
+
+
+def folder_complete_check(dirs: list[str]) -> str:
+    """A shell script that waits until every folder in ``dirs`` holds a complete model."""
+    checks = " && ".join(f"complete {d}" for d in dirs)
+    return (
+        _COMPLETE_FN
+        + f"until {checks}; do\n"
+        "  echo 'waiting for complete weights (a download Job running?)'; sleep 10\n"
+        "done\n"
+        "echo 'weights complete'\n"
+    )
+
+
 def _wait_for_models(stack: Stack, mounts: list[dict[str, Any]]) -> dict[str, Any]:
     dirs = [stack.model_dir] + ([str(stack.draft_dir)] if stack.draft_dir else [])
-    checks = " && ".join(f"[ -f {d}/{DONE_MARKER} ]" for d in dirs)
-    script = (
-        f"until {checks}; do echo 'waiting for the model download Job to finish'; sleep 10; done"
-    )
     return {
         "name": "wait-for-model",
         "image": stack.settings.images.wait,
-        "command": ["/bin/sh", "-c", script],
+        "command": ["/bin/sh", "-c", folder_complete_check(dirs)],
         "volumeMounts": [m for m in mounts if m["name"] in ("model", "draft")],
         "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}, "limits": {"memory": "32Mi"}},
         "securityContext": CONTAINER_SECURITY,
     }
+
+
+def _prefetch_sidecar(stack: Stack, mounts: list[dict[str, Any]]) -> dict[str, Any]:
+    """The reference architecture's cold-start trick as a native sidecar (restartPolicy Always):
+    read every weight file once, in parallel, so GCS FUSE (parallel downloads) fills its file
+    cache while vLLM starts; vLLM's own reads then hit the cache. It starts after wait-for-model
+    and does not delay vLLM; it sleeps afterwards, since a sidecar that exits is restarted."""
+    dirs = " ".join([stack.model_dir] + ([str(stack.draft_dir)] if stack.draft_dir else []))
+    jobs = stack.settings.cold_start.prefetch_parallelism
+    script = (
+        'echo "prefetch: start $(date -u +%H:%M:%S)"\n'
+        f"find {dirs} -type f \\( -name '*.safetensors' -o -name '*.bin' \\) "
+        f"| xargs -r -P {jobs} -I{{}} dd if={{}} of=/dev/null bs=4M\n"
+        'echo "prefetch: done $(date -u +%H:%M:%S)"\n'
+        "exec sleep 2147483647\n"
+    )
+    return {
+        "name": "prefetch-weights",
+        "image": stack.settings.images.wait,
+        "command": ["/bin/sh", "-c", script],
+        "restartPolicy": "Always",
+        "volumeMounts": [m for m in mounts if m["name"] in ("model", "draft")],
+        "resources": {"requests": {"cpu": "250m", "memory": "64Mi"}, "limits": {"memory": "128Mi"}},
+        "securityContext": CONTAINER_SECURITY,
+    }
+
+
+def _init_containers(stack: Stack, mounts: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    init = [_wait_for_models(stack, mounts)]
+    if stack.cold_start == "prefetch":
+        init.append(_prefetch_sidecar(stack, mounts))
+    return init
 
 
 def _server_container(stack: Stack, resources: dict[str, Any], mounts: list[dict[str, Any]],
@@ -263,7 +374,7 @@ def vllm_workload(stack: Stack) -> dict[str, Any]:
     """A Deployment (one node per replica) or a LeaderWorkerSet (tensor x pipeline parallel)."""
     resources, cache_in_memory = _resources(stack)
     volumes, mounts = _volumes(stack, cache_in_memory)
-    init = [_wait_for_models(stack, mounts)]
+    init = _init_containers(stack, mounts)
     template_meta = {
         "labels": {**stack.labels("vllm"), "ai.gke.io/model": stack.served_name,
                    "ai.gke.io/inference-server": "vllm"},

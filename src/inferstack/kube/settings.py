@@ -6,10 +6,11 @@ silently vanishes. CLI flags override the file; the file overrides the defaults.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from inferstack.configfile import read_yaml_mapping, validate
 from inferstack.errors import ConfigError
@@ -17,12 +18,28 @@ from inferstack.errors import ConfigError
 __all__ = [
     "AutoscaleSettings",
     "BenchSettings",
+    "ColdStartSettings",
+    "GATEWAY_CLASSES",
     "GatewaySettings",
     "ImageSettings",
     "RenderSettings",
     "SpeculativeOptions",
     "load_settings",
 ]
+
+# GKE Gateway classes Inference Gateway works with, by the short names the CLI offers.
+GATEWAY_CLASSES: dict[str, str] = {
+    "regional-external": "gke-l7-regional-external-managed",
+    "regional-internal": "gke-l7-rilb",
+    "global-external": "gke-l7-global-external-managed",
+}
+
+# GCS bucket names: 3-63 characters of lower-case letters, digits, '-', '_' and '.', starting and
+# ending with a letter or digit (dotted names may be longer, but they need domain verification).
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9._-]{1,61}[a-z0-9]$")
+# Google Cloud project ids: 6-30 characters, lower-case letters, digits and '-', starting with a
+# letter, not ending with '-'.
+_PROJECT = re.compile(r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$")
 
 
 class _Strict(BaseModel):
@@ -34,8 +51,15 @@ class ImageSettings(_Strict):
 
     vllm_gpu: str = Field("docker.io/vllm/vllm-openai:v0.11.2", description="vLLM for NVIDIA GPUs.")
     vllm_tpu: str = Field("docker.io/vllm/vllm-tpu:v0.11.1", description="vLLM for Cloud TPU.")
-    epp: str = Field(
-        "ghcr.io/inferstack/inferstack:0.1.0", description="inferstack image; runs our endpoint picker."
+    epp_upstream: str = Field(
+        "registry.k8s.io/gateway-api-inference-extension/epp:v1.5.0",
+        description="Upstream endpoint picker (gateway.epp: upstream): the Gateway API Inference "
+        "Extension EPP, the last GIE release that ships it (its successor is llm-d-router).",
+    )
+    epp: str | None = Field(
+        None,
+        description="Our endpoint picker image (gateway.epp: inferstack; CLI --epp-image), built from "
+        "the repository's Dockerfile; no default, since no public registry hosts it.",
     )
     downloader: str = Field(
         "gcr.io/google.com/cloudsdktool/cloud-sdk:570.0.0-slim",
@@ -61,14 +85,25 @@ class SpeculativeOptions(_Strict):
 
 
 class GatewaySettings(_Strict):
-    """GKE Inference Gateway: Gateway + HTTPRoute -> InferencePool -> our endpoint picker."""
+    """GKE Inference Gateway: Gateway + HTTPRoute -> InferencePool -> an endpoint picker."""
 
     enabled: bool = Field(True, description="Render the gateway pieces (CLI: --no-gateway).")
+    epp: Literal["upstream", "inferstack"] = Field(
+        "upstream",
+        description="Endpoint picker behind the InferencePool: 'upstream' (images.epp_upstream with an "
+        "EndpointPickerConfig equivalent to our scheduler) or 'inferstack' (ours, images.epp). CLI: --epp.",
+    )
     gateway_name: str = Field("inferstack-gateway", description="Gateway object name.")
     gateway_class: str = Field(
         "gke-l7-regional-external-managed",
-        description="GatewayClass; GKE Inference Gateway supports gke-l7-regional-external-managed "
-        "and gke-l7-rilb (internal).",
+        description="GatewayClass: gke-l7-regional-external-managed, gke-l7-rilb (regional internal) "
+        "or gke-l7-global-external-managed (CLI --gateway-class regional-external|regional-internal|"
+        "global-external).",
+    )
+    backend_timeout_s: int | None = Field(
+        None, ge=1, le=86400,
+        description="GCPBackendPolicy timeoutSec of the InferencePool backend; default: the route's "
+        "request timeout (longest generation + 60 s). GKE's default of 30 s cuts long generations.",
     )
     listener_port: int = Field(80, ge=1, le=65535, description="HTTP listener port of the Gateway.")
     epp_replicas: int = Field(1, ge=1, description="Endpoint picker replicas.")
@@ -97,14 +132,29 @@ class AutoscaleSettings(_Strict):
 
 
 class BenchSettings(_Strict):
-    """inference-perf Job: a linear sweep of request rates up to the measured saturation."""
+    """inference-perf Job: a linear sweep of request rates up to the measured saturation.
+
+    The defaults are the reference architecture's load: 7 stages x 30 s, a 250 s saturation probe,
+    20 workers x 15 in-flight requests.
+    """
 
     num_stages: int = Field(7, ge=1, description="Load stages of the linear sweep.")
-    stage_duration_s: int = Field(60, ge=1, description="Seconds per stage.")
+    stage_duration_s: int = Field(30, ge=1, description="Seconds per stage.")
     saturation_requests: int = Field(2000, ge=1, description="Requests of the saturation probe.")
-    saturation_timeout_s: float = Field(120, gt=0, description="Time limit of the saturation probe.")
-    num_workers: int = Field(8, ge=1, description="Load generator worker processes.")
-    worker_max_concurrency: int = Field(100, ge=1, description="In-flight requests per worker.")
+    saturation_timeout_s: float = Field(250, gt=0, description="Time limit of the saturation probe.")
+    num_workers: int = Field(20, ge=1, description="Load generator worker processes.")
+    worker_max_concurrency: int = Field(15, ge=1, description="In-flight requests per worker.")
+    dataset: Literal["auto", "synthetic", "shareGPT", "cnn_dailymail"] = Field(
+        "auto",
+        description="Prompts: 'auto' = the reference's choice per speculative method (cnn_dailymail "
+        "for ngram, shareGPT for EAGLE/EAGLE-3, synthetic without speculation). shareGPT and "
+        "cnn_dailymail stream from the Hugging Face Hub unless dataset_path is set.",
+    )
+    dataset_path: str | None = Field(
+        None,
+        description="Object path of a JSON dataset file in the model bucket (e.g. "
+        "datasets/ShareGPT_V3_unfiltered_cleaned_split.json), read through GCS FUSE instead of the Hub.",
+    )
     input_mean_tokens: int = Field(1024, ge=1, description="Synthetic prompt length, mean.")
     output_mean_tokens: int = Field(256, ge=1, description="Synthetic output length, mean.")
     results_bucket: str | None = Field(
@@ -113,6 +163,23 @@ class BenchSettings(_Strict):
     through_gateway_url: str | None = Field(
         None,
         description="Benchmark this base URL (e.g. http://GATEWAY_IP) instead of the vLLM Service.",
+    )
+
+
+class ColdStartSettings(_Strict):
+    """How a vLLM pod gets its weights into GPU memory (GCS FUSE is the source in every mode)."""
+
+    mode: Literal["auto", "fuse", "prefetch", "runai-streamer"] = Field(
+        "auto",
+        description="'fuse': vLLM reads safetensors through GCS FUSE; 'prefetch': plus a native sidecar "
+        "that reads every weight file in parallel so the GCS FUSE file cache is warm (the reference "
+        "architecture's approach); 'runai-streamer': vLLM --load-format runai_streamer streams the "
+        "weights straight from gs:// (GPU images only); 'auto': prefetch on one node, fuse across nodes.",
+    )
+    prefetch_parallelism: int = Field(16, ge=1, le=256, description="Files read at once by the prefetch sidecar.")
+    streamer_concurrency: int = Field(16, ge=1, le=256, description="Run:ai streamer reader threads.")
+    streamer_memory_limit_gib: int = Field(
+        8, ge=1, description="Run:ai streamer CPU buffer (added to the pod's memory request)."
     )
 
 
@@ -132,23 +199,46 @@ class RenderSettings(_Strict):
     name: str | None = Field(
         None, description="Base object name; default vllm-<accelerator>-<model>[-<spec>]."
     )
-    namespace: str = Field("inferstack", description="Namespace of every namespaced object.")
+    namespace: str = Field("inferstack", description="Namespace of every namespaced object (CLI --namespace).")
     create_namespace: bool = Field(True, description="Render the Namespace object.")
+    project: str | None = Field(
+        None,
+        description="Google Cloud project id (CLI --project): names the Secret Manager secret and goes "
+        "into the README's IAM commands.",
+    )
     compute_class: bool = Field(
         True,
-        description="Select nodes with a custom ComputeClass and render it (else select by the "
-        "accelerator node labels).",
+        description="Select nodes with custom ComputeClasses (else select by the accelerator node labels).",
     )
-    model_bucket: str = Field(
-        "inferstack-models", description="GCS bucket holding model weights (read through GCS FUSE)."
+    compute_class_names: Literal["inferstack", "reference"] = Field(
+        "inferstack",
+        description="'inferstack': render our own ComputeClasses, named inferstack-<shape> and "
+        "inferstack-model-download; 'reference': select the reference architecture's classes by their "
+        "names (gpu-h100-80gb-high-x4, model-download, ...) and render none, so a cluster set up by the "
+        "reference keeps its own (CLI --reference-compute-classes).",
+    )
+    model_bucket: str | None = Field(
+        None,
+        description="GCS bucket holding model weights, read through GCS FUSE (CLI --bucket); required.",
     )
     service_account: str = Field(
         "inferstack",
         description="Kubernetes ServiceAccount of vLLM and the Jobs; grant it bucket access with "
         "Workload Identity Federation (and monitoring.viewer for the benchmark).",
     )
+    hf_token_source: Literal["secret", "secret-manager"] = Field(
+        "secret",
+        description="Where the download Jobs read the Hugging Face token: a Kubernetes Secret "
+        "(hf_token_secret, key 'token') or Secret Manager through a SecretProviderClass (the "
+        "reference's way; needs the Secret Manager add-on and 'project').",
+    )
     hf_token_secret: str = Field(
-        "hf-token", description="Secret (key 'token') with a Hugging Face token, for downloads."
+        "hf-token",
+        description="Kubernetes Secret (key 'token') with a Hugging Face token; with Secret Manager, "
+        "the name of the SecretProviderClass.",
+    )
+    hf_token_secret_manager_secret: str = Field(
+        "hf-token", description="Secret Manager secret holding the token (hf_token_source: secret-manager)."
     )
     max_output_tokens: int = Field(
         4096, ge=1, description="Longest generation we wait for when draining a pod."
@@ -156,10 +246,31 @@ class RenderSettings(_Strict):
     endpoint_deregistration_s: int = Field(
         15, ge=0, description="Time for routers to stop sending to a terminating pod."
     )
+    cold_start: ColdStartSettings = Field(default_factory=ColdStartSettings)
     images: ImageSettings = Field(default_factory=ImageSettings)
     gateway: GatewaySettings = Field(default_factory=GatewaySettings)
     autoscale: AutoscaleSettings = Field(default_factory=AutoscaleSettings)
     bench: BenchSettings = Field(default_factory=BenchSettings)
+
+    @field_validator("model_bucket")
+    @classmethod
+    def _bucket_name(cls, value: str | None) -> str | None:
+        if value is not None and not _BUCKET.match(value):
+            raise ValueError(
+                "is not a GCS bucket name: 3-63 lower-case letters, digits, '-', '_' or '.', starting "
+                "and ending with a letter or digit (give the name, not gs://NAME)"
+            )
+        return value
+
+    @field_validator("project")
+    @classmethod
+    def _project_id(cls, value: str | None) -> str | None:
+        if value is not None and not _PROJECT.match(value):
+            raise ValueError(
+                "is not a Google Cloud project id: 6-30 lower-case letters, digits or '-', starting "
+                "with a letter"
+            )
+        return value
 
 
 def load_settings(path: Path | None, overrides: dict[str, object]) -> RenderSettings:

@@ -1,8 +1,9 @@
 """The resolved stack: settings + catalog + sizing plan, and the values every manifest shares.
 
-Invariants: names are DNS-1123 labels of at most 63 characters (checked here, once); every
-derived duration is an integer number of seconds with its formula in the field's comment; no
-manifest builder re-derives a value that lives here.
+Invariants: names are DNS-1123 labels of at most 63 characters (checked here, once); the bucket
+is the user's (a render without one is refused here, with what to pass); every derived duration is
+an integer number of seconds with its formula in the field's comment; cluster-scoped names we own
+carry the ``inferstack-`` prefix; no manifest builder re-derives a value that lives here.
 """
 
 from __future__ import annotations
@@ -18,13 +19,32 @@ from inferstack.kube.settings import RenderSettings
 from inferstack.models.catalog import GIB, Accelerator, DraftHead, ModelSpec, get_accelerator, get_model
 from inferstack.models.sizing import Plan, SizingPolicy, recommend
 
-__all__ = ["Stack", "resolve_stack", "VLLM_PORT", "EPP_GRPC_PORT", "EPP_METRICS_PORT"]
+__all__ = [
+    "DONE_MARKER",
+    "DOWNLOAD_COMPUTE_CLASS",
+    "EPP_GRPC_HEALTH_PORT",
+    "EPP_GRPC_PORT",
+    "EPP_METRICS_PORT",
+    "OWN_PREFIX",
+    "REFERENCE_DOWNLOAD_COMPUTE_CLASS",
+    "Stack",
+    "VLLM_PORT",
+    "resolve_stack",
+]
 
 VLLM_PORT = 8000
 EPP_GRPC_PORT = 9002
+EPP_GRPC_HEALTH_PORT = 9003  # the upstream EPP's grpc.health.v1 port (ours answers on EPP_GRPC_PORT)
 EPP_METRICS_PORT = 9090
 GCS_ROOT = "/gcs"
+# Written last by our download Job. Optional: a folder with config.json and every weight file
+# its index names (what the reference's download Job leaves) counts as complete too.
 DONE_MARKER = ".inferstack-download-complete"
+# ComputeClass names are cluster-wide: ours carry a prefix so they never overwrite the reference
+# architecture's classes of the same shape (which have other contents).
+OWN_PREFIX = "inferstack-"
+DOWNLOAD_COMPUTE_CLASS = f"{OWN_PREFIX}model-download"
+REFERENCE_DOWNLOAD_COMPUTE_CLASS = "model-download"
 
 _DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 _LONGEST_SUFFIX = "-dl-draft"
@@ -39,6 +59,8 @@ class Stack:
     name: str
     draft: DraftHead | None
     speculative: SpeculativeSettings
+    bucket: str  # the user's GCS bucket (required: bucket names are global, no default can work)
+    cold_start: str  # fuse | prefetch | runai-streamer ('auto' resolved)
     max_generation_s: int  # max_output_tokens / the sizing policy's decode-speed floor
     prestop_s: int  # endpoint deregistration + max generation: in-flight requests finish here
     grace_s: int  # preStop + 30 s for vLLM to exit after SIGTERM
@@ -68,6 +90,27 @@ class Stack:
     @property
     def draft_dir(self) -> str | None:
         return f"{GCS_ROOT}/{self.draft.hf_id.lower()}" if self.draft else None
+
+    @property
+    def compute_class_name(self) -> str:
+        """The ComputeClass the vLLM pods select: ours (prefixed) or the reference's."""
+        ref = self.plan.shape.compute_class
+        return ref if self.settings.compute_class_names == "reference" else f"{OWN_PREFIX}{ref}"
+
+    @property
+    def download_compute_class(self) -> str:
+        """The large-disk ComputeClass the download Jobs select."""
+        if self.settings.compute_class_names == "reference":
+            return REFERENCE_DOWNLOAD_COMPUTE_CLASS
+        return DOWNLOAD_COMPUTE_CLASS
+
+    @property
+    def renders_compute_classes(self) -> bool:
+        return self.settings.compute_class and self.settings.compute_class_names == "inferstack"
+
+    @property
+    def gcs_model_uri(self) -> str:
+        return f"gs://{self.bucket}/{self.model.gcs_path}"
 
     @property
     def image(self) -> str:
@@ -114,9 +157,49 @@ def _check_name(name: str, what: str) -> None:
         )
 
 
+def _cold_start(settings: RenderSettings, acc: Accelerator, nodes: int) -> str:
+    mode = settings.cold_start.mode
+    if mode == "auto":
+        return "prefetch" if nodes == 1 else "fuse"
+    if mode == "prefetch" and nodes > 1:
+        raise ConfigError(
+            f"cold_start.mode has value 'prefetch' with nodes {nodes}; each node of a pipeline-parallel "
+            f"replica loads only its layers, so prefetching every file would fill its file cache with "
+            f"weights it never reads: use 'fuse' or 'runai-streamer'"
+        )
+    if mode == "runai-streamer" and acc.kind == "tpu":
+        raise ConfigError(
+            f"cold_start.mode has value 'runai-streamer' on {acc.short_name}; it is rendered for the GPU "
+            f"image (vllm/vllm-openai bundles runai-model-streamer[gcs]) only: use 'prefetch' or 'fuse'"
+        )
+    return mode
+
+
+def _require(settings: RenderSettings) -> str:
+    if settings.model_bucket is None:
+        raise ConfigError(
+            "render needs the GCS bucket that holds (or will hold) the model weights: pass "
+            "--bucket NAME (or set 'model_bucket' in the render config); bucket names are global, "
+            "so there is no default"
+        )
+    if settings.hf_token_source == "secret-manager" and settings.project is None:
+        raise ConfigError(
+            "hf_token_source has value 'secret-manager', which needs the project that holds secret "
+            f"'{settings.hf_token_secret_manager_secret}': pass --project PROJECT_ID (or set 'project')"
+        )
+    if settings.gateway.enabled and settings.gateway.epp == "inferstack" and not settings.images.epp:
+        raise ConfigError(
+            "gateway.epp has value 'inferstack' but images.epp is not set: build the image from the "
+            "repository's Dockerfile, push it and pass --epp-image REGISTRY/PATH:TAG (see docs/kube.md), "
+            "or use --epp upstream"
+        )
+    return settings.model_bucket
+
+
 def resolve_stack(settings: RenderSettings, policy: SizingPolicy | None = None) -> Stack:
     """Look up the catalog entries, size the deployment and derive the shared values."""
     policy = policy or SizingPolicy()
+    bucket = _require(settings)
     model = get_model(settings.model)
     acc = get_accelerator(settings.accelerator)
     if acc.kind == "tpu" and settings.nodes > 1:
@@ -167,6 +250,8 @@ def resolve_stack(settings: RenderSettings, policy: SizingPolicy | None = None) 
         name=name,
         draft=draft,
         speculative=speculative,
+        bucket=bucket,
+        cold_start=_cold_start(settings, acc, plan.nodes),
         max_generation_s=generation,
         prestop_s=prestop,
         grace_s=prestop + 30,

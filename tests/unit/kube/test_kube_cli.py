@@ -39,7 +39,7 @@ def test_recommend_does_not_fit_exits_non_zero(capsys) -> None:  # type: ignore[
 
 def test_render_check_writes_a_valid_directory(capsys, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     code, out, _ = run(capsys, "render", "--model", "gemma-3-27b-it", "--accelerator", "h200", "--spec", "ngram",
-                       "--no-gateway", "--no-autoscale", "--output", str(tmp_path), "--check")
+                       "--bucket", "my-models", "--no-gateway", "--no-autoscale", "--output", str(tmp_path), "--check")
     assert code == 0, out
     assert "tensor-parallel-size: 1" in out.splitlines() and "OK" in out
     assert (tmp_path / "kustomization.yaml").exists() and not (tmp_path / "gateway.yaml").exists()
@@ -48,7 +48,7 @@ def test_render_check_writes_a_valid_directory(capsys, tmp_path: Path) -> None: 
 
 def test_render_single_file_and_nodes(capsys, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     code, out, _ = run(capsys, "render", "--model", "llama-3.3-70b-instruct", "--accelerator", "h100",
-                       "--nodes", "2", "--single-file", "--output", str(tmp_path))
+                       "--bucket", "my-models", "--nodes", "2", "--single-file", "--output", str(tmp_path))
     assert code == 0
     text = (tmp_path / "manifests.yaml").read_text()
     assert "kind: LeaderWorkerSet" in text and "pipeline-parallel-size: 2" in out
@@ -56,7 +56,7 @@ def test_render_single_file_and_nodes(capsys, tmp_path: Path) -> None:  # type: 
 
 def test_render_check_fails_with_object_field_and_reason(capsys, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     config = tmp_path / "bad.yaml"
-    config.write_text("model: qwen3-32b\naccelerator: h100\ngateway:\n  gateway_class: ''\n")
+    config.write_text("model: qwen3-32b\naccelerator: h100\nmodel_bucket: my-models\ngateway:\n  gateway_class: ''\n")
     out_dir = tmp_path / "out"
     code, _, err = run(capsys, "render", "--config", str(config), "--output", str(out_dir), "--check")
     assert code == 1
@@ -66,7 +66,7 @@ def test_render_check_fails_with_object_field_and_reason(capsys, tmp_path: Path)
 
 def test_render_refuses_an_eagle_method_without_a_known_head(capsys, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     code, _, err = run(capsys, "render", "--model", "gemma-3-27b-it", "--accelerator", "h100", "--spec", "eagle3",
-                       "--output", str(tmp_path))
+                       "--bucket", "my-models", "--output", str(tmp_path))
     assert code == 2 and "no published eagle3 head is known for gemma-3-27b-it" in err
 
 
@@ -87,3 +87,74 @@ def test_cli_flags_override_the_file(tmp_path: Path) -> None:
     config.write_text("model: qwen3-32b\naccelerator: h100\ngateway:\n  enabled: true\n")
     settings = load_settings(config, {"accelerator": "h200", "gateway.enabled": False})
     assert settings.accelerator == "h200" and settings.gateway.enabled is False
+
+
+def test_render_contract_bucket_project_namespace_and_upstream_epp(capsys, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    code, out, err = run(capsys, "render", "--model", "llama-3.3-70b-instruct", "--accelerator", "h100",
+                         "--spec", "eagle3", "--bucket", "acme-llm-weights", "--project", "acme-prod",
+                         "--namespace", "llm", "--epp", "upstream", "--output", str(tmp_path), "--check")
+    assert code == 0, err
+    text = "".join(p.read_text() for p in sorted(tmp_path.rglob("*.yaml")))
+    assert "inferstack-models" not in text and "bucketName: acme-llm-weights" in text
+    assert "namespace: llm" in text and "namespace: inferstack\n" not in text
+    images = [line.split("image:", 1)[1].strip() for line in text.splitlines() if "image:" in line]
+    assert images and not [i for i in images if "inferstack" in i]
+    assert "acme-prod" in (tmp_path / "README.md").read_text()
+
+
+def test_render_without_a_bucket_says_what_to_pass(capsys, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    code, out, err = run(capsys, "render", "--model", "qwen3-32b", "--accelerator", "h100", "--output", str(tmp_path))
+    assert code == 2 and out == ""
+    assert "pass --bucket NAME (or set 'model_bucket' in the render config)" in err
+    assert not tmp_path.joinpath("serving.yaml").exists()
+
+
+def test_render_rejects_a_bucket_url_with_the_rule(capsys, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    code, _, err = run(capsys, "render", "--model", "qwen3-32b", "--accelerator", "h100", "--bucket", "gs://x",
+                       "--output", str(tmp_path))
+    assert code == 2 and "'model_bucket' has value 'gs://x'" in err and "not gs://NAME" in err
+
+
+def test_render_our_epp_needs_an_image(capsys, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    code, _, err = run(capsys, "render", "--model", "qwen3-32b", "--accelerator", "h100", "--bucket", "b-models",
+                       "--epp", "inferstack", "--output", str(tmp_path))
+    assert code == 2 and "--epp-image" in err
+    code, out, err = run(capsys, "render", "--model", "qwen3-32b", "--accelerator", "h100", "--bucket", "b-models",
+                         "--epp", "inferstack", "--epp-image", "europe-docker.pkg.dev/p/r/inferstack:0.1.0",
+                         "--output", str(tmp_path), "--check")
+    assert code == 0, err
+    assert "image: europe-docker.pkg.dev/p/r/inferstack:0.1.0" in (tmp_path / "gateway.yaml").read_text()
+
+
+def test_render_flags_for_gateway_class_token_cold_start_and_classes(capsys, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    code, _, err = run(capsys, "render", "--model", "qwen3-32b", "--accelerator", "h100", "--bucket", "b-models",
+                       "--gateway-class", "global-external", "--hf-token-source", "secret-manager",
+                       "--load-format", "runai_streamer", "--reference-compute-classes", "--dataset", "synthetic",
+                       "--output", str(tmp_path), "--check")
+    assert code == 2 and "pass --project PROJECT_ID" in err
+    code, _, err = run(capsys, "render", "--model", "qwen3-32b", "--accelerator", "h100", "--bucket", "b-models",
+                       "--project", "acme-prod", "--gateway-class", "global-external",
+                       "--hf-token-source", "secret-manager", "--load-format", "runai_streamer",
+                       "--reference-compute-classes", "--dataset", "synthetic", "--output", str(tmp_path), "--check")
+    assert code == 0, err
+    gateway = (tmp_path / "gateway.yaml").read_text()
+    assert "gatewayClassName: gke-l7-global-external-managed" in gateway
+    assert "kind: SecretProviderClass" in (tmp_path / "model-download.yaml").read_text()
+    serving = (tmp_path / "serving.yaml").read_text()
+    assert "--load-format=runai_streamer" in serving and "--model=gs://b-models/qwen/qwen3-32b" in serving
+    assert "cloud.google.com/compute-class: gpu-h100-80gb-high-x1" in serving
+    assert not (tmp_path / "compute-class.yaml").exists()
+
+
+def test_settings_file_equivalents_of_the_flags(tmp_path: Path) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text("model: qwen3-32b\naccelerator: h100\nmodel_bucket: b-models\nproject: acme-prod\n"
+                      "namespace: llm\ngateway:\n  epp: inferstack\nimages:\n  epp: r/e:1\n"
+                      "cold_start:\n  mode: prefetch\nbench:\n  dataset: shareGPT\n")
+    settings = load_settings(config, {"namespace": "llm2"})
+    assert (settings.model_bucket, settings.project, settings.namespace) == ("b-models", "acme-prod", "llm2")
+    assert settings.gateway.epp == "inferstack" and settings.images.epp == "r/e:1"
+    assert settings.cold_start.mode == "prefetch" and settings.bench.dataset == "shareGPT"
+    config.write_text("model: qwen3-32b\naccelerator: h100\nbucket: b-models\n")
+    with pytest.raises(ConfigError, match="unknown key 'bucket'"):
+        load_settings(config, {})

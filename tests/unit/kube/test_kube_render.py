@@ -13,11 +13,19 @@ import yaml
 
 from inferstack.errors import ConfigError
 from inferstack.kube import RenderSettings, render, write
-from inferstack.kube.gateway import epp_config
+from inferstack.kube.gateway import epp_config, upstream_epp_config
+from inferstack.kube.upstream_epp import check_picker_config
+
+BUCKET = "my-models"
+
+
+def settings_of(**kw: Any) -> RenderSettings:
+    """Render settings with the user's bucket (there is no default bucket)."""
+    return RenderSettings(**{"model_bucket": BUCKET, **kw})
 
 
 def objects_of(**kw: Any) -> list[dict[str, Any]]:
-    return render(RenderSettings(**kw)).objects()
+    return render(settings_of(**kw)).objects()
 
 
 def one(objs: list[dict[str, Any]], kind: str, name_part: str = "") -> dict[str, Any]:
@@ -66,7 +74,7 @@ LLAMA = {"model": "llama-3.3-70b-instruct", "accelerator": "h100"}
 
 def test_vllm_deployment_has_everything_the_reference_architecture_uses() -> None:
     objs = objects_of(**LLAMA)
-    rendered = render(RenderSettings(**LLAMA))
+    rendered = render(settings_of(**LLAMA))
     stack = rendered.stack
     dep = vllm(objs)
     pod = dep["spec"]["template"]
@@ -87,7 +95,7 @@ def test_vllm_deployment_has_everything_the_reference_architecture_uses() -> Non
     # max generation: 4096 tokens at the 20 tok/s floor = 205 s; + 15 s deregistration.
     assert stack.max_generation_s == 205 and stack.prestop_s == 220
     assert server["resources"]["limits"]["nvidia.com/gpu"] == "4"
-    assert spec["nodeSelector"] == {"cloud.google.com/compute-class": "gpu-h100-80gb-high-x4"}
+    assert spec["nodeSelector"] == {"cloud.google.com/compute-class": "inferstack-gpu-h100-80gb-high-x4"}
     mounts = {m["mountPath"]: m for m in server["volumeMounts"]}
     assert "/dev/shm" in mounts and mounts["/gcs/meta-llama/llama-3.3-70b-instruct"]["readOnly"]
     vols = {v["name"]: v for v in spec["volumes"]}
@@ -98,8 +106,9 @@ def test_vllm_deployment_has_everything_the_reference_architecture_uses() -> Non
     assert "file-cache:enable-parallel-downloads:true" in options
     assert "file-cache:max-size-mb:-1" in options
     assert "only-dir:meta-llama/llama-3.3-70b-instruct" in options
+    assert fuse["volumeAttributes"]["bucketName"] == BUCKET
     assert pod["metadata"]["annotations"]["gke-gcsfuse/volumes"] == "true"
-    assert spec["initContainers"][0]["name"] == "wait-for-model"
+    assert [c["name"] for c in spec["initContainers"]] == ["wait-for-model", "prefetch-weights"]
 
 
 def test_speculative_config_goes_to_the_vllm_container_not_a_sidecar() -> None:
@@ -137,11 +146,11 @@ def test_tpu_renders_the_tpu_image_resources_and_topology() -> None:
     assert server["image"] == "docker.io/vllm/vllm-tpu:v0.11.1"
     assert server["resources"]["limits"] == {"memory": server["resources"]["limits"]["memory"], "google.com/tpu": "4"}
     assert spec["nodeSelector"] == {
-        "cloud.google.com/compute-class": "tpu-v6e-2x2",
+        "cloud.google.com/compute-class": "inferstack-tpu-v6e-2x2",
         "cloud.google.com/gke-tpu-accelerator": "tpu-v6e-slice",
         "cloud.google.com/gke-tpu-topology": "2x2",
     }
-    cc = one(objs, "ComputeClass")
+    cc = one(objs, "ComputeClass", "tpu-")
     assert cc["spec"]["priorities"][0]["tpu"] == {"type": "tpu-v6e-slice", "count": 4, "topology": "2x2"}
     with pytest.raises(ConfigError, match="multi-host TPU"):
         objects_of(model="qwen3-32b", accelerator="v6e", nodes=2)
@@ -174,7 +183,7 @@ def test_hpa_uses_a_vllm_pods_metric_with_windows_and_policies() -> None:
 
 def test_gateway_pieces_and_epp_contract() -> None:
     objs = objects_of(**LLAMA)
-    rendered = render(RenderSettings(**LLAMA))
+    rendered = render(settings_of(**LLAMA))
     name = rendered.stack.name
     pool = one(objs, "InferencePool")
     assert pool["apiVersion"] == "inference.networking.k8s.io/v1"
@@ -183,19 +192,22 @@ def test_gateway_pieces_and_epp_contract() -> None:
     assert pool["spec"]["endpointPickerRef"]["port"] == {"number": 9002}
     epp = one(objs, "Deployment", "-epp")["spec"]["template"]["spec"]
     container = epp["containers"][0]
-    assert container["image"] == "ghcr.io/inferstack/inferstack:0.1.0"
-    assert container["args"] == ["epp", "--config", "/etc/inferstack/epp.yaml"]
+    assert container["image"] == "registry.k8s.io/gateway-api-inference-extension/epp:v1.5.0"
+    args = container["args"]
+    assert args[args.index("--pool-name") + 1] == name and args[args.index("--pool-namespace") + 1] == "inferstack"
+    assert args[args.index("--config-file") + 1] == "/config/epp-config.yaml"
     assert {p["name"]: p["containerPort"] for p in container["ports"]} == {
-        "grpc": 9002, "metrics": 9090}
+        "grpc": 9002, "grpc-health": 9003, "metrics": 9090}
+    assert container["readinessProbe"]["grpc"] == {"port": 9003, "service": "inference-extension"}
     role = one(objs, "Role")
-    assert role["rules"] == [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]}]
+    assert {g for r in role["rules"] for g in r["apiGroups"]} == {
+        "", "inference.networking.k8s.io", "inference.networking.x-k8s.io"}
+    assert all(r["verbs"] == ["get", "list", "watch"] for r in role["rules"])
     assert not [o for o in objs if o["kind"] in ("ClusterRole", "ClusterRoleBinding")]
     cm = one(objs, "ConfigMap", "-epp")
-    config = yaml.safe_load(cm["data"]["epp.yaml"])
-    assert config == epp_config(rendered.stack)
-    assert config["discovery"] == {"kind": "kubernetes", "namespace": "inferstack",
-                                   "label_selector": {"app": name}, "target_port": 8000}
-    assert config["objectives"] == [{"model": "llama-3.3-70b-instruct", "priority": 0}]
+    picker = yaml.safe_load(cm["data"]["epp-config.yaml"])
+    assert check_picker_config(picker) == []
+    assert picker == upstream_epp_config(rendered.stack)
     objective = one(objs, "InferenceObjective")
     assert objective["spec"]["poolRef"] == {"name": name}
     route = one(objs, "HTTPRoute")
@@ -209,12 +221,72 @@ def test_gateway_pieces_and_epp_contract() -> None:
         assert mon["spec"]["endpoints"][0]["port"] == "metrics" and mon["spec"]["endpoints"][0]["path"] == "/metrics"
 
 
+OURS = {**LLAMA, "gateway": {"epp": "inferstack"}, "images": {"epp": "us-docker.pkg.dev/acme/r/inferstack:0.1.0"}}
+
+
+def test_our_epp_contract() -> None:
+    rendered = render(settings_of(**OURS))
+    objs = rendered.objects()
+    name = rendered.stack.name
+    container = one(objs, "Deployment", "-epp")["spec"]["template"]["spec"]["containers"][0]
+    assert container["image"] == "us-docker.pkg.dev/acme/r/inferstack:0.1.0"
+    assert container["args"] == ["epp", "--config", "/etc/inferstack/epp.yaml"]
+    assert {p["name"]: p["containerPort"] for p in container["ports"]} == {"grpc": 9002, "metrics": 9090}
+    role = one(objs, "Role")
+    assert role["rules"] == [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]}]
+    config = yaml.safe_load(one(objs, "ConfigMap", "-epp")["data"]["epp.yaml"])
+    assert config == epp_config(rendered.stack)
+    assert config["discovery"] == {"kind": "kubernetes", "namespace": "inferstack",
+                                   "label_selector": {"app": name}, "target_port": 8000}
+    assert config["objectives"] == [{"model": "llama-3.3-70b-instruct", "priority": 0}]
+    assert one(objs, "Service", "-epp")["spec"]["ports"][0]["appProtocol"] == "http2"
+
+
+def test_upstream_picker_profile_is_equivalent_to_ours() -> None:
+    rendered = render(settings_of(**LLAMA))
+    picker = upstream_epp_config(rendered.stack)
+    ours = epp_config(rendered.stack)["scheduler"]
+    names = {"queue": "queue-scorer", "kv-cache": "kv-cache-utilization-scorer", "prefix": "prefix-cache-scorer"}
+    profile = picker["schedulingProfiles"][0]["plugins"]
+    assert [(p["pluginRef"], p.get("weight")) for p in profile] == [
+        *((names[s["type"]], s["weight"]) for s in ours["scorers"]), ("max-score-picker", None)]
+    assert ours["picker"] == "max-score"
+    detector = next(p for p in picker["plugins"] if p["type"] == "utilization-detector")
+    assert detector["parameters"] == {"queueDepthThreshold": 5, "kvCacheUtilThreshold": 0.8,
+                                      "metricsStalenessThreshold": "200ms"}
+
+
 def test_epp_config_is_accepted_by_the_gateway_settings() -> None:
     from inferstack.gateway.settings import EppSettings
 
-    settings = EppSettings.model_validate(epp_config(render(RenderSettings(**LLAMA)).stack))
+    settings = EppSettings.model_validate(epp_config(render(settings_of(**OURS)).stack))
     assert settings.grpc_port == 9002 and settings.metrics_port == 9090
     assert settings.grpc_host == "0.0.0.0"
+
+
+def test_gke_policies_target_the_pool() -> None:
+    rendered = render(settings_of(**LLAMA))
+    objs = rendered.objects()
+    ref = {"group": "inference.networking.k8s.io", "kind": "InferencePool", "name": rendered.stack.name}
+    backend = one(objs, "GCPBackendPolicy")
+    assert backend["spec"]["targetRef"] == ref
+    assert backend["spec"]["default"]["timeoutSec"] == rendered.stack.request_timeout_s == 265
+    health = one(objs, "HealthCheckPolicy")
+    assert health["spec"]["targetRef"] == ref
+    assert health["spec"]["default"]["config"]["httpHealthCheck"] == {"requestPath": "/health", "port": 8000}
+    longer = one(objects_of(**LLAMA, gateway={"backend_timeout_s": 3600}), "GCPBackendPolicy")
+    assert longer["spec"]["default"]["timeoutSec"] == 3600
+    internal = one(objects_of(**LLAMA, gateway={"gateway_class": "gke-l7-rilb"}), "Gateway")
+    assert internal["spec"]["gatewayClassName"] == "gke-l7-rilb"
+
+
+def test_upstream_epp_with_replicas_uses_leader_election() -> None:
+    objs = objects_of(**LLAMA, gateway={"epp_replicas": 2})
+    container = one(objs, "Deployment", "-epp")["spec"]["template"]["spec"]["containers"][0]
+    assert "--ha-enable-leader-election" in container["args"]
+    assert container["readinessProbe"]["grpc"]["service"] == "readiness"
+    assert container["livenessProbe"]["grpc"]["service"] == "liveness"
+    assert any(r["resources"] == ["leases"] for r in one(objs, "Role")["rules"])
 
 
 def test_no_gateway_renders_none_of_it() -> None:
@@ -224,7 +296,7 @@ def test_no_gateway_renders_none_of_it() -> None:
 
 def test_security_defaults_everywhere() -> None:
     for kw in (LLAMA, {**LLAMA, "spec": "eagle3", "nodes": 2}, {"model": "qwen3-32b", "accelerator": "v5e"}):
-        rendered = render(RenderSettings(**kw))
+        rendered = render(settings_of(**kw))
         objs = rendered.objects()
         for spec in pod_specs(objs):
             assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
@@ -262,7 +334,7 @@ def test_leaderworkerset_for_multi_node() -> None:
 
 
 def test_benchmark_job_waits_for_the_server_and_uses_a_linear_sweep() -> None:
-    rendered = render(RenderSettings(**LLAMA))
+    rendered = render(settings_of(**LLAMA))
     cm, job = rendered.benchmark
     config = yaml.safe_load(cm["data"]["config.yaml"])
     assert config["load"]["sweep"]["type"] == "linear"
@@ -280,7 +352,7 @@ def test_names_are_checked_and_long_ones_refused() -> None:
         objects_of(**LLAMA, name="x" * 60)
     with pytest.raises(ConfigError, match="not a DNS-1123 label"):
         objects_of(**LLAMA, namespace="Bad_NS")
-    longest = render(RenderSettings(model="llama-4-scout-17b-16e-instruct", accelerator="rtx-pro-6000", spec="eagle"))
+    longest = render(settings_of(model="llama-4-scout-17b-16e-instruct", accelerator="rtx-pro-6000", spec="eagle"))
     assert all(len(o["metadata"]["name"]) <= 63 for o in longest.objects())
 
 
@@ -289,7 +361,7 @@ def test_public_surfaces_are_declared() -> None:
 
     for name in ("inferstack.kube", "inferstack.kube.cli", "inferstack.kube.gateway", "inferstack.kube.jobs",
                  "inferstack.kube.render", "inferstack.kube.serving", "inferstack.kube.settings",
-                 "inferstack.kube.stack", "inferstack.kube.validate"):
+                 "inferstack.kube.stack", "inferstack.kube.upstream_epp", "inferstack.kube.validate"):
         module = importlib.import_module(name)
         for public in module.__all__:
             assert hasattr(module, public), (name, public)
@@ -297,8 +369,8 @@ def test_public_surfaces_are_declared() -> None:
 
 def test_rendering_is_deterministic(tmp_path: Path) -> None:
     a, b = tmp_path / "a", tmp_path / "b"
-    write(render(RenderSettings(**LLAMA, spec="eagle3")), a)
-    write(render(RenderSettings(**LLAMA, spec="eagle3")), b)
+    write(render(settings_of(**LLAMA, spec="eagle3")), a)
+    write(render(settings_of(**LLAMA, spec="eagle3")), b)
     files_a = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
     assert files_a == sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file())
     for rel in files_a:
@@ -307,7 +379,7 @@ def test_rendering_is_deterministic(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("single_file", [False, True])
 def test_kubectl_kustomize_builds_the_directories(tmp_path: Path, single_file: bool) -> None:
-    rendered = render(RenderSettings(**LLAMA, spec="eagle3"))
+    rendered = render(settings_of(**LLAMA, spec="eagle3"))
     write(rendered, tmp_path, single_file=single_file)
     built = kustomize(tmp_path)
     stack = [o for objs in rendered.files.values() for o in objs]
@@ -321,14 +393,14 @@ def test_kubectl_kustomize_builds_the_directories(tmp_path: Path, single_file: b
 
 
 def test_switching_to_single_file_removes_the_stale_files(tmp_path: Path) -> None:
-    write(render(RenderSettings(**LLAMA)), tmp_path)
+    write(render(settings_of(**LLAMA)), tmp_path)
     assert (tmp_path / "serving.yaml").exists()
-    write(render(RenderSettings(**LLAMA)), tmp_path, single_file=True)
+    write(render(settings_of(**LLAMA)), tmp_path, single_file=True)
     assert not (tmp_path / "serving.yaml").exists() and (tmp_path / "manifests.yaml").exists()
 
 
 def test_readme_explains_the_sizing_and_the_order(tmp_path: Path) -> None:
-    write(render(RenderSettings(**LLAMA)), tmp_path)
+    write(render(settings_of(**LLAMA)), tmp_path)
     readme = (tmp_path / "README.md").read_text()
     assert "tensor-parallel-size: 4" in readme and "kubectl apply -k ." in readme
     assert "create secret generic hf-token" in readme

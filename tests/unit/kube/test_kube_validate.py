@@ -15,10 +15,17 @@ from inferstack.models.catalog import ACCELERATORS, MODELS
 
 SPECS = ("none", "ngram", "eagle", "eagle3")
 
+BUCKET = "my-models"
+
+
+def settings_of(**kw: Any) -> RenderSettings:
+    """Render settings with the user's bucket (there is no default bucket)."""
+    return RenderSettings(**{"model_bucket": BUCKET, **kw})
+
 
 @pytest.fixture(scope="module")
 def objs() -> list[dict[str, Any]]:
-    return render(RenderSettings(model="llama-3.3-70b-instruct", accelerator="h100", spec="eagle3", nodes=2)).objects()
+    return render(settings_of(model="llama-3.3-70b-instruct", accelerator="h100", spec="eagle3", nodes=2)).objects()
 
 
 def mutated(objs: list[dict[str, Any]], kind: str, change: Any) -> dict[str, Any]:
@@ -112,7 +119,7 @@ def test_every_catalog_combination_that_fits_renders_and_validates() -> None:
     for model, acc, spec in _all_combinations():
         for gateway in (True, False):
             for autoscale in (True, False):
-                settings = RenderSettings(model=model, accelerator=acc, spec=spec,
+                settings = settings_of(model=model, accelerator=acc, spec=spec,
                                           gateway={"enabled": gateway}, autoscale={"enabled": autoscale})
                 try:
                     result = render(settings)
@@ -137,9 +144,9 @@ def test_multi_node_variants_validate(model: str, acc: str) -> None:
     if (model, acc) == ("llama-3.3-70b-instruct", "l4"):
         # Pipeline stages do not speed up one sequence: 16 L4s decode 70B at ~17 tok/s.
         with pytest.raises(ConfigError, match="too slow"):
-            render(RenderSettings(model=model, accelerator=acc, nodes=2))
+            render(settings_of(model=model, accelerator=acc, nodes=2))
         return
-    result = render(RenderSettings(model=model, accelerator=acc, nodes=2,
+    result = render(settings_of(model=model, accelerator=acc, nodes=2,
                                    spec="eagle3" if model != "qwen3-32b" else "ngram"))
     assert validate_objects(result.objects()) == []
 
@@ -147,7 +154,7 @@ def test_multi_node_variants_validate(model: str, acc: str) -> None:
 def test_yaml_round_trip_keeps_objects_valid(tmp_path) -> None:  # type: ignore[no-untyped-def]
     from inferstack.kube import write
 
-    result = render(RenderSettings(model="gemma-3-27b-it", accelerator="v5e"))
+    result = render(settings_of(model="gemma-3-27b-it", accelerator="v5e"))
     write(result, tmp_path)
     loaded = [d for f in sorted(tmp_path.glob("*.yaml")) if f.name != "kustomization.yaml"
               for d in yaml.safe_load_all(f.read_text()) if d]
