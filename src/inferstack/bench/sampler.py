@@ -6,9 +6,10 @@ per replica and sample to a file: ``{"t": epoch_s, "replica": url, "ok": bool, "
 value}}``, where ``key`` is ``name{label="v",...}`` with labels sorted (``engine`` and
 ``model_name`` dropped). To keep the file small, a record may carry ``"delta": true``: its series
 holds only the keys that changed since that replica's previous good record; :func:`read_samples`
-returns full series again. Invariants: the thread is
-always joined by :meth:`MetricsSampler.stop`; a failed scrape is recorded (``ok: false``) and
-never stops the sampler; the file is flushed after every sample so an interrupted run keeps it.
+returns full series again. Invariants: the thread is always joined by
+:meth:`MetricsSampler.stop`; a failed scrape, or a page without kept series or with a malformed
+line of one (read by :mod:`inferstack.engine.metrics`), is recorded (``ok: false``) and never
+stops the sampler; the file is flushed after every sample so an interrupted run keeps it.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import IO, Any
 
 import httpx
 
-from inferstack.engine.metrics import parse_series
+from inferstack.engine.metrics import page_series, parse_text, series_names
 
 __all__ = ["KEPT_METRICS", "MetricsSampler", "read_samples"]
 
@@ -51,6 +52,7 @@ KEPT_METRICS: frozenset[str] = frozenset(
         "vllm:request_queue_time_seconds",
     }
 )
+_KEPT_NAMES = series_names(KEPT_METRICS)
 class MetricsSampler:
     """Scrapes replicas' /metrics on a background thread into a JSON-lines file."""
 
@@ -98,7 +100,12 @@ class MetricsSampler:
             try:
                 resp = client.get(f"{url}/metrics")
                 resp.raise_for_status()
-                series = parse_series(resp.text, KEPT_METRICS)
+                page = parse_text(resp.text, _KEPT_NAMES)
+                bad = [e for e in page.errors if e.name]  # a malformed line of a kept series
+                if bad or not page.samples:
+                    why = f"line {bad[0].line}: {bad[0].reason}" if bad else "no vLLM series on the page"
+                    raise ValueError(f"unusable /metrics page: {why}")
+                series = page_series(page)
                 prev = self.latest.get(url)
                 if prev is not None and self.samples_written % self._full_every:
                     changed = {k: v for k, v in series.items() if prev.get(k) != v}

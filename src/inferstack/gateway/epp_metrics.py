@@ -1,13 +1,19 @@
 """Prometheus metrics the EPP exports (own registry; served on ``metrics_port``).
 
 Names are noun + unit; label sets are fixed and small (model, target model, endpoint, outcome).
-Children are cached per label tuple so the hot path does one dict lookup and one increment.
+The model names come from clients, so a ``model``/``target_model`` label is the name only for a
+known model, else ``other``: known are the configured names (objectives' models, rewrites' models
+and targets; ``set_known_models``) and the names the endpoints serve, learned from their scrapes
+(``observe_scrape``: vLLM's ``model_name`` label and the LoRA adapters in use; at most
+``MAX_SERVED_MODELS`` of them). Children are cached per label tuple, after that mapping, so the
+hot path does two set lookups, one dict lookup and one increment, and the cache stays bounded.
 """
 
 from __future__ import annotations
 
+import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
@@ -15,8 +21,14 @@ from prometheus_client.registry import Collector
 
 from inferstack.gateway.datastore import Datastore
 from inferstack.gateway.scheduling import Scheduler
+from inferstack.gateway.settings import EppSettings
 
-__all__ = ["EppMetrics"]
+__all__ = ["MAX_SERVED_MODELS", "OTHER_MODEL", "EppMetrics", "configured_models"]
+
+log = logging.getLogger(__name__)
+
+OTHER_MODEL = "other"  # the label value of every model name that is not known
+MAX_SERVED_MODELS = 1000  # bound on names learned from scrapes (a misbehaving server cannot flood)
 
 _LATENCY_BUCKETS = (25e-6, 50e-6, 100e-6, 200e-6, 400e-6, 800e-6, 1.6e-3, 3.2e-3, 10e-3, 50e-3)
 
@@ -57,26 +69,72 @@ class _StateCollector(Collector):
         yield calls
 
 
+def configured_models(settings: EppSettings) -> set[str]:
+    """The model names the settings mention: objectives' models, rewrites' models and targets."""
+    names = {o.model for o in settings.objectives if o.model}
+    for rw in settings.rewrites:
+        names.add(rw.model)
+        names.update(t.model for t in rw.targets)
+    return names
+
+
+class _ByModel:
+    """A counter labelled by model alone, whose ``labels(model)`` goes through the bound."""
+
+    def __init__(self, counter: Counter, label: Callable[[str], str]) -> None:
+        self._counter, self._label = counter, label
+
+    def labels(self, model: str) -> Counter:
+        return self._counter.labels(self._label(model))
+
+
 class EppMetrics:
-    def __init__(self, datastore: Datastore, scheduler: Scheduler) -> None:
+    def __init__(self, datastore: Datastore, scheduler: Scheduler, settings: EppSettings | None = None) -> None:
         self.registry = CollectorRegistry()
         self.requests = Counter("inferstack_epp_requests", "Requests handled by the EPP.",
                                 ["model", "target_model", "endpoint", "outcome"], registry=self.registry)
-        self.shed = Counter("inferstack_epp_shed_requests", "Sheddable requests refused with 429.",
-                            ["model"], registry=self.registry)
-        self.scrapes = Counter("inferstack_epp_scrapes", "Endpoint /metrics scrapes.",
+        self.shed = _ByModel(Counter("inferstack_epp_shed_requests", "Sheddable requests refused with 429.",
+                                     ["model"], registry=self.registry), self.model_label)
+        self.scrapes = Counter("inferstack_epp_scrapes", "Endpoint /metrics scrapes by outcome: ok, error "
+                               "(no answer), parse_error (a page the picker cannot use).",
                                ["endpoint", "outcome"], registry=self.registry)
         self.latency = Histogram("inferstack_epp_scheduling_latency_seconds",
                                  "Time from the EPP receiving a request to its answer.",
                                  buckets=_LATENCY_BUCKETS, registry=self.registry)
         self.registry.register(_StateCollector(datastore, scheduler))
         self._children: dict[tuple[str, str, str, str], object] = {}
+        self._configured: frozenset[str] = frozenset()
+        self._served: set[str] = set()
+        self._known: frozenset[str] = frozenset({""})  # "": requests without a model (bad body, GET)
+        if settings is not None:
+            self.set_known_models(configured_models(settings))
+
+    def set_known_models(self, names: Iterable[str]) -> None:
+        """Replace the configured model names (those learned from scrapes stay known)."""
+        self._configured = frozenset(names)
+        self._known = self._configured | self._served | {""}
+
+    def observe_scrape(self, address: str, outcome: str, models: frozenset[str]) -> None:
+        """Count one scrape of ``address`` and learn the models it serves."""
+        self.scrapes.labels(address, outcome).inc()
+        new = models - self._known
+        if new:
+            room = MAX_SERVED_MODELS - len(self._served)
+            if room < len(new):
+                log.warning("endpoint %s serves %d model names not yet known, beyond the bound of %d; "
+                            "they count as %r", address, len(new), MAX_SERVED_MODELS, OTHER_MODEL)
+                new = frozenset(sorted(new)[:max(room, 0)])
+            self._served.update(new)
+            self._known = self._known | new
+
+    def model_label(self, model: str) -> str:
+        return model if model in self._known else OTHER_MODEL
 
     def count(self, model: str, target: str, endpoint: str, outcome: str) -> None:
-        key = (model, target, endpoint, outcome)
+        known = self._known
+        key = (model if model in known else OTHER_MODEL, target if target in known else OTHER_MODEL,
+               endpoint, outcome)
         child = self._children.get(key)
         if child is None:
-            if len(self._children) > 10_000:  # bound label cardinality from arbitrary model names
-                key = ("other", "other", endpoint, outcome)
             child = self._children[key] = self.requests.labels(*key)
         child.inc()  # type: ignore[attr-defined]

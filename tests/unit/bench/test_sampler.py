@@ -101,3 +101,23 @@ def test_torn_last_line_is_skipped(tmp_path: Path, fixtures_dir: Path) -> None:
     path = tmp_path / "s.jsonl"
     path.write_text(src + '{"t": 1, "repl')
     assert len(list(read_samples(path))) == len(src.splitlines())
+
+
+def test_unusable_page_is_recorded_as_a_failed_sample(tmp_path: Path, metrics_server) -> None:  # type: ignore[no-untyped-def]
+    url, page = metrics_server
+    good = page.text
+    out = tmp_path / "s.jsonl"
+    with MetricsSampler([url], out, interval_s=0.02) as sampler:
+        _wait_for(lambda: sampler.samples_written >= 1)
+        page.text = "<html><body>502 Bad Gateway</body></html>\n"
+        n = sampler.samples_written
+        _wait_for(lambda: sampler.samples_written >= n + 2)
+        page.text = good.replace('vllm:prompt_tokens_total{engine="0",model_name="smollm2-135m-instruct"}',
+                                 'vllm:prompt_tokens_total{engine="0",model_name="smollm2-135m-instruct"')
+        n = sampler.samples_written
+        _wait_for(lambda: sampler.samples_written >= n + 2)
+    raw = [json.loads(line) for line in out.read_text().splitlines()]
+    assert raw[0]["ok"]
+    errors = [r["error"] for r in raw if not r["ok"]]
+    assert any("no vLLM series" in e for e in errors)
+    assert any("vllm:prompt_tokens_total" in e for e in errors)  # a malformed kept line spoils the sample

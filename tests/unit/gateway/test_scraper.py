@@ -1,42 +1,28 @@
 import asyncio
+import logging
 import time
 from pathlib import Path
 
-
-from inferstack.gateway.datastore import Datastore
-from inferstack.gateway.scraper import Scraper, parse_vllm_metrics
+from inferstack.engine.metrics import PickerFigures, parse_picker_figures
+from inferstack.gateway.datastore import Datastore, EndpointMetrics
+from inferstack.gateway.epp_metrics import EppMetrics
+from inferstack.gateway.scheduling import Scheduler
+from inferstack.gateway.scraper import Scraper, endpoint_metrics
+from inferstack.gateway.settings import SchedulerSettings
 
 RECORDED = (Path(__file__).parent / "data" / "vllm-0.32-metrics.txt").read_text()
+GOOD = (b'vllm:num_requests_waiting{engine="0",model_name="m"} 7.0\n'
+        b'vllm:num_requests_running{engine="0",model_name="m"} 1.0\n'
+        b'vllm:kv_cache_usage_perc{engine="0",model_name="m"} 0.5\n')
 
 
-def test_parse_recorded_vllm_032_metrics():
-    m = parse_vllm_metrics(RECORDED, now=123.0)
+def test_recorded_vllm_032_page_maps_to_endpoint_metrics():
+    figures = parse_picker_figures(RECORDED)
+    assert isinstance(figures, PickerFigures)
+    m = endpoint_metrics(figures, 123.0)
     assert (m.waiting, m.running, m.kv_usage) == (0.0, 0.0, 0.0)
-    assert m.block_size == 128
-    assert m.scraped_at == 123.0
+    assert m.block_size == 128 and m.scraped_at == 123.0
     assert m.active_loras == frozenset() and m.max_loras == 0
-
-
-def test_parse_values_sums_engines_and_reads_lora_info():
-    text = "\n".join([
-        "# HELP vllm:num_requests_waiting Number of requests waiting.",
-        'vllm:num_requests_waiting{engine="0",model_name="m"} 3.0',
-        'vllm:num_requests_waiting{engine="1",model_name="m"} 2.0',
-        'vllm:num_requests_running{engine="0",model_name="m"} 4.0',
-        'vllm:kv_cache_usage_perc{engine="0",model_name="m"} 0.25',
-        'vllm:lora_requests_info{max_lora="2",running_lora_adapters="a,b",waiting_lora_adapters=""} 100.0',
-        'vllm:lora_requests_info{max_lora="2",running_lora_adapters="c",waiting_lora_adapters="d"} 200.0',
-        "vllm:num_requests_waiting{broken 1.0 x",
-    ])
-    m = parse_vllm_metrics(text)
-    assert (m.waiting, m.running, m.kv_usage) == (5.0, 4.0, 0.25)
-    assert m.active_loras == {"c"} and m.waiting_loras == {"d"} and m.max_loras == 2  # latest timestamp wins
-
-
-def test_gpu_cache_usage_fallback():
-    assert parse_vllm_metrics('vllm:gpu_cache_usage_perc{model_name="m"} 0.5\n').kv_usage == 0.5
-    both = 'vllm:gpu_cache_usage_perc{model_name="m"} 0.5\nvllm:kv_cache_usage_perc{model_name="m"} 0.1\n'
-    assert parse_vllm_metrics(both).kv_usage == 0.1
 
 
 def test_datastore_membership_and_readiness():
@@ -44,7 +30,7 @@ def test_datastore_membership_and_readiness():
     assert ds.set_addresses(["a:1", "b:1"]) == (["a:1", "b:1"], [])
     assert ds.ready() == []
     ds.get("a:1").in_flight = 3
-    ds.update_metrics("a:1", parse_vllm_metrics("", now=time.monotonic()))
+    ds.update_metrics("a:1", EndpointMetrics(scraped_at=time.monotonic()))
     assert [e.address for e in ds.ready()] == ["a:1"] and ds.get("a:1").in_flight == 0
     ds.mark_failed("a:1", "boom")
     assert ds.ready() == []
@@ -58,43 +44,142 @@ class _MetricsServer:
     """A real HTTP server whose /metrics answer we control."""
 
     def __init__(self) -> None:
-        self.body = b'vllm:num_requests_waiting{model_name="m"} 7.0\n'
+        self.body = GOOD
         self.status = 200
+        self.content_type = b"text/plain; version=0.0.4"
+        self.served = 0
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.readuntil(b"\r\n\r\n")
-        writer.write(b"HTTP/1.1 %d X\r\ncontent-length: %d\r\nconnection: close\r\n\r\n" % (self.status, len(self.body))
-                     + self.body)
+        self.served += 1
+        writer.write(b"HTTP/1.1 %d X\r\ncontent-type: %s\r\ncontent-length: %d\r\nconnection: close\r\n\r\n"
+                     % (self.status, self.content_type, len(self.body)) + self.body)
         await writer.drain()
         writer.close()
+
+
+async def _until(cond, timeout=5.0):
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, "condition not reached"
+        await asyncio.sleep(0.01)
+
+
+async def _start(srv: _MetricsServer, **kw):
+    server = await asyncio.start_server(srv.handle, "127.0.0.1", 0)
+    address = f"127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    ds = Datastore()
+    ds.set_addresses([address])
+    scraper = Scraper(ds, interval_s=0.02, timeout_s=0.5, **kw)
+    scraper.sync()
+    return server, address, ds, scraper
 
 
 def test_scraper_tracks_an_endpoint_dropping_out_and_back():
     async def main() -> None:
         srv = _MetricsServer()
-        server = await asyncio.start_server(srv.handle, "127.0.0.1", 0)
-        port = server.sockets[0].getsockname()[1]
-        ds = Datastore()
-        ds.set_addresses([f"127.0.0.1:{port}"])
         results: list[bool] = []
-        scraper = Scraper(ds, interval_s=0.02, timeout_s=0.5, on_scrape=lambda a, ok: results.append(ok))
-        scraper.sync()
-
-        async def until(cond, timeout=5.0):
-            deadline = time.monotonic() + timeout
-            while not cond():
-                assert time.monotonic() < deadline
-                await asyncio.sleep(0.01)
-
-        await until(lambda: len(ds.ready()) == 1)
+        server, _, ds, scraper = await _start(srv, on_scrape=lambda a, ok: results.append(ok))
+        await _until(lambda: len(ds.ready()) == 1)
         assert ds.ready()[0].metrics.waiting == 7.0
         srv.status = 500
-        await until(lambda: not ds.ready())
+        await _until(lambda: not ds.ready())
         srv.status = 200
-        await until(lambda: len(ds.ready()) == 1)
+        await _until(lambda: len(ds.ready()) == 1)
         assert False in results and results[-1] is True
         ds.set_addresses([])
         scraper.sync()
+        await scraper.stop()
+        server.close()
+
+    asyncio.run(main())
+
+
+BAD_BODIES = {
+    "html": b"<!DOCTYPE html>\n<html><head><title>502 Bad Gateway</title></head><body>nginx</body></html>\n",
+    "garbage": bytes(range(256)) * 4,
+    "no vllm series": b"# TYPE process_open_fds gauge\nprocess_open_fds 12.0\npython_info 1.0\n",
+    "broken queue line": GOOD.replace(b'model_name="m"} 7.0', b'model_name="m" 7.0'),
+    "empty": b"",
+}
+
+
+def test_unusable_pages_make_metrics_stale_counted_and_logged_once(caplog):
+    async def main() -> None:
+        srv = _MetricsServer()
+        metrics = EppMetrics(Datastore(), Scheduler(SchedulerSettings()))
+        server, address, ds, scraper = await _start(srv, observer=metrics)
+        reg = metrics.registry
+
+        def count(outcome: str) -> float:
+            return reg.get_sample_value("inferstack_epp_scrapes_total", {"endpoint": address, "outcome": outcome}) or 0
+
+        await _until(lambda: len(ds.ready()) == 1)
+        assert metrics.model_label("m") == "m"  # learned from the scraped model_name label
+        for kind, body in BAD_BODIES.items():
+            caplog.clear()
+            good_at = ds.get(address).metrics.scraped_at
+            before = count("parse_error")
+            srv.body = body
+            srv.content_type = b"text/html" if kind == "html" else b"text/plain"
+            await _until(lambda: count("parse_error") >= before + 5)
+            ep = ds.get(address)
+            assert ep.metrics.scraped_at == good_at, kind  # not updated: it ages into "unknown"
+            assert not ep.fresh(0.05), kind
+            warnings = [r for r in caplog.records if r.levelno == logging.WARNING and address in r.getMessage()]
+            assert len(warnings) == 1 and "unusable" in warnings[0].getMessage(), (kind, warnings)
+            srv.body = GOOD
+            n = count("ok")
+            await _until(lambda: count("ok") >= n + 1)
+            assert ds.get(address).fresh(1.0)
+        assert scraper._tasks[address].done() is False
+        await scraper.stop()
+        server.close()
+
+    with caplog.at_level(logging.INFO, logger="inferstack.gateway.scraper"):
+        asyncio.run(main())
+
+
+def test_an_exception_in_one_iteration_does_not_end_the_scrape_task(caplog):
+    async def main() -> None:
+        srv = _MetricsServer()
+        calls: list[str] = []
+
+        class Flaky:
+            def observe_scrape(self, address, outcome, models):
+                calls.append(outcome)
+                if len(calls) <= 3:
+                    raise RuntimeError("observer bug")
+
+        server, address, ds, scraper = await _start(srv, observer=Flaky())
+        await _until(lambda: len(calls) >= 8)
+        assert not scraper._tasks[address].done()
+        await scraper.stop()
+        server.close()
+
+    with caplog.at_level(logging.ERROR, logger="inferstack.gateway.scraper"):
+        asyncio.run(main())
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 1 and "scraping goes on" in errors[0].getMessage()
+
+
+def test_a_runaway_page_is_refused_unread(monkeypatch):
+    import inferstack.gateway.scraper as scraper_module
+
+    monkeypatch.setattr(scraper_module, "MAX_PAGE_BYTES", 1000)
+
+    async def main() -> None:
+        srv = _MetricsServer()
+        srv.body = GOOD + b"# padding\n" * 200
+        outcomes: list[str] = []
+
+        class Record:
+            def observe_scrape(self, address, outcome, models):
+                outcomes.append(outcome)
+
+        server, address, ds, scraper = await _start(srv, observer=Record())
+        await _until(lambda: len(outcomes) >= 2)
+        assert set(outcomes) == {"parse_error"} and not ds.ready()
         await scraper.stop()
         server.close()
 
