@@ -113,9 +113,9 @@ def test_in_flight_counts_follow_streams_to_their_end():
             # the echo backend's /metrics says 0 waiting / 0 running: what the EPP sees is its own count,
             # which must survive scrapes (75 ms apart) until each response has ended
             time.sleep(0.5)
-            assert epp_gauge(gw, "inferstack_epp_endpoint_queue_requests", addrs[0]) == 3.0
+            assert epp_gauge(gw, "inferstack_epp_endpoint_in_flight_requests", addrs[0]) == 3.0
             for t in threads:
                 t.join(30)
             assert all(r[0] == "done" for r in results.values())
-            wait_until(lambda: epp_gauge(gw, "inferstack_epp_endpoint_queue_requests", addrs[0]) == 0.0,
+            wait_until(lambda: epp_gauge(gw, "inferstack_epp_endpoint_in_flight_requests", addrs[0]) == 0.0,
                        timeout_s=5, what="in-flight count back to 0")

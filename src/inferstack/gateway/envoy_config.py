@@ -10,6 +10,8 @@ down and ``epp_failure_mode: open``) to the host with the fewest active requests
 The EPP ends each ext_proc stream once it has decided, so no response depends on it; a gRPC
 access log to the EPP reports each response's end (its in-flight counts); with the EPP down and
 failing closed, a local reply mapper gives the 503 a JSON body.
+With ``batch_port`` set, ``/v1/files`` and ``/v1/batches`` go to the batch service (static cluster
+``batch`` on 127.0.0.1) with ext_proc disabled on those routes: the picker never sees them.
 Invariants: the admin interface binds 127.0.0.1 only; no response phase is processed.
 """
 
@@ -19,7 +21,7 @@ from pathlib import Path
 
 from inferstack.gateway.settings import GatewaySettings
 
-__all__ = ["CLUSTER_NAME", "build_envoy_config"]
+__all__ = ["BATCH_CLUSTER", "CLUSTER_NAME", "build_envoy_config"]
 
 CLUSTER_NAME = "inference_pool"
 _EPP_CLUSTER = "epp"
@@ -29,16 +31,15 @@ _BUFFER_LIMIT = 16 * 1024 * 1024  # the whole request body is buffered for the E
 
 # While the EPP is unreachable (fail closed) Envoy answers 503 with an empty body; give it the
 # OpenAI-style JSON error our EPP itself uses, so clients see why.
-_EPP_DOWN_BODY = ('{"error": {"message": "the endpoint picker (EPP) is unavailable; the gateway cannot route '
-                  'new requests until it is back (it is restarted automatically)", '
-                  '"type": "service_unavailable", "code": 503}}')
+_EPP_DOWN_BODY = ('{"error": {"message": "the endpoint picker (EPP) is unavailable or did not answer in time; '
+                  'the gateway cannot route new requests until it is back (it is restarted automatically)", '
+                  '"type": "service_unavailable", "code": %RESPONSE_CODE%}}')
 _EPP_DOWN_REPLY = {
     "filter": {"extension_filter": {
         "name": "envoy.access_loggers.extension_filters.cel",
         "typed_config": {"@type": "type.googleapis.com/envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter",
                          "expression": "response.code_details.startsWith('ext_proc_error')"}}},
-    "body": {"inline_string": _EPP_DOWN_BODY},
-    "body_format_override": {"text_format_source": {"inline_string": "%LOCAL_REPLY_BODY%"},
+    "body_format_override": {"text_format_source": {"inline_string": _EPP_DOWN_BODY},
                              "content_type": "application/json"},
 }
 
@@ -67,16 +68,17 @@ def build_envoy_config(settings: GatewaySettings, eds_path: Path) -> dict:
         "stream_idle_timeout": _duration(settings.stream_idle_timeout_s),
         "request_timeout": "0s",
         "local_reply_config": {"mappers": [_EPP_DOWN_REPLY]},
-        # Each response's end, reported to the EPP at once (no batching): its in-flight counts.
-        # Losing the EPP loses only these reports, never a request.
+        # Each response's end, reported to the EPP within 10 ms (batched: one gRPC message per
+        # flush, not per request): its in-flight counts. Losing the EPP loses only these reports.
         "access_log": [{"name": "envoy.access_loggers.http_grpc", "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.access_loggers.grpc.v3.HttpGrpcAccessLogConfig",
             "common_config": {"log_name": "inferstack-completions", "transport_api_version": "V3",
                               "grpc_service": {"envoy_grpc": {"cluster_name": _EPP_CLUSTER}},
-                              "buffer_size_bytes": 0}}}],
+                              "buffer_size_bytes": 16384, "buffer_flush_interval": "0.010s"}}}],
         "route_config": {"name": "inference", "virtual_hosts": [{
             "name": "all", "domains": ["*"],
             "routes": [
+                *_batch_routes(settings),  # before the catch-all: files/batches skip the picker
                 {"name": "all", "match": {"prefix": "/"}, "route": route_action},
             ]}]},
         "http_filters": [
@@ -148,6 +150,31 @@ def build_envoy_config(settings: GatewaySettings, eds_path: Path) -> dict:
                 "filter_chains": [{"filters": [{"name": "envoy.filters.network.http_connection_manager",
                                                 "typed_config": hcm}]}],
             }],
-            "clusters": [pool, epp_cluster],
+            "clusters": [pool, epp_cluster, *_batch_clusters(settings)],
         },
     }
+
+
+# The batch service (OpenAI Files + Batch API) behind the same listener: a plain route with the
+# ext_proc filter disabled, to a static loopback cluster. Only with ``batch_port`` set.
+BATCH_CLUSTER = "batch"
+_BATCH_PREFIXES = ("/v1/files", "/v1/batches")
+_EXT_PROC_PER_ROUTE = "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExtProcPerRoute"
+
+
+def _batch_routes(settings: GatewaySettings) -> list[dict]:
+    if settings.batch_port is None:
+        return []
+    return [{"name": f"batch{prefix.replace('/', '-')}", "match": {"prefix": prefix},
+             "route": {"cluster": BATCH_CLUSTER, "timeout": _duration(settings.request_timeout_s)},
+             "typed_per_filter_config": {"envoy.filters.http.ext_proc": {
+                 "@type": _EXT_PROC_PER_ROUTE, "disabled": True}}}
+            for prefix in _BATCH_PREFIXES]
+
+
+def _batch_clusters(settings: GatewaySettings) -> list[dict]:
+    if settings.batch_port is None:
+        return []
+    return [{"name": BATCH_CLUSTER, "type": "STATIC", "connect_timeout": _duration(settings.connect_timeout_s),
+             "load_assignment": {"cluster_name": BATCH_CLUSTER, "endpoints": [{"lb_endpoints": [{"endpoint": {
+                 "address": {"socket_address": {"address": "127.0.0.1", "port_value": settings.batch_port}}}}]}]}}]

@@ -271,7 +271,7 @@ async def serve(settings: EppSettings, stop: asyncio.Event) -> None:
 
     picker = EndpointPicker(settings)
     scraper = Scraper(picker.datastore, settings.scrape_interval_ms / 1000.0, settings.scrape_timeout_ms / 1000.0,
-                      on_scrape=lambda a, ok: picker.metrics.scrapes.labels(a, "ok" if ok else "error").inc())
+                      observer=picker.metrics)
 
     def on_change(addresses: list[str]) -> None:
         picker.on_endpoints(addresses)

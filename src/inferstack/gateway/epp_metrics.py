@@ -45,7 +45,13 @@ class _StateCollector(Collector):
         ready = GaugeMetricFamily("inferstack_epp_endpoint_ready", "1 if the endpoint is routable.",
                                   labels=["endpoint"])
         queue = GaugeMetricFamily("inferstack_epp_endpoint_queue_requests",
-                                  "Scraped waiting requests plus the EPP's in-flight count.", labels=["endpoint"])
+                                  "Waiting requests: scraped, or implied by the EPP's in-flight count.",
+                                  labels=["endpoint"])
+        in_flight = GaugeMetricFamily("inferstack_epp_endpoint_in_flight_requests",
+                                      "Requests the EPP routed to the endpoint that have not ended (with "
+                                      "completion tracking; else since the last scrape).", labels=["endpoint"])
+        in_flight_tokens = GaugeMetricFamily("inferstack_epp_endpoint_in_flight_prompt_tokens",
+                                             "Estimated prompt tokens of those requests.", labels=["endpoint"])
         kv = GaugeMetricFamily("inferstack_epp_endpoint_kv_cache_usage_ratio",
                                "Scraped KV-cache usage of the endpoint (0..1).", labels=["endpoint"])
         for e in self._ds.all():
@@ -53,10 +59,14 @@ class _StateCollector(Collector):
             age.add_metric([e.address], now - t if t else -1.0)
             ready.add_metric([e.address], 1.0 if e.ready else 0.0)
             queue.add_metric([e.address], e.queue())
+            in_flight.add_metric([e.address], e.in_flight)
+            in_flight_tokens.add_metric([e.address], e.in_flight_tokens)
             kv.add_metric([e.address], e.metrics.kv_usage)
         yield age
         yield ready
         yield queue
+        yield in_flight
+        yield in_flight_tokens
         yield kv
         plug = GaugeMetricFamily("inferstack_epp_plugin_seconds_total",
                                  "Cumulative time spent in each scheduler plugin.", labels=["plugin"])

@@ -17,7 +17,8 @@ UNIMPLEMENTED; a handler exception answers INTERNAL and the connection keeps ser
 Bounds (a cluster's pods can reach this port): a message over ``max_message_bytes`` resets its
 stream (RESOURCE_EXHAUSTED); more than ``max_buffered_bytes`` buffered on one connection, or more
 than ``max_resets_per_s`` RST_STREAMs a second (the "rapid reset" attack), closes the connection
-with GOAWAY(ENHANCE_YOUR_CALM). Any protocol error answers GOAWAY (h2 picks the code) and closes
+with GOAWAY(ENHANCE_YOUR_CALM) (resets of streams already answered do not count: Envoy sends
+one per request). Any protocol error answers GOAWAY (h2 picks the code) and closes
 that connection only. ``stop(grace_s)``: GOAWAY to every peer, stop accepting, let open streams
 finish for up to ``grace_s``, then close.
 """
@@ -36,6 +37,7 @@ import h2.errors
 import h2.events
 import h2.exceptions
 import h2.settings
+import hyperframe.frame
 
 __all__ = ["GrpcH2Server", "Handler", "ServerLimits", "StreamContext"]
 
@@ -90,8 +92,11 @@ class _Connection(asyncio.Protocol):
         self.server = server
         self.limits = server.limits
         self.transport: asyncio.Transport | None = None
+        # our own headers are constants (no outbound checks); inbound ones are validated (RFC 9113
+        # 8.2) but not normalized: we only look up :path
         cfg = h2.config.H2Configuration(client_side=False, header_encoding=None,
-                                        validate_outbound_headers=False, normalize_outbound_headers=False)
+                                        validate_outbound_headers=False, normalize_outbound_headers=False,
+                                        normalize_inbound_headers=False)
         self.h2 = h2.connection.H2Connection(config=cfg)
         lim = self.limits
         self.h2.local_settings = h2.settings.Settings(client=False, initial_values={
@@ -104,15 +109,20 @@ class _Connection(asyncio.Protocol):
         self.reset_window_start = 0.0
         self.resets = 0
         self.closing = False
+        self.last_stream_id: int | None = None  # set by our graceful GOAWAY: later streams are refused
 
     # -- asyncio.Protocol --
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         self.h2.initiate_connection()
-        if self.server.stopping:
-            self.h2.close_connection()
-            self.closing = True
+        # the connection window spans what we are willing to buffer (the default 64 KiB would make
+        # a 16 MiB request body crawl); max_buffered_bytes bounds it in memory
+        extra = self.limits.max_buffered_bytes - 65535
+        if extra > 0:
+            self.h2.increment_flow_control_window(min(extra, 2**31 - 1 - 65535))
         self._flush()
+        if self.server.stopping:
+            self.graceful_close()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.streams.clear()
@@ -131,23 +141,13 @@ class _Connection(asyncio.Protocol):
             self.transport.close()
             return
         for ev in events:
-            t = type(ev)
-            if t is h2.events.DataReceived:
-                self._on_data(ev)
-            elif t is h2.events.RequestReceived:
-                self._on_request(ev)
-            elif t is h2.events.StreamEnded:
-                st = self.streams.get(ev.stream_id)
-                if st is not None:
-                    self._end(ev.stream_id, st, _TRAILERS_OK)
-            elif t is h2.events.StreamReset:
-                self._drop(ev.stream_id)
-                if self._count_reset():
+            try:
+                if self._on_event(ev):
                     return
-            elif t is h2.events.WindowUpdated or t is h2.events.RemoteSettingsChanged:
-                self._send_pending()
-            elif t is h2.events.ConnectionTerminated:
-                self.closing = True
+            except (h2.exceptions.StreamClosedError, h2.exceptions.StreamIDTooLowError) as exc:
+                # the peer reset this stream in the same read, before we answered (h2 may already
+                # have forgotten it): drop that stream only
+                self._drop(exc.stream_id)
         if self.closing and not self.streams:
             self._flush()
             self.transport.close()
@@ -155,8 +155,33 @@ class _Connection(asyncio.Protocol):
         self._flush()
 
     # -- events --
+    def _on_event(self, ev: h2.events.Event) -> bool:
+        """Handle one h2 event; True when the connection was closed."""
+        t = type(ev)
+        if t is h2.events.DataReceived:
+            self._on_data(ev)  # type: ignore[arg-type]
+        elif t is h2.events.RequestReceived:
+            self._on_request(ev)  # type: ignore[arg-type]
+        elif t is h2.events.StreamEnded:
+            st = self.streams.get(ev.stream_id)  # type: ignore[attr-defined]
+            if st is not None:
+                self._end(ev.stream_id, st, _TRAILERS_OK)  # type: ignore[attr-defined]
+        elif t is h2.events.StreamReset:
+            # Envoy resets each stream we already ended (no work lost); a reset of a stream we
+            # still serve is what the rapid-reset attack repeats
+            if self._drop(ev.stream_id) and self._count_reset():  # type: ignore[attr-defined]
+                return True
+        elif t is h2.events.WindowUpdated or t is h2.events.RemoteSettingsChanged:
+            self._send_pending()
+        elif t is h2.events.ConnectionTerminated:
+            self.closing = True
+        return False
+
     def _on_request(self, ev: h2.events.RequestReceived) -> None:
         sid = ev.stream_id
+        if self.last_stream_id is not None and sid > self.last_stream_id:
+            self.h2.reset_stream(sid, h2.errors.ErrorCodes.REFUSED_STREAM)  # opened after our GOAWAY
+            return
         path = b""
         for k, v in ev.headers:
             if k == b":path":
@@ -218,7 +243,15 @@ class _Connection(asyncio.Protocol):
             self._end(sid, st, _TRAILERS_OK)
 
     # -- sending --
+    def _open(self, sid: int) -> bool:
+        """Whether h2 still has the stream open for our answer (the peer may have reset it)."""
+        stream = self.h2.streams.get(sid)
+        return stream is not None and not stream.closed
+
     def _send(self, sid: int, st: _Stream, data: bytes, trailers: list[tuple[bytes, bytes]] | None) -> None:
+        if not self._open(sid):
+            self._forget(sid, st)
+            return
         if not st.responded:
             st.responded = True
             self.h2.send_headers(sid, _RESPONSE_HEADERS)
@@ -253,6 +286,9 @@ class _Connection(asyncio.Protocol):
                     break
 
     def _end(self, sid: int, st: _Stream, trailers: list[tuple[bytes, bytes]]) -> None:
+        if not self._open(sid):
+            self._forget(sid, st)
+            return
         if not st.responded:
             st.responded = True
             if not st.out:  # trailers-only response
@@ -274,10 +310,11 @@ class _Connection(asyncio.Protocol):
         self.buffered -= len(st.buf)
         self.streams.pop(sid, None)
 
-    def _drop(self, sid: int) -> None:
+    def _drop(self, sid: int) -> bool:
         st = self.streams.get(sid)
         if st is not None:
             self._forget(sid, st)
+        return st is not None
 
     def _count_reset(self) -> bool:
         now = time.monotonic()
@@ -304,12 +341,18 @@ class _Connection(asyncio.Protocol):
             self.transport.write(out)
 
     def graceful_close(self) -> None:
-        """GOAWAY naming the last stream we accepted; close now if nothing is open."""
-        if self.transport is None or self.transport.is_closing():
+        """GOAWAY(NO_ERROR) naming the last stream we accepted; open streams may finish, then close.
+
+        The frame is written beside h2, not through ``close_connection``: h2 treats a connection as
+        closed once it sent GOAWAY and would reject the open streams' remaining frames."""
+        if self.transport is None or self.transport.is_closing() or self.last_stream_id is not None:
             return
         self.closing = True
-        self.h2.close_connection(last_stream_id=self.h2.highest_inbound_stream_id)
+        self.last_stream_id = self.h2.highest_inbound_stream_id or 0
         self._flush()
+        goaway = hyperframe.frame.GoAwayFrame(0)
+        goaway.last_stream_id, goaway.error_code = self.last_stream_id, 0
+        self.transport.write(goaway.serialize())
         if not self.streams:
             self.transport.close()
 

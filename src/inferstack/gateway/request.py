@@ -30,6 +30,7 @@ class InferenceRequest:
     priority: int = 0
     prompt_tokens: int = 0  # estimated (~4 characters a token): the load this request adds
     prefix_hashes: list[int] | None = None  # filled once by the prefix scorer
+    prefix_best_match: float | None = None  # best match over the endpoints, set by the prefix scorer
 
 
 def _message_text(content: object) -> str:

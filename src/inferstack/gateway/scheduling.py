@@ -68,6 +68,7 @@ class Scorer:
     name: ClassVar[str] = ""
     Params: ClassVar[type[BaseModel]] = NoParams
     consumes: ClassVar[tuple[str, ...]] = ()  # endpoint metrics it reads (documentation + status)
+    requires: ClassVar[tuple[str, ...]] = ()  # scorers that must be listed (and so run) before it
 
     def __init__(self, params: BaseModel, scheduler_settings: SchedulerSettings) -> None:
         self.params = params
@@ -133,6 +134,11 @@ class Scheduler:
             if sc.type not in SCORERS:
                 raise ConfigError(f"scheduler.scorers[{i}].type has value {sc.type!r}; valid: {sorted(SCORERS)}")
             cls = SCORERS[sc.type]
+            before = [s.type for s in settings.scorers[:i]]
+            for need in cls.requires:
+                if need not in before:
+                    raise ConfigError(f"scheduler.scorers[{i}] ({sc.type}) needs scorer {need!r} listed before it; "
+                                      f"got {[s.type for s in settings.scorers]}")
             self.scorers.append((cls(_params(cls, sc.parameters, f"scheduler.scorers[{i}]"), settings), sc.weight))
         self._rr = itertools.count()
         self.plugin_timings: dict[str, list[float]] = {

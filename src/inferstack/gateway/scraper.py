@@ -30,6 +30,8 @@ __all__ = ["MAX_PAGE_BYTES", "ScrapeObserver", "Scraper", "endpoint_metrics"]
 
 log = logging.getLogger(__name__)
 
+_TIMEOUTS_BEFORE_DROP = 3
+
 MAX_PAGE_BYTES = 4 * 1024 * 1024  # vLLM's page is ~60 KB (one engine); larger is not a vLLM page
 
 
@@ -107,7 +109,11 @@ class Scraper:
         try:
             body = await self._get(url)
         except (httpx.HTTPError, OSError) as exc:
-            self._ds.mark_failed(address, f"scrape of {url} failed: {exc!r}")
+            # a refused connection is a dead server; a timeout is often a busy one (vLLM answers
+            # /metrics late while prefilling on a loaded CPU): drop it only after a few in a row
+            busy = isinstance(exc, httpx.TimeoutException)
+            self._ds.mark_failed(address, f"scrape of {url} failed: {exc!r}",
+                                 max_failures=_TIMEOUTS_BEFORE_DROP if busy else 1)
             self._log_trouble(address, "error", "endpoint %s: scrape of %s failed: %r", address, url, exc)
             return "error", frozenset()
         if body is None:

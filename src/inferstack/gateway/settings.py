@@ -71,7 +71,13 @@ class ScorerSettings(_Strict):
 
 
 def _default_scorers() -> list[ScorerSettings]:
-    return [ScorerSettings(type=t) for t in ("queue", "kv-cache", "prefix")]
+    # Measured by benchmarks/routing_quality.py (docs/gateway.md), on completion-tracked in-flight
+    # counts: prefix affinity, new prefixes spread by no-hit LRU, then the waiting queue and
+    # KV-cache headroom, at equal weights. No-hit LRU beat the same profile without it in each
+    # same-run comparison; scoring outstanding requests (`load`, or prefix affinity cut past a
+    # load gap) did worse on CPU, where a cache miss costs more than a queue.
+    return [ScorerSettings(type="prefix"), ScorerSettings(type="no-hit-lru"), ScorerSettings(type="queue"),
+            ScorerSettings(type="kv-cache")]
 
 
 class SchedulerSettings(_Strict):
@@ -156,7 +162,10 @@ class GatewaySettings(_Strict):
     request_timeout_s: float = Field(default=600.0, ge=0, description="Whole-request timeout (0 = none); "
                                      "long generations need a large value.")
     stream_idle_timeout_s: float = Field(default=300.0, gt=0, description="Idle time allowed on a stream.")
-    ext_proc_timeout_ms: int = Field(default=500, ge=1, description="Timeout of the EPP's answer per message.")
+    ext_proc_timeout_ms: int = Field(default=2000, ge=1, description="Timeout of the EPP's answer per message "
+                                     "(504 past it, or routed by Envoy when failing open). The EPP answers in "
+                                     "well under a millisecond, but on a small machine it shares the cores "
+                                     "with the replicas, which can starve it for hundreds of milliseconds.")
     epp_failure_mode: Literal["closed", "open"] = Field(
         default="closed", description="While the EPP is unreachable: 'closed' answers new requests 503 "
         "(JSON error naming the endpoint picker); 'open' lets Envoy route them itself to the replica "
@@ -166,6 +175,8 @@ class GatewaySettings(_Strict):
     stop_timeout_s: float = Field(default=5.0, gt=0, description="terminate -> wait this long -> kill.")
     concurrency: int = Field(default=1, ge=1, description="Envoy worker threads.")
     epp: EppSettings = Field(default_factory=EppSettings, description="The endpoint picker's settings.")
+    batch_port: Port | None = Field(default=None, description="If set, Envoy routes /v1/files and /v1/batches "
+                                    "to the batch service on 127.0.0.1:<batch_port>, without the picker.")
 
 
 def load_epp_settings(path: Path) -> EppSettings:

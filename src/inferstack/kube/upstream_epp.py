@@ -24,6 +24,7 @@ from inferstack.gateway.settings import SaturationSettings, SchedulerSettings
 __all__ = [
     "CONFIG_API_VERSION",
     "CONFIG_KIND",
+    "OMITTED_UPSTREAM",
     "PLUGIN_TYPES",
     "check_picker_config",
     "upstream_picker_config",
@@ -77,6 +78,9 @@ _SCORER_MAP = {
     "lora": "lora-affinity-scorer",
 }
 _PICKER_MAP = {"max-score": "max-score-picker", "random": "random-picker"}
+# Ours without a v1.5.0 counterpart that only refine the choice (never its correctness): left out
+# of the upstream profile. llm-d's scheduler has a no-hit LRU scorer; GIE v1.5.0 does not.
+OMITTED_UPSTREAM = {"no-hit-lru": "spreads new prefixes over replicas; no GIE v1.5.0 equivalent"}
 
 
 def upstream_picker_config(scheduler: SchedulerSettings | None = None,
@@ -93,6 +97,8 @@ def upstream_picker_config(scheduler: SchedulerSettings | None = None,
         )
     scorers = []
     for scorer in scheduler.scorers:
+        if scorer.type in OMITTED_UPSTREAM:
+            continue
         if scorer.type not in _SCORER_MAP:
             raise ConfigError(
                 f"scheduler scorer '{scorer.type}' has no upstream equivalent; upstream-mapped scorers: "

@@ -1,10 +1,16 @@
-"""Helpers shared by the gateway unit tests: endpoints with given metrics."""
+"""Helpers shared by the gateway unit tests: endpoints with given metrics, a running gRPC server."""
 
 from __future__ import annotations
 
+import asyncio
+import threading
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 
 import pytest
+
+from inferstack.gateway.h2grpc import GrpcH2Server, ServerLimits
 
 from inferstack.gateway.datastore import Endpoint, EndpointMetrics
 from inferstack.gateway.request import InferenceRequest
@@ -14,10 +20,10 @@ from inferstack.gateway.settings import SaturationSettings
 
 def make_endpoint(address: str, waiting: float = 0, running: float = 0, kv: float = 0.0, in_flight: int = 0,
                   age_s: float = 0.0, loras: frozenset[str] = frozenset(), max_loras: int = 0,
-                  ready: bool = True) -> Endpoint:
+                  ready: bool = True, tracked: bool = False) -> Endpoint:
     m = EndpointMetrics(waiting=waiting, running=running, kv_usage=kv, active_loras=loras,
                         max_loras=max_loras, scraped_at=time.monotonic() - age_s)
-    return Endpoint(address, ready=ready, metrics=m, in_flight=in_flight)
+    return Endpoint(address, ready=ready, metrics=m, in_flight=in_flight, tracked=tracked)
 
 
 def make_request(prompt: str = "hello", model: str = "m") -> InferenceRequest:
@@ -28,3 +34,47 @@ def make_request(prompt: str = "hello", model: str = "m") -> InferenceRequest:
 @pytest.fixture
 def ctx() -> SchedContext:
     return SchedContext(now=time.monotonic(), staleness_s=0.2, saturation=SaturationSettings())
+
+
+@dataclass
+class ServerThread:
+    server: GrpcH2Server
+    port: int
+    loop: asyncio.AbstractEventLoop
+
+    def call(self, fn):  # type: ignore[no-untyped-def]
+        """Run ``fn()`` on the server's loop and return its result (to read state safely)."""
+        async def wrapped():  # type: ignore[no-untyped-def]
+            return fn()
+        return asyncio.run_coroutine_threadsafe(wrapped(), self.loop).result(5)
+
+
+TEST_ROUTES = {
+    "/t.S/Echo": lambda raw, ctx: raw[::-1],
+    "/t.S/Twice": lambda raw, ctx: raw + raw,
+    "/t.S/Silent": lambda raw, ctx: None,
+    "/t.S/Boom": lambda raw, ctx: 1 / 0,
+}
+
+
+@pytest.fixture
+def grpc_server(request) -> Iterator[ServerThread]:  # type: ignore[no-untyped-def]
+    """A GrpcH2Server with ``TEST_ROUTES`` on a free port, in a background event loop."""
+    limits = getattr(request, "param", None) or ServerLimits()
+    loop = asyncio.new_event_loop()
+    srv = GrpcH2Server(TEST_ROUTES, limits)
+    ready = threading.Event()
+
+    def run() -> None:
+        asyncio.set_event_loop(loop)
+        loop.run_until_complete(srv.start("127.0.0.1", 0))
+        ready.set()
+        loop.run_forever()
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    assert ready.wait(5)
+    yield ServerThread(srv, srv.port, loop)
+    asyncio.run_coroutine_threadsafe(srv.stop(grace_s=0.5), loop).result(5)
+    loop.call_soon_threadsafe(loop.stop)
+    t.join(5)

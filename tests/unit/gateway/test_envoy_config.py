@@ -41,3 +41,22 @@ def test_shape(tmp_path):
     assert lb["name"] == "envoy.load_balancing_policies.override_host"
     sources = lb["typed_config"]["override_host_sources"]
     assert sources[0]["metadata"]["key"] == "envoy.lb" and sources[1]["header"] == "x-gateway-destination-endpoint"
+
+
+def test_failure_modes_access_log_and_least_request_fallback(tmp_path):
+    closed = _config(tmp_path)
+    hcm = closed["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    ext = hcm["http_filters"][0]["typed_config"]
+    assert ext["failure_mode_allow"] is False and ext["status_on_error"] == {"code": 503}
+    mapper = hcm["local_reply_config"]["mappers"][0]
+    assert "ext_proc_error" in mapper["filter"]["extension_filter"]["typed_config"]["expression"]
+    assert "endpoint picker" in mapper["body_format_override"]["text_format_source"]["inline_string"]
+    als = hcm["access_log"][0]["typed_config"]["common_config"]
+    assert als["grpc_service"]["envoy_grpc"]["cluster_name"] == "epp"
+    pool = closed["static_resources"]["clusters"][0]
+    fallback = pool["load_balancing_policy"]["policies"][0]["typed_extension_config"]["typed_config"]["fallback_policy"]
+    assert fallback["policies"][0]["typed_extension_config"]["name"] == "envoy.load_balancing_policies.least_request"
+    (tmp_path / "open").mkdir()
+    opened = _config(tmp_path / "open", epp_failure_mode="open")
+    hcm = opened["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    assert hcm["http_filters"][0]["typed_config"]["failure_mode_allow"] is True

@@ -88,7 +88,7 @@ def test_rewrite_mutates_body_and_content_length():
 
 
 def test_metrics_count_outcomes():
-    p = picker()
+    p = picker(objectives=[ObjectiveSettings(model="m")])  # a configured (known) model keeps its label
     p.handle(body_msg(CHAT))
     p.handle(body_msg(b"x"))
     reg = p.metrics.registry
@@ -107,3 +107,69 @@ def test_eds_file(tmp_path):
     lb = doc["resources"][0]["endpoints"][0]["lb_endpoints"]
     assert [e["endpoint"]["address"]["socket_address"] for e in lb] == [
         {"address": "127.0.0.1", "port_value": 1}, {"address": "::1", "port_value": 2}]
+
+
+def headers_msg(headers: dict[str, str], end_of_stream: bool = False) -> bytes:
+    from envoy.config.core.v3 import base_pb2
+    hm = base_pb2.HeaderMap(headers=[base_pb2.HeaderValue(key=k, raw_value=v.encode()) for k, v in headers.items()])
+    return pb.ProcessingRequest(request_headers=pb.HttpHeaders(headers=hm, end_of_stream=end_of_stream)).SerializeToString()
+
+
+def access_log_msg(*request_ids: str) -> bytes:
+    from envoy.data.accesslog.v3 import accesslog_pb2
+    from envoy.service.accesslog.v3 import als_pb2
+    entries = [accesslog_pb2.HTTPAccessLogEntry(request=accesslog_pb2.HTTPRequestProperties(request_id=r))
+               for r in request_ids]
+    return als_pb2.StreamAccessLogsMessage(
+        http_logs=als_pb2.StreamAccessLogsMessage.HTTPAccessLogEntries(log_entry=entries)).SerializeToString()
+
+
+def test_a_request_counts_in_flight_until_the_access_log_reports_its_end():
+    from inferstack.gateway.h2grpc import StreamContext
+
+    p = picker(completion="access-log")
+    stream = StreamContext(1)
+    assert p.handle(headers_msg({"x-request-id": "req-1", ":path": "/v1/chat/completions"}), stream)
+    assert not stream.finish  # the body follows
+    r = pb.ProcessingResponse.FromString(p.handle(body_msg(CHAT), stream))
+    assert stream.finish  # decided: the EPP ends its stream, Envoy needs it no more
+    dest = headers(r.request_body.response)[DESTINATION_HEADER].split(",")[0]
+    ep = p.datastore.get(dest)
+    assert ep.in_flight == 1 and ep.in_flight_tokens > 0
+    p.datastore.update_metrics(dest, EndpointMetrics(scraped_at=time.monotonic()))  # a scrape keeps it
+    assert ep.in_flight == 1
+    p.access_log(access_log_msg("other-request", "req-1"))
+    assert (ep.in_flight, ep.in_flight_tokens) == (0, 0)
+
+
+def test_scrape_mode_resets_in_flight_at_each_scrape():
+    p = picker()  # completion: scrape (the default, for data planes without the access log)
+    r = answer(p, body_msg(CHAT))
+    dest = headers(r.request_body.response)[DESTINATION_HEADER].split(",")[0]
+    assert p.datastore.get(dest).in_flight == 1
+    p.datastore.update_metrics(dest, EndpointMetrics(scraped_at=time.monotonic()))
+    assert p.datastore.get(dest).in_flight == 0
+
+
+def test_priority_from_the_objective_header():
+    from inferstack.gateway.h2grpc import StreamContext
+
+    kw = dict(objectives=[ObjectiveSettings(name="batch-jobs", priority=-1)],
+              saturation=SaturationSettings(queue_depth_threshold=2))
+    saturated = picker(waiting=(5, 9), **kw)
+    stream = StreamContext(1)
+    saturated.handle(headers_msg({"x-gateway-inference-objective": "batch-jobs"}), stream)
+    assert pb.ProcessingResponse.FromString(saturated.handle(body_msg(CHAT), stream)).immediate_response.status.code == 429
+    other = StreamContext(3)
+    saturated.handle(headers_msg({"x-gateway-inference-objective": "no-such-objective"}), other)
+    routed = pb.ProcessingResponse.FromString(saturated.handle(body_msg(CHAT), other))
+    assert routed.WhichOneof("response") == "request_body"  # unknown objective: the model's priority (0)
+
+
+def test_health_is_serving_only_with_a_ready_endpoint():
+    p = EndpointPicker(EppSettings())
+    assert p.health() == b"\x08\x02"  # NOT_SERVING
+    p.on_endpoints(["10.0.0.1:8000"])
+    assert p.health() == b"\x08\x02"  # discovered, not scraped yet
+    p.datastore.update_metrics("10.0.0.1:8000", EndpointMetrics(scraped_at=time.monotonic()))
+    assert p.health() == b"\x08\x01"  # SERVING

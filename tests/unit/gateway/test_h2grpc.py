@@ -1,46 +1,13 @@
 """The gRPC server on h2 against the real grpcio client (a second, independent implementation)."""
 
-import asyncio
-import threading
-
 import grpc
 import pytest
 
-from inferstack.gateway.h2grpc import GrpcH2Server
 
 
 @pytest.fixture
-def server():
-    """Run a GrpcH2Server on a free port in a background event loop; yield its port."""
-    loop = asyncio.new_event_loop()
-    routes = {
-        "/t.S/Echo": lambda raw, ctx: raw[::-1],
-        "/t.S/Twice": lambda raw, ctx: raw + raw,
-        "/t.S/Silent": lambda raw, ctx: None,
-        "/t.S/Boom": lambda raw, ctx: 1 / 0,
-    }
-    srv = GrpcH2Server(routes)
-    ready = threading.Event()
-    port_holder = []
-
-    def run():
-        asyncio.set_event_loop(loop)
-
-        async def start():
-            await srv.start("127.0.0.1", 0)
-            port_holder.append(srv._server.sockets[0].getsockname()[1])
-            ready.set()
-
-        loop.run_until_complete(start())
-        loop.run_forever()
-
-    t = threading.Thread(target=run, daemon=True)
-    t.start()
-    assert ready.wait(5)
-    yield port_holder[0]
-    asyncio.run_coroutine_threadsafe(srv.stop(), loop).result(5)
-    loop.call_soon_threadsafe(loop.stop)
-    t.join(5)
+def server(grpc_server):
+    return grpc_server.port
 
 
 def test_unary(server):

@@ -61,3 +61,19 @@ def test_objectives():
     assert ob.priority("batch") == -1
     assert ob.priority("chat", "base") == 2  # a rewritten model takes its target's objective
     assert ob.priority("unknown") == 0
+
+
+def test_objective_priority_by_header_name_then_model():
+    obj = Objectives([ObjectiveSettings(name="batch", priority=-2), ObjectiveSettings(model="m", priority=3),
+                      ObjectiveSettings(name="critical", model="n", priority=5)])
+    assert obj.priority("m", "m", "batch") == -2  # the header wins over the model
+    assert obj.priority("m", "m", "") == 3
+    assert obj.priority("m", "m", "unknown") == 3  # an unknown objective name falls back to the model
+    assert obj.priority("x", "n", "") == 5  # by the rewritten target
+    assert obj.priority("x", "x", "") == 0
+
+
+def test_an_objective_needs_a_name_or_a_model():
+    import pydantic
+    with pytest.raises(pydantic.ValidationError, match="needs a 'name'"):
+        ObjectiveSettings(priority=1)

@@ -1,8 +1,10 @@
 import random
+
+import pytest
 from collections import Counter
 
-from inferstack.gateway.prefix import PrefixIndex, PrefixScorer, block_hashes
-from inferstack.gateway.scheduling import NoParams, Scheduler
+from inferstack.gateway.prefix import PrefixIndex, PrefixParams, PrefixScorer, block_hashes
+from inferstack.gateway.scheduling import Scheduler
 from inferstack.gateway.settings import ScorerSettings, SchedulerSettings
 
 from .conftest import make_endpoint, make_request
@@ -39,7 +41,7 @@ def test_index_match_counts_leading_blocks():
 
 
 def test_prefix_scorer_scores_and_records(ctx):
-    s = PrefixScorer(NoParams(), SchedulerSettings(prefix_block_chars=16))
+    s = PrefixScorer(PrefixParams(), SchedulerSettings(prefix_block_chars=16))
     a, b = make_endpoint("a:1"), make_endpoint("b:1")
     first = make_request("p" * 64)
     assert s.score(ctx, first, [a, b]) == [0.0, 0.0]
@@ -70,12 +72,27 @@ def test_shared_prefixes_stick_while_others_spread(ctx):
 
 
 def test_default_profile_keeps_a_prefix_burst_together_until_load_outweighs_it(ctx):
-    """Between scrapes (in-flight not reset), a shared-prefix burst stays on one endpoint for a few
-    requests, then load wins: affinity bounded by load, with the default weights."""
+    """A shared-prefix burst stays on one endpoint until its queue (waiting + in flight) is 8 longer
+    than the other's (the queue scorer's max_queue: one full prefix match), then spills over, and
+    both endpoints then hold the prefix."""
     sched = Scheduler(SchedulerSettings(prefix_block_chars=64), rng=random.Random(3))
     eps = [make_endpoint("a:1"), make_endpoint("b:1")]
     system = "Shared system prompt for the burst. " * 40
-    picks = [sched.schedule(ctx, make_request(system + f"q{i}"), eps).endpoint.address for i in range(12)]
+    picks = [sched.schedule(ctx, make_request(system + f"q{i}"), eps).endpoint.address for i in range(24)]
     first = picks[0]
-    assert picks[:4] == [first] * 4
-    assert len(set(picks)) == 2
+    assert picks[:10] == [first] * 10
+    assert picks[10] != first
+    assert abs(picks.count("a:1") - picks.count("b:1")) <= 10  # the queue bounds the imbalance
+
+
+@pytest.mark.parametrize(("gap", "same_before_spill"), [(None, 12), (2, 3), (5, 6)])
+def test_max_load_gap_cuts_affinity_past_the_gap(ctx, gap, same_before_spill):
+    settings = SchedulerSettings(prefix_block_chars=64, scorers=[
+        ScorerSettings(type="prefix", weight=2, parameters={"max_load_gap": gap}), ScorerSettings(type="load")])
+    sched = Scheduler(settings, rng=random.Random(3))
+    eps = [make_endpoint("a:1"), make_endpoint("b:1")]
+    system = "Shared system prompt for the burst. " * 40
+    picks = [sched.schedule(ctx, make_request(system + f"q{i}"), eps).endpoint.address for i in range(12)]
+    assert picks[:same_before_spill] == [picks[0]] * same_before_spill
+    if same_before_spill < 12:
+        assert picks[same_before_spill] != picks[0]

@@ -72,3 +72,35 @@ def test_cli_registers_commands():
     args = parser.parse_args(["gateway", "--endpoints", "127.0.0.1:8101,127.0.0.1:8102", "--port", "8181"])
     assert args.port == 8181 and args.func is not None
     assert parser.parse_args(["epp", "--config", "x.yaml"]).config == "x.yaml"
+
+
+def test_heal_restarts_the_dead_process_alone_with_backoff(tmp_path):
+    """The EPP dies: only it is restarted (same command), Envoy keeps its pid; a second death within
+    the backoff waits, then is restarted too. Real processes (sleep) stand in for Envoy and the EPP."""
+    import time
+
+    gw = Gateway(_settings(), endpoints=["127.0.0.1:1"], run_dir=tmp_path)
+    gw.run_dir.mkdir(parents=True, exist_ok=True)
+    started = []
+    try:
+        for name in ("epp", "envoy"):
+            gw._spawn(name, ["sleep", "60"])
+        gw.state = "running"
+        envoy_pid, epp = gw._procs["envoy"].pid, gw._procs["epp"]
+        assert gw.heal() == []
+        epp.kill()
+        epp.wait()
+        assert gw.heal() == ["epp"]
+        assert gw._procs["envoy"].pid == envoy_pid and gw._procs["epp"].pid != epp.pid
+        assert gw._procs["epp"].args == ["sleep", "60"]
+        gw._procs["epp"].kill()
+        gw._procs["epp"].wait()
+        assert gw.heal() == []  # within the 0.5 s backoff after the first restart
+        time.sleep(0.6)
+        assert gw.heal() == ["epp"]
+        started = list(gw._procs.values())
+        st = gw.status()
+        assert st["epp"]["restarts"] == 2 and st["envoy"]["restarts"] == 0 and st["state"] == "running"
+    finally:
+        gw.stop()
+    assert started and all(p.poll() is not None for p in started)

@@ -1,7 +1,8 @@
 import pytest
 
 from inferstack.gateway.plugins.filters import FreshMetricsFilter, HasCapacityFilter
-from inferstack.gateway.plugins.scorers import (KvCacheScorer, LoraAffinityScorer, QueueParams, QueueScorer,
+from inferstack.gateway.plugins.scorers import (KvCacheScorer, LoadParams, LoadScorer, LoraAffinityScorer,
+                                                NoHitLruParams, NoHitLruScorer, QueueParams, QueueScorer,
                                                 RunningScorer, min_max_inverse)
 from inferstack.gateway.scheduling import NoParams
 from inferstack.gateway.settings import SchedulerSettings
@@ -73,3 +74,50 @@ def test_has_capacity_filter(ctx):
     eps = [make_endpoint("a:1", waiting=6), make_endpoint("b:1", kv=0.9), make_endpoint("c:1", waiting=5, kv=0.8),
            make_endpoint("d:1", waiting=3, in_flight=3)]
     assert [e.address for e in HasCapacityFilter(NoParams()).filter(ctx, make_request(), eps)] == ["c:1"]
+
+
+@pytest.mark.parametrize(("specs", "expected"), [
+    ([dict(running=4), dict(waiting=2, running=2)], [0.75, 0.75]),  # outstanding = waiting + running
+    ([dict(running=2, in_flight=2), dict()], [0.75, 1.0]),  # untracked: sent since the scrape add up
+    ([dict(running=2, in_flight=6, tracked=True), dict()], [0.625, 1.0]),  # tracked: the newer, larger count
+    ([dict(running=5, in_flight=2, tracked=True), dict()], [0.6875, 1.0]),  # tracked: the scrape when larger
+    ([dict(running=40), dict()], [0.0, 1.0]),  # clamped at max_load
+    ([dict(age_s=1.0), dict()], [0.0, 1.0]),  # stale metrics: unknown, not idle
+    ([dict(age_s=1.0, running=9, in_flight=4, tracked=True), dict()], [0.75, 1.0]),  # stale: our own count
+])
+def test_load_scorer(ctx, specs, expected):
+    eps = [make_endpoint(f"e{i}:1", **s) for i, s in enumerate(specs)]
+    assert LoadScorer(LoadParams(), S).score(ctx, make_request(), eps) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("scorer", [QueueScorer(QueueParams(), S), KvCacheScorer(NoParams(), S),
+                                    RunningScorer(NoParams(), S)])
+def test_metric_scorers_score_stale_endpoints_zero(ctx, scorer):
+    eps = [make_endpoint("a:1", age_s=1.0), make_endpoint("b:1", running=1)]
+    assert scorer.score(ctx, make_request(), eps)[0] == 0.0
+
+
+def test_no_hit_lru_spreads_cold_requests_and_is_neutral_for_warm_ones(ctx):
+    lru = NoHitLruScorer(NoHitLruParams(min_match=0.5), S)
+    eps = [make_endpoint("a:1"), make_endpoint("b:1"), make_endpoint("c:1")]
+    cold = make_request()
+    cold.prefix_best_match = 0.0
+    assert lru.score(ctx, cold, eps) == [1.0, 1.0, 1.0]  # none got a cold request yet: a tie
+    lru.on_pick(cold, eps[0])
+    assert lru.score(ctx, cold, eps) == [0.0, 1.0, 1.0]
+    lru.on_pick(cold, eps[2])
+    assert lru.score(ctx, cold, eps) == [0.5, 1.0, 0.0]
+    warm = make_request()
+    warm.prefix_best_match = 0.8
+    assert lru.score(ctx, warm, eps) == [1.0, 1.0, 1.0]
+    lru.on_pick(warm, eps[1])  # a warm pick does not count as a cold one
+    assert lru.score(ctx, cold, eps) == [0.5, 1.0, 0.0]
+
+
+def test_no_hit_lru_needs_the_prefix_scorer_before_it():
+    from inferstack.errors import ConfigError
+    from inferstack.gateway.scheduling import Scheduler
+    from inferstack.gateway.settings import ScorerSettings
+
+    with pytest.raises(ConfigError, match="needs scorer 'prefix' listed before it"):
+        Scheduler(SchedulerSettings(scorers=[ScorerSettings(type="no-hit-lru"), ScorerSettings(type="prefix")]))

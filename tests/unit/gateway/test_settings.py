@@ -39,7 +39,7 @@ saturation: {queue_depth_threshold: 5, kv_cache_util_threshold: 0.8, metrics_sta
 def test_defaults():
     s = GatewaySettings()
     assert (s.port, s.listen_host, s.epp.grpc_port, s.epp.scheduler.picker) == (8080, "127.0.0.1", 9002, "max-score")
-    assert [x.type for x in EppSettings().scheduler.scorers] == ["queue", "kv-cache", "prefix"]
+    assert [x.type for x in EppSettings().scheduler.scorers] == ["prefix", "no-hit-lru", "queue", "kv-cache"]
 
 
 @pytest.mark.parametrize(("text", "message"), [

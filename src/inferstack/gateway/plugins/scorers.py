@@ -3,8 +3,19 @@
 - ``queue``    (consumes num_requests_waiting + EPP in-flight):  max(0, 1 - q / max_queue),
                ``max_queue`` a parameter (default 8). An absolute scale, not min-max: one extra
                in-flight request costs 1/max_queue, so it cannot outweigh a strong prefix match.
+- ``load``     (consumes num_requests_waiting + running, or the EPP's completion-tracked
+               in-flight count when larger): max(0, 1 - outstanding / max_load) (default 16).
+               On CPU (and any engine batching everything it is sent) requests run rather than
+               wait, so outstanding requests are the load signal, not the waiting queue. With
+               stale metrics but completion tracking, the EPP's own count alone.
 - ``running``  (consumes num_requests_running + EPP in-flight):  same min-max formula.
 - ``kv-cache`` (consumes kv_cache_usage_perc):                   1 - usage.
+- ``no-hit-lru`` (consumes the prefix scorer's best match): for a request no endpoint has cached
+               (best match < ``min_match``), 1.0 for the endpoint that least recently got such a
+               cold request down to 0.0 for the most recent, so new prefixes spread over the
+               replicas (llm-d's no-hit LRU); 1.0 everywhere for a warm request. Needs ``prefix``
+               listed before it.
+Stale metrics are unknown, not idle: a scorer reading scraped metrics scores such an endpoint 0.
 - ``lora``     (consumes lora_requests_info): 1.0 adapter running, 0.8 adapter waiting,
                0.5 a free adapter slot, 0.0 otherwise; 1.0 everywhere for a model no endpoint
                serves as an adapter and that has no LoRA slots (base-model requests).
@@ -13,6 +24,8 @@ YAML: ``scorers: [{type: queue, weight: 2, parameters: {max_queue: 8}}, {type: k
 
 from __future__ import annotations
 
+import bisect
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from inferstack.gateway.datastore import Endpoint
@@ -20,7 +33,8 @@ from inferstack.gateway.request import InferenceRequest
 from inferstack.gateway.scheduling import SchedContext, Scorer, register_scorer
 from inferstack.gateway.settings import SchedulerSettings
 
-__all__ = ["KvCacheScorer", "LoraAffinityScorer", "QueueParams", "QueueScorer", "RunningScorer", "min_max_inverse"]
+__all__ = ["KvCacheScorer", "LoadParams", "LoadScorer", "LoraAffinityScorer", "NoHitLruParams", "NoHitLruScorer",
+           "QueueParams", "QueueScorer", "RunningScorer", "min_max_inverse"]
 
 
 def min_max_inverse(values: list[float]) -> list[float]:
@@ -47,8 +61,77 @@ class QueueScorer(Scorer):
         self._max = params.max_queue
 
     def score(self, ctx: SchedContext, request: InferenceRequest, endpoints: list[Endpoint]) -> list[float]:
-        m = self._max
-        return [max(0.0, 1.0 - (e.metrics.waiting + e.in_flight) / m) for e in endpoints]
+        m, now, st = self._max, ctx.now, ctx.staleness_s
+        return [max(0.0, 1.0 - e.queue() / m) if e.fresh(st, now) else 0.0 for e in endpoints]
+
+
+class LoadParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    max_load: float = Field(default=16.0, gt=0, description="Outstanding requests that score 0.")
+
+
+@register_scorer
+class LoadScorer(Scorer):
+    name = "load"
+    Params = LoadParams
+    consumes = ("vllm:num_requests_waiting", "vllm:num_requests_running")
+
+    def __init__(self, params: LoadParams, scheduler_settings: SchedulerSettings) -> None:  # type: ignore[override]
+        super().__init__(params, scheduler_settings)
+        self._max = params.max_load
+
+    def score(self, ctx: SchedContext, request: InferenceRequest, endpoints: list[Endpoint]) -> list[float]:
+        m, now, st = self._max, ctx.now, ctx.staleness_s
+        out = []
+        for e in endpoints:
+            if e.fresh(st, now):
+                load = e.load()
+            elif e.tracked:  # our own completion-tracked count is never stale
+                load = float(e.in_flight)
+            else:
+                out.append(0.0)
+                continue
+            out.append(max(0.0, 1.0 - load / m))
+        return out
+
+
+class NoHitLruParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    min_match: float = Field(default=0.1, ge=0, le=1, description="Best prefix match below which a "
+                             "request counts as cold (cached nowhere).")
+
+
+@register_scorer
+class NoHitLruScorer(Scorer):
+    name = "no-hit-lru"
+    Params = NoHitLruParams
+    requires = ("prefix",)
+
+    def __init__(self, params: NoHitLruParams, scheduler_settings: SchedulerSettings) -> None:  # type: ignore[override]
+        super().__init__(params, scheduler_settings)
+        self._min = params.min_match
+        self._last_cold: dict[str, int] = {}  # address -> sequence number of its last cold pick
+        self._seq = 0
+
+    def _cold(self, request: InferenceRequest) -> bool:
+        return request.prefix_best_match is not None and request.prefix_best_match < self._min
+
+    def score(self, ctx: SchedContext, request: InferenceRequest, endpoints: list[Endpoint]) -> list[float]:
+        n = len(endpoints)
+        if n < 2 or not self._cold(request):
+            return [1.0] * n
+        last = [self._last_cold.get(e.address, -1) for e in endpoints]
+        ordered = sorted(last)
+        # 1 - the share of the other endpoints whose last cold request is older (ties score equal)
+        return [1.0 - bisect.bisect_left(ordered, v) / (n - 1) for v in last]
+
+    def on_pick(self, request: InferenceRequest, endpoint: Endpoint) -> None:
+        if self._cold(request):
+            self._seq += 1
+            self._last_cold[endpoint.address] = self._seq
+
+    def forget(self, address: str) -> None:
+        self._last_cold.pop(address, None)
 
 
 @register_scorer
@@ -57,7 +140,8 @@ class RunningScorer(Scorer):
     consumes = ("vllm:num_requests_running",)
 
     def score(self, ctx: SchedContext, request: InferenceRequest, endpoints: list[Endpoint]) -> list[float]:
-        return min_max_inverse([e.metrics.running + e.in_flight for e in endpoints])
+        scores = min_max_inverse([e.metrics.running + e.in_flight for e in endpoints])
+        return [s if e.fresh(ctx.staleness_s, ctx.now) else 0.0 for s, e in zip(scores, endpoints)]
 
 
 @register_scorer
@@ -66,7 +150,7 @@ class KvCacheScorer(Scorer):
     consumes = ("vllm:kv_cache_usage_perc",)
 
     def score(self, ctx: SchedContext, request: InferenceRequest, endpoints: list[Endpoint]) -> list[float]:
-        return [1.0 - e.metrics.kv_usage for e in endpoints]
+        return [1.0 - e.metrics.kv_usage if e.fresh(ctx.staleness_s, ctx.now) else 0.0 for e in endpoints]
 
 
 @register_scorer
