@@ -1,6 +1,7 @@
 # inferstack's endpoint picker (EPP) for Kubernetes: `inferstack render --epp inferstack
 # --epp-image REGISTRY/PATH:TAG` renders a Deployment that runs this image as
 # `inferstack epp --config /etc/inferstack/epp.yaml` (UID 65532, read-only root, /tmp writable).
+# `render --batch` runs the same image as the batch service (`inferstack batch serve ...`, port 8091).
 #
 # Build and push (see docs/kube.md, "Our endpoint picker image"):
 #   docker build -t REGION-docker.pkg.dev/PROJECT/REPOSITORY/inferstack:0.1.0 .

@@ -25,6 +25,8 @@ _COMPONENT_CLIS = (
     "inferstack.gateway.cli",  # epp, gateway
     "inferstack.bench.cli",  # bench, report
     "inferstack.kube.cli",  # recommend, render
+    "inferstack.autoscale.cli",  # autoscale simulate
+    "inferstack.batch.cli",  # batch submit|list|status|cancel|results
 )
 
 

@@ -7,6 +7,8 @@ Example (every key optional)::
     speculative: {method: ngram, num_speculative_tokens: 6, prompt_lookup_max: 5}
     engine: {max_model_len: 2048, kv_cache_gib: 1, base_port: 8101}
     gateway: {enabled: true, port: 8080}
+    autoscaling: {min_replicas: 1, max_replicas: 2, metric: waiting, target: 3}   # see docs/autoscale.md
+    batch: {enabled: true}            # OpenAI Files + Batch API on the gateway's base URL
 
 Unknown keys are errors, so a misspelt key never silently vanishes. Errors name the key, the bad
 value and what would be valid.
@@ -19,18 +21,27 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from inferstack.autoscale.policy import AutoscalingPolicy
+from inferstack.batch.settings import BatchSettings
 from inferstack.configfile import read_yaml_mapping, validate
 from inferstack.engine.settings import EngineSettings
 from inferstack.engine.speculative import SpeculativeSettings
 from inferstack.gateway.settings import GatewaySettings
 
-__all__ = ["StackConfig", "StackGatewaySettings", "load_config"]
+__all__ = ["StackBatchSettings", "StackConfig", "StackGatewaySettings", "load_config"]
 
 
 class StackGatewaySettings(GatewaySettings):
     """The gateway in front of the local replicas (Envoy on ``port``, default 8080)."""
 
     enabled: bool = Field(True, description="Serve through Envoy + the endpoint picker.")
+
+
+class StackBatchSettings(BatchSettings):
+    """The batch service (OpenAI Files + Batch API) behind the gateway; needs the gateway."""
+
+    enabled: bool = Field(True, description="Serve /v1/files and /v1/batches on the gateway's base URL "
+                          "(ignored with the gateway disabled); lines run at the lowest priority.")
 
 
 class StackConfig(BaseModel):
@@ -46,6 +57,13 @@ class StackConfig(BaseModel):
         default_factory=SpeculativeSettings, description="Speculative decoding (default: ngram)."
     )
     gateway: StackGatewaySettings = Field(default_factory=StackGatewaySettings)
+    autoscaling: AutoscalingPolicy | None = Field(
+        None,
+        description="Autoscaling policy (inferstack.autoscale): the same section renders the HPA for "
+        "GKE and drives `autoscale simulate`; `up` does not scale the local stack yet (it runs "
+        "`replicas` and says so).",
+    )
+    batch: StackBatchSettings = Field(default_factory=StackBatchSettings)
 
 
 def load_config(path: Path | None = None, overrides: dict[str, Any] | None = None) -> StackConfig:

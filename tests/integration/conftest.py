@@ -54,6 +54,9 @@ def stack(engine_python: Path, tmp_path_factory: pytest.TempPathFactory) -> Iter
         "engine": {"base_port": free_port_block(2), "dtype": "float32"},
         "gateway": {"port": listener, "admin_port": admin,
                     "epp": {"grpc_port": grpc_port, "metrics_port": metrics}},
+        # the batch service (on by default; its port is chosen free); a small upload limit so the
+        # oversize-file test sends 1 MB, not 100
+        "batch": {"enabled": True, "max_file_bytes": 1_000_000},
     }))
     run_cli("up", "--detach", "--config", str(config), env=env, timeout=900)
     try:

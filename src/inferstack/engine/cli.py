@@ -20,6 +20,7 @@ from typing import Any
 
 import yaml
 
+from inferstack.batch.settings import BatchSettings
 from inferstack.config import StackConfig, load_config
 from inferstack.engine.metrics import fetch_figures
 from inferstack.engine.speculative import SPEC_METHODS
@@ -55,6 +56,8 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         values[("engine", "enforce_eager")] = False
     if args.no_gateway:
         values[("gateway", "enabled")] = False
+    if getattr(args, "no_batch", False):
+        values[("batch", "enabled")] = False
     out: dict[str, Any] = {}
     for path, value in values.items():
         if value is None:
@@ -66,8 +69,28 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
-def _gateway_factory(config: StackConfig):  # type: ignore[no-untyped-def]
-    """Envoy + EPP in front of the replicas, learning them from the supervisor's endpoints file."""
+def _batch_settings(config: StackConfig, state: StateFile) -> BatchSettings | None:
+    """The batch service's resolved settings, or None (disabled, or no gateway to route to it)."""
+    if not (config.batch.enabled and config.gateway.enabled):
+        return None
+    from inferstack.batch.stack import resolve_batch
+
+    host = config.gateway.listen_host
+    host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+    return resolve_batch(config.batch, f"http://{host}:{config.gateway.port}", state.run_dir)
+
+
+def _batch_factory(batch: BatchSettings | None):  # type: ignore[no-untyped-def]
+    if batch is None:
+        return None
+    from inferstack.batch.runtime import BatchService
+
+    return lambda run_dir: BatchService(batch, run_dir=run_dir)
+
+
+def _gateway_factory(config: StackConfig, batch: BatchSettings | None = None):  # type: ignore[no-untyped-def]
+    """Envoy + EPP in front of the replicas, learning them from the supervisor's endpoints file;
+    with ``batch``, Envoy also routes /v1/files and /v1/batches to the batch service."""
     if not config.gateway.enabled:
         return None
     # Imported here: a stack without a gateway never loads grpc.
@@ -75,11 +98,19 @@ def _gateway_factory(config: StackConfig):  # type: ignore[no-untyped-def]
     from inferstack.gateway.settings import GatewaySettings
 
     settings = GatewaySettings.model_validate(config.gateway.model_dump(exclude={"enabled"}))
+    if batch is not None:
+        from inferstack.batch.stack import gateway_with_batch
+
+        settings = gateway_with_batch(settings, batch)
     return lambda endpoints_file, run_dir: Gateway(settings, endpoints_file=endpoints_file, run_dir=run_dir)
 
 
 def _up(args: argparse.Namespace) -> int:
     config = load_config(args.config, _overrides(args))
+    if config.autoscaling is not None:
+        print(f"[up] note: the autoscaling: section shapes `inferstack render`'s HPA and `inferstack autoscale "
+              f"simulate`; the local stack does not scale itself yet and runs {config.replicas} replica(s)",
+              flush=True)
     state = StateFile()
     running = state.live()
     if running:
@@ -94,8 +125,10 @@ def _up(args: argparse.Namespace) -> int:
 
 def _up_foreground(config: StackConfig, state: StateFile, config_path: Path | None) -> int:
     engine_python = env_python(engine_env_for(config.engine.engine))
+    batch = _batch_settings(config, state)
     supervisor = Supervisor(config, engine_python, state, config_path=config_path,
-                            front_end_factory=_gateway_factory(config))
+                            front_end_factory=_gateway_factory(config, batch),
+                            batch_factory=_batch_factory(batch))
     stop_event = threading.Event()
 
     def _on_signal(signum: int, _frame: object) -> None:
@@ -112,7 +145,8 @@ def _up_foreground(config: StackConfig, state: StateFile, config_path: Path | No
         state.write(supervisor.snapshot())  # keeps the error for a detached parent
         raise
     print(f"OpenAI API ready at {supervisor.base_url}  (model: {supervisor.model.served_name}, "
-          f"speculative: {config.speculative.method}); Ctrl-C to stop", flush=True)
+          f"speculative: {config.speculative.method}{', batch API on' if batch else ''}); Ctrl-C to stop",
+          flush=True)
     try:
         supervisor.run(stop_event)
     finally:
@@ -142,7 +176,8 @@ def _up_detached(config: StackConfig, state: StateFile) -> int:
         data = state.read() or {}
         if data.get("state") == "ready" and data.get("supervisor_pid") == child.pid:
             print(f"OpenAI API ready at {data['base_url']}  (model: {data['model']}, "
-                  f"speculative: {data['speculative']}); stop with `inferstack down`", flush=True)
+                  f"speculative: {data['speculative']}{', batch API on' if data.get('batch') else ''}); "
+                  "stop with `inferstack down`", flush=True)
             return 0
         code = child.poll()
         if code is not None:
@@ -197,7 +232,11 @@ def _status(args: argparse.Namespace) -> int:
             proc = gateway.get(name) or {}
             ports = ", ".join(f"{k} {v}" for k, v in proc.items() if k.endswith("port"))
             print(f"gateway {name:5} {proc.get('state', '-'):9} pid {proc.get('pid') or '-'}  {ports}  "
-                  f"log {proc.get('log', '-')}")
+                  f"restarts {proc.get('restarts', 0)}  log {proc.get('log', '-')}")
+    batch = data.get("batch")
+    if batch:
+        print(f"batch         {batch.get('state', '-'):9} pid {batch.get('pid') or '-'}  port {batch.get('port')}  "
+              f"state {batch.get('state_dir')}  log {batch.get('log', '-')}")
     return 0
 
 
@@ -229,6 +268,7 @@ def _down(args: argparse.Namespace) -> int:
     gateway = data.get("gateway") or {}
     pids = [r.get("pid") for r in data.get("replicas", [])]
     pids += [(gateway.get(name) or {}).get("pid") for name in ("envoy", "epp")]
+    pids.append((data.get("batch") or {}).get("pid"))
     leftovers = [pid for pid in pids if pid and group_alive(pid)]
     for pid in leftovers:
         stop_process_group(pid, 10)
@@ -251,6 +291,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     up.add_argument("--compiled", action="store_true", help="torch.compile (slower start) instead of eager")
     up.add_argument("--gateway-port", type=int, help="Envoy listener port (default 8080)")
     up.add_argument("--no-gateway", action="store_true", help="serve from the replicas directly")
+    up.add_argument("--no-batch", action="store_true", help="no batch service (/v1/files, /v1/batches)")
     up.add_argument("--detach", action="store_true", help="run in the background; stop with `down`")
     up.set_defaults(func=_up)
 

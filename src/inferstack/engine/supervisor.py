@@ -70,6 +70,7 @@ class Supervisor:
         *,
         config_path: Path | None = None,
         front_end_factory: Callable[[Path, Path], FrontEnd] | None = None,
+        batch_factory: Callable[[Path], FrontEnd] | None = None,
     ) -> None:
         self.config = config
         self.engine_python = engine_python
@@ -79,6 +80,10 @@ class Supervisor:
         self.replicas: list[Replica] = []
         self.front_end: FrontEnd | None = None
         self._front_end_factory = front_end_factory
+        # The batch service (OpenAI Files + Batch API): started after the gateway it sends lines
+        # through, healed like it, stopped first (no new lines while replicas drain).
+        self.batch: FrontEnd | None = None
+        self._batch_factory = batch_factory
         self._lock = threading.Lock()
         self._phase = "starting"
         self._error: str | None = None
@@ -131,6 +136,9 @@ class Supervisor:
             # Built (and its ports checked) before any replica starts: a busy 8080 fails at once.
             self.front_end = self._front_end_factory(self.endpoints_path, self.run_dir / "gateway")
             self.front_end.check_ports()
+        if self._batch_factory is not None:
+            self.batch = self._batch_factory(self.run_dir / "batch-service")
+            self.batch.check_ports()
         for spec in specs:
             spec.log_path.parent.mkdir(parents=True, exist_ok=True)
             spec.log_path.write_bytes(b"")  # one log per `up`; restarts append to it
@@ -166,6 +174,9 @@ class Supervisor:
             if self.front_end is not None:
                 progress("[up] replicas ready; starting the gateway (Envoy + endpoint picker)")
                 self.front_end.start()
+            if self.batch is not None:
+                progress("[up] starting the batch service (/v1/files, /v1/batches)")
+                self.batch.start()
         except BaseException as exc:
             self._error = str(exc)
             self._phase = "failed"
@@ -199,6 +210,8 @@ class Supervisor:
         self._publish()
         engine = self.config.engine
         drain_s = engine.drain_timeout_s if drain else 0.0
+        if self.batch is not None:
+            self.batch.stop()  # its unfinished lines stay pending in its database for the next `up`
         # Drain first, while the gateway still carries the answers of in-flight requests.
         if drain_s > 0:
             with ThreadPoolExecutor(max_workers=max(1, len(self.replicas))) as pool:
@@ -216,6 +229,8 @@ class Supervisor:
         """Envoy and the EPP are supervised too: the one that died is restarted alone (Envoy keeps
         serving routed streams while the EPP comes back), with backoff."""
         if self.front_end is not None and self.front_end.heal():
+            self._publish()
+        if self.batch is not None and self.batch.heal():
             self._publish()
 
     def _check_starting(self, replica: Replica, initial: bool) -> None:
@@ -316,6 +331,7 @@ class Supervisor:
                 for r in self.replicas
             ],
             "gateway": self.front_end.status() if self.front_end is not None else None,
+            "batch": self.batch.status() if self.batch is not None else None,
         }
 
     def _publish(self) -> None:

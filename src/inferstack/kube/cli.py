@@ -6,7 +6,9 @@ recommend: the sizing arithmetic for a catalog model on an accelerator, ending w
 render: the Kubernetes/GKE manifests as a kustomize directory (or one file with --single-file);
 ``--check`` validates every object offline and fails with object, field and reason. The contract:
 ``inferstack render ... --bucket B --project P --namespace N [--epp upstream|inferstack]``; a
-render without a bucket exits 2 and says what to pass.
+render without a bucket exits 2 and says what to pass. Autoscaling: ``--autoscale-metric
+waiting|running|kv|epp-queue --autoscale-target X [--autoscale-min A --autoscale-max B]
+[--autoscaler hpa|keda]`` shape the same ``autoscaling:`` policy the config file holds.
 """
 
 from __future__ import annotations
@@ -16,8 +18,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from inferstack.autoscale.policy import METRICS
+from inferstack.errors import ConfigError
 from inferstack.kube.render import render, write
-from inferstack.kube.settings import GATEWAY_CLASSES, load_settings
+from inferstack.kube.settings import GATEWAY_CLASSES, RenderSettings, load_settings
 from inferstack.kube.validate import KUBERNETES_VERSION, validate_objects
 from inferstack.models.catalog import ACCELERATORS, MODELS, get_accelerator, get_model
 from inferstack.models.sizing import recommend
@@ -75,9 +79,19 @@ def _cmd_render(args: argparse.Namespace) -> int:
         overrides["compute_class_names"] = "reference"
     if args.no_gateway:
         overrides["gateway.enabled"] = False
+    if args.batch:
+        overrides["batch.enabled"] = True
     if args.no_autoscale:
-        overrides["autoscale.enabled"] = False
+        overrides["autoscaling.enabled"] = False
+    for attr, key in (("autoscale_min", "min_replicas"), ("autoscale_max", "max_replicas"),
+                      ("autoscaler", "autoscaler")):
+        if getattr(args, attr) is not None:
+            overrides[f"autoscaling.{key}"] = getattr(args, attr)
     settings = load_settings(args.config, overrides)
+    if args.autoscale_metric is not None or args.autoscale_target is not None:
+        overrides["autoscaling.metrics"] = [_one_metric(args, settings)]
+        settings = load_settings(args.config, overrides,
+                                 remove=("autoscaling.metric", "autoscaling.target", "autoscaling.metrics"))
     rendered = render(settings)
     objects = rendered.objects()
     if args.check:
@@ -99,6 +113,24 @@ def _cmd_render(args: argparse.Namespace) -> int:
         print(f"validated {len(objects)} objects offline (Kubernetes {KUBERNETES_VERSION} schemas + "
               f"shipped CRD schemas): OK")
     return 0
+
+
+def _one_metric(args: argparse.Namespace, settings: RenderSettings) -> dict[str, Any]:
+    """--autoscale-metric/--autoscale-target replace the policy's metrics with one; a target alone
+    applies to the configured metric (when there is one), a metric alone takes its default target."""
+    metric = args.autoscale_metric
+    if metric is None:
+        current = settings.autoscaling.metrics
+        if len(current) != 1:
+            raise ConfigError(
+                f"--autoscale-target has value {args.autoscale_target:g} but the config lists "
+                f"{len(current)} autoscaling metrics: pass --autoscale-metric too"
+            )
+        metric = current[0].metric
+    entry: dict[str, Any] = {"metric": metric}
+    if args.autoscale_target is not None:
+        entry["target"] = args.autoscale_target
+    return entry
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -125,7 +157,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     ren.add_argument("--accelerator", help=_acc_help())
     ren.add_argument("--spec", choices=_SPECS, help="speculative decoding method (default none)")
     ren.add_argument("--no-gateway", action="store_true", help="no InferencePool/EPP/Gateway/HTTPRoute")
-    ren.add_argument("--no-autoscale", action="store_true", help="no HorizontalPodAutoscaler")
+    ren.add_argument("--batch", action="store_true", help="add the batch service (OpenAI Files + Batch API): "
+                     "Deployment, Service, PVC, HTTPRoute for /v1/files and /v1/batches (needs --epp-image)")
+    ren.add_argument("--no-autoscale", action="store_true", help="no HorizontalPodAutoscaler (or ScaledObject)")
+    ren.add_argument("--autoscale-metric", choices=tuple(METRICS),
+                     help="the autoscaling metric: waiting (vllm:num_requests_waiting), running "
+                     "(vllm:num_requests_running), kv (vllm:kv_cache_usage_perc), epp-queue (the picker's "
+                     "pool-average queue); replaces the config's metrics")
+    ren.add_argument("--autoscale-target", type=float,
+                     help="target per replica (default: waiting 5, kv 0.8, epp-queue 5; running needs one)")
+    ren.add_argument("--autoscale-min", type=int, help="fewest replicas (autoscaling.min_replicas, default 1)")
+    ren.add_argument("--autoscale-max", type=int, help="most replicas (autoscaling.max_replicas, default 4)")
+    ren.add_argument("--autoscaler", choices=("hpa", "keda"),
+                     help="render a HorizontalPodAutoscaler (default) or a KEDA ScaledObject")
     ren.add_argument("--nodes", type=int, help="nodes per replica; > 1 renders a LeaderWorkerSet")
     ren.add_argument("--gpus", type=int, help="accelerators per node (default: recommended)")
     ren.add_argument("--bucket", help="GCS bucket of the model weights (required here or as model_bucket)")

@@ -24,6 +24,7 @@ import yaml
 
 from inferstack.errors import ConfigError
 from inferstack.gateway.settings import SaturationSettings, SchedulerSettings
+from inferstack.kube.batch import batch_objective_name
 from inferstack.kube.serving import CONTAINER_SECURITY, POD_SECURITY, pod_monitoring
 from inferstack.kube.stack import EPP_GRPC_HEALTH_PORT, EPP_GRPC_PORT, EPP_METRICS_PORT, VLLM_PORT, Stack
 from inferstack.kube.upstream_epp import check_picker_config, upstream_picker_config
@@ -64,7 +65,9 @@ def epp_config(stack: Stack) -> dict[str, Any]:
                         for s in scheduler.scorers],
             "picker": scheduler.picker,
         },
-        "objectives": [{"model": stack.served_name, "priority": stack.settings.gateway.priority}],
+        "objectives": [{"model": stack.served_name, "priority": stack.settings.gateway.priority},
+                       *([{"name": batch_objective_name(stack), "priority": stack.settings.batch.priority}]
+                         if stack.settings.batch.enabled else [])],
     }
 
 

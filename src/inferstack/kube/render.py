@@ -8,10 +8,13 @@ Layout of the output directory::
                           large-disk download nodes        (compute_class, our own class names)
     model-download.yaml   [SecretProviderClass] + Job(s): model [+ draft head] HF -> GCS
     serving.yaml          ServiceAccount, Deployment | LeaderWorkerSet, Service, PodMonitoring
-    autoscaling.yaml      HorizontalPodAutoscaler                    (autoscale)
+    autoscaling.yaml      HorizontalPodAutoscaler, or a KEDA ScaledObject (autoscaling.enabled,
+                          autoscaling.autoscaler)
     gateway.yaml          InferencePool, InferenceObjective, HealthCheckPolicy, GCPBackendPolicy,
                           EPP (SA, Role, RoleBinding, ConfigMap, Deployment, Service,
                           PodMonitoring), Gateway, HTTPRoute         (gateway)
+    batch.yaml            batch service: InferenceObjective, SA/Role/RoleBinding, ConfigMap, PVC,
+                          Deployment, Service, HTTPRoute /v1/files + /v1/batches  (batch, --batch)
     benchmark/            kustomization.yaml + benchmark.yaml: inference-perf ConfigMap + Job
     README.md             the sizing arithmetic and the order to apply things in
 
@@ -29,7 +32,7 @@ from typing import Any
 import yaml
 
 from inferstack.errors import ConfigError
-from inferstack.kube import gateway, jobs, serving
+from inferstack.kube import autoscaling, batch, gateway, jobs, serving
 from inferstack.kube.settings import RenderSettings
 from inferstack.kube.stack import Stack, resolve_stack
 
@@ -51,7 +54,7 @@ class Rendered:
 
 _STACK_FILES = (
     "namespace.yaml", "compute-class.yaml", "model-download.yaml", "serving.yaml", "autoscaling.yaml",
-    "gateway.yaml",
+    "gateway.yaml", "batch.yaml",
 )
 
 
@@ -93,10 +96,12 @@ def render(settings: RenderSettings) -> Rendered:
         serving.vllm_service(stack),
         serving.pod_monitoring(stack, stack.name, stack.name),
     ]
-    if settings.autoscale.enabled:
-        out.files["autoscaling.yaml"] = [serving.hpa(stack)]
+    if settings.autoscaling.enabled:
+        out.files["autoscaling.yaml"] = autoscaling.autoscaling_objects(stack)
     if settings.gateway.enabled:
         out.files["gateway.yaml"] = gateway.gateway_objects(stack)
+    if settings.batch.enabled:
+        out.files["batch.yaml"] = batch.batch_objects(stack)
     out.benchmark = jobs.benchmark_objects(stack)
     return out
 
@@ -165,6 +170,11 @@ def _readme(rendered: Rendered, single_file: bool) -> str:
         owner = "" if stack.renders_compute_classes else ", the reference architecture's, not rendered here"
         lines.append(f"- compute classes: `{stack.compute_class_name}` (vLLM), `{stack.download_compute_class}`"
                      f" (downloads){owner}")
+    auto = settings.autoscaling
+    if auto.enabled and auto.autoscaler == "keda":
+        auth = (f"; the triggers authenticate with the TriggerAuthentication `{auto.keda_authentication}`"
+                " (GCP workload identity, see inferstack's docs/autoscale.md)" if auto.keda_authentication else "")
+        lines.append(f"- autoscaling: a KEDA ScaledObject (install KEDA first){auth}")
     if gw.enabled:
         epp = settings.images.epp_upstream if gw.epp == "upstream" else settings.images.epp
         lines.append(f"- Gateway `{gw.gateway_name}` (class `{gw.gateway_class}`) -> InferencePool"

@@ -1,5 +1,5 @@
 """The serving manifests: Namespace, ComputeClasses, ServiceAccount, vLLM (Deployment, or a
-LeaderWorkerSet across nodes), its Service, PodMonitoring and HorizontalPodAutoscaler.
+LeaderWorkerSet across nodes), its Service and PodMonitoring (autoscaling: ``kube.autoscaling``).
 
 Invariants: the vLLM container gets the speculative config as arguments (never a sidecar);
 model weights come read-only from the user's bucket through a GCS FUSE volume, and the pod waits
@@ -24,7 +24,6 @@ __all__ = [
     "download_compute_class",
     "folder_complete_check",
     "gcs_volume",
-    "hpa",
     "namespace",
     "node_selector",
     "pod_monitoring",
@@ -389,7 +388,7 @@ def vllm_workload(stack: Stack) -> dict[str, Any]:
             "kind": "Deployment",
             "metadata": stack.meta(stack.name, "vllm"),
             "spec": {
-                "replicas": stack.settings.autoscale.min_replicas,
+                "replicas": stack.initial_replicas,
                 "selector": {"matchLabels": {"app": stack.name}},
                 # No surge: a second copy would need a second set of accelerators.
                 "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}},
@@ -416,7 +415,7 @@ def vllm_workload(stack: Stack) -> dict[str, Any]:
         "kind": "LeaderWorkerSet",
         "metadata": stack.meta(stack.name, "vllm"),
         "spec": {
-            "replicas": stack.settings.autoscale.min_replicas,
+            "replicas": stack.initial_replicas,
             "startupPolicy": "LeaderCreated",
             "rolloutStrategy": {
                 "type": "RollingUpdate",
@@ -456,55 +455,3 @@ def pod_monitoring(stack: Stack, name: str, app: str, port: str = "metrics") -> 
             "targetLabels": {"metadata": ["pod", "container", "node"]},
         },
     }
-
-
-_HPA_METRICS = {
-    "num_requests_waiting": ("prometheus.googleapis.com|vllm:num_requests_waiting|gauge", 10.0),
-    "kv_cache_usage": ("prometheus.googleapis.com|vllm:kv_cache_usage_perc|gauge", 0.8),
-}
-
-
-def _quantity(value: float) -> str:
-    if float(value).is_integer():
-        return str(int(value))
-    return f"{round(value * 1000)}m"
-
-
-def hpa(stack: Stack) -> dict[str, Any]:
-    """HPA on a per-pod vLLM gauge from Google Managed Prometheus (custom metrics adapter)."""
-    auto = stack.settings.autoscale
-    metric, default_target = _HPA_METRICS[auto.metric]
-    target = auto.target if auto.target is not None else default_target
-    kind = "LeaderWorkerSet" if stack.multi_node else "Deployment"
-    api = "leaderworkerset.x-k8s.io/v1" if stack.multi_node else "apps/v1"
-    return {
-        "apiVersion": "autoscaling/v2",
-        "kind": "HorizontalPodAutoscaler",
-        "metadata": stack.meta(stack.name, "autoscaler"),
-        "spec": {
-            "scaleTargetRef": {"apiVersion": api, "kind": kind, "name": stack.name},
-            "minReplicas": auto.min_replicas,
-            "maxReplicas": auto.max_replicas,
-            "metrics": [{
-                "type": "Pods",
-                "pods": {
-                    "metric": {"name": metric},
-                    "target": {"type": "AverageValue", "averageValue": _quantity(target)},
-                },
-            }],
-            "behavior": {
-                "scaleUp": {
-                    "stabilizationWindowSeconds": auto.scale_up_stabilization_s,
-                    "selectPolicy": "Max",
-                    "policies": [{"type": "Pods", "value": auto.scale_up_pods_per_minute, "periodSeconds": 60}],
-                },
-                "scaleDown": {
-                    "stabilizationWindowSeconds": auto.scale_down_stabilization_s,
-                    "selectPolicy": "Min",
-                    "policies": [{"type": "Pods", "value": auto.scale_down_pods_per_period,
-                                  "periodSeconds": auto.scale_down_period_s}],
-                },
-            },
-        },
-    }
-

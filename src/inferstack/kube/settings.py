@@ -8,15 +8,17 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from inferstack.autoscale.policy import AutoscalingPolicy
 from inferstack.configfile import read_yaml_mapping, validate
 from inferstack.errors import ConfigError
 
 __all__ = [
     "AutoscaleSettings",
+    "BatchRenderSettings",
     "BenchSettings",
     "ColdStartSettings",
     "GATEWAY_CLASSES",
@@ -111,24 +113,29 @@ class GatewaySettings(_Strict):
     priority: int = Field(0, description="InferenceObjective priority of this model (< 0 is sheddable).")
 
 
-class AutoscaleSettings(_Strict):
-    """HorizontalPodAutoscaler on a vLLM metric exported through Google Managed Prometheus."""
+class AutoscaleSettings(AutoscalingPolicy):
+    """The ``autoscaling:`` policy (``inferstack.autoscale``: min/max, metrics, behavior) plus how
+    to render it: a HorizontalPodAutoscaler on Google Managed Prometheus metrics, or a KEDA
+    ScaledObject. The same section runs locally (``autoscaling:`` in the stack config) and in the
+    simulator. The key was ``autoscale:`` before; that name still loads.
+    """
 
-    enabled: bool = Field(True, description="Render the HPA (CLI: --no-autoscale).")
-    min_replicas: int = Field(1, ge=1, description="Fewest vLLM replicas.")
-    max_replicas: int = Field(4, ge=1, description="Most vLLM replicas.")
-    metric: Literal["num_requests_waiting", "kv_cache_usage"] = Field(
-        "num_requests_waiting",
-        description="vllm:num_requests_waiting (queue depth) or vllm:kv_cache_usage_perc (0..1).",
+    enabled: bool = Field(True, description="Render autoscaling (CLI: --no-autoscale).")
+    autoscaler: Literal["hpa", "keda"] = Field(
+        "hpa",
+        description="'hpa': a HorizontalPodAutoscaler reading metrics through the custom metrics "
+        "Stackdriver adapter; 'keda': a KEDA ScaledObject with prometheus triggers (CLI --autoscaler).",
     )
-    target: float | None = Field(
-        None, gt=0, description="Per-pod average target; default 10 waiting requests or 0.8 usage."
+    prometheus_address: str | None = Field(
+        None,
+        description="KEDA: the Prometheus query API; default Google Managed Prometheus' "
+        "https://monitoring.googleapis.com/v1/projects/<project>/location/global/prometheus.",
     )
-    scale_up_stabilization_s: int = Field(0, ge=0, description="Scale-up stabilization window.")
-    scale_down_stabilization_s: int = Field(300, ge=0, description="Scale-down stabilization window.")
-    scale_up_pods_per_minute: int = Field(1, ge=1, description="Scale-up policy: pods added per 60 s.")
-    scale_down_pods_per_period: int = Field(1, ge=1, description="Scale-down policy: pods removed per period.")
-    scale_down_period_s: int = Field(120, ge=1, description="Scale-down policy period.")
+    keda_authentication: str | None = Field(
+        "gmp-workload-identity",
+        description="KEDA: the TriggerAuthentication the triggers use (GCP workload identity for Managed "
+        "Prometheus, see docs/autoscale.md); null for a Prometheus that needs none.",
+    )
 
 
 class BenchSettings(_Strict):
@@ -181,6 +188,24 @@ class ColdStartSettings(_Strict):
     streamer_memory_limit_gib: int = Field(
         8, ge=1, description="Run:ai streamer CPU buffer (added to the pod's memory request)."
     )
+
+
+class BatchRenderSettings(_Strict):
+    """The batch service (OpenAI Files + Batch API) next to the stack (CLI: --batch)."""
+
+    enabled: bool = Field(False, description="Render the batch service: Deployment, Service, PVC, "
+                          "HTTPRoute for /v1/files and /v1/batches, InferenceObjective (CLI: --batch).")
+    image: str | None = Field(None, description="Image with the inferstack package (default: images.epp, "
+                              "the same image serves the EPP and the batch service).")
+    storage_gib: int = Field(10, ge=1, description="Size of the PersistentVolumeClaim holding the SQLite "
+                             "database and the input/output files.")
+    storage_class: str | None = Field(None, description="StorageClass of that claim (default: the "
+                                      "cluster's default, standard-rwo on GKE).")
+    gateway_url: str | None = Field(None, description="Where the service sends lines (default: the "
+                                    "Gateway's address, read from its status at start).")
+    priority: int = Field(-1, lt=0, description="Priority of the batch InferenceObjective (< 0: shed first).")
+    max_concurrency: int = Field(16, ge=1, description="Most lines in flight (adaptive below it).")
+    max_file_gib: float = Field(0.1, gt=0, description="Largest upload accepted.")
 
 
 class RenderSettings(_Strict):
@@ -249,8 +274,17 @@ class RenderSettings(_Strict):
     cold_start: ColdStartSettings = Field(default_factory=ColdStartSettings)
     images: ImageSettings = Field(default_factory=ImageSettings)
     gateway: GatewaySettings = Field(default_factory=GatewaySettings)
-    autoscale: AutoscaleSettings = Field(default_factory=AutoscaleSettings)
+    autoscaling: AutoscaleSettings = Field(
+        default_factory=AutoscaleSettings,
+        description="Autoscaling policy and how to render it (old key: 'autoscale').",
+    )
     bench: BenchSettings = Field(default_factory=BenchSettings)
+    batch: BatchRenderSettings = Field(default_factory=BatchRenderSettings)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _old_autoscale_key(cls, data: Any) -> Any:
+        return rename_autoscale_key(data)
 
     @field_validator("model_bucket")
     @classmethod
@@ -273,12 +307,33 @@ class RenderSettings(_Strict):
         return value
 
 
-def load_settings(path: Path | None, overrides: dict[str, object]) -> RenderSettings:
+def rename_autoscale_key(data: Any) -> Any:
+    """The render config's old key ``autoscale:`` is ``autoscaling:`` now; both at once is an error."""
+    if isinstance(data, dict) and "autoscale" in data:
+        if "autoscaling" in data:
+            raise ConfigError("render config has both 'autoscale' (the old name) and 'autoscaling': keep "
+                              "'autoscaling'")
+        data = {("autoscaling" if k == "autoscale" else k): v for k, v in data.items()}
+    return data
+
+
+def load_settings(path: Path | None, overrides: dict[str, object],
+                  remove: tuple[str, ...] = ()) -> RenderSettings:
     """Settings from a YAML file (optional) with CLI overrides applied on top.
 
-    ``overrides`` uses dotted keys for nested fields (``gateway.enabled``).
+    ``overrides`` uses dotted keys for nested fields (``gateway.enabled``); ``remove`` lists dotted
+    keys of the file that the overrides replace as a whole (``autoscaling.metrics`` replaces the
+    shorthand ``autoscaling.metric``/``target`` too).
     """
     data: dict[str, object] = read_yaml_mapping(path, "render config") if path is not None else {}
+    data = rename_autoscale_key(data)
+    for dotted in remove:
+        *parents, leaf = dotted.split(".")
+        section: object = data
+        for key in parents:
+            section = section.get(key) if isinstance(section, dict) else None
+        if isinstance(section, dict):
+            section.pop(leaf, None)
     for dotted, value in overrides.items():
         node: dict[str, object] = data
         *parents, leaf = dotted.split(".")

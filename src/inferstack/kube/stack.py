@@ -109,6 +109,12 @@ class Stack:
         return self.settings.compute_class and self.settings.compute_class_names == "inferstack"
 
     @property
+    def initial_replicas(self) -> int:
+        """Replicas the workload is created with: the autoscaling minimum, at least one (an
+        autoscaler that may scale to zero still starts from a serving replica)."""
+        return max(1, self.settings.autoscaling.min_replicas)
+
+    @property
     def gcs_model_uri(self) -> str:
         return f"gs://{self.bucket}/{self.model.gcs_path}"
 
@@ -206,11 +212,6 @@ def resolve_stack(settings: RenderSettings, policy: SizingPolicy | None = None) 
         raise ConfigError(
             f"--nodes has value {settings.nodes}; multi-host TPU slices are not rendered here "
             f"(single-host slices up to {acc.max_per_node} chips are): use --nodes 1"
-        )
-    if settings.autoscale.min_replicas > settings.autoscale.max_replicas:
-        raise ConfigError(
-            f"autoscale.min_replicas ({settings.autoscale.min_replicas}) cannot exceed "
-            f"autoscale.max_replicas ({settings.autoscale.max_replicas})"
         )
     plan = recommend(
         model,

@@ -78,7 +78,8 @@ def test_render_needs_a_model(capsys, tmp_path: Path) -> None:  # type: ignore[n
 def test_settings_file_unknown_keys_are_errors(tmp_path: Path) -> None:
     config = tmp_path / "typo.yaml"
     config.write_text("model: qwen3-32b\naccelerator: h100\nautoscale:\n  max_replica: 3\n")
-    with pytest.raises(ConfigError, match="unknown key 'autoscale.max_replica'"):
+    # 'autoscale' is the old name of 'autoscaling': it loads, and errors use the new name.
+    with pytest.raises(ConfigError, match="unknown key 'autoscaling.max_replica'"):
         load_settings(config, {})
 
 

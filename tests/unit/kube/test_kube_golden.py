@@ -1,6 +1,7 @@
 """Golden files: the exact rendered directory for a representative set of deployments.
 
-Covers each accelerator, each speculative method, gateway on/off, autoscaling on/off, multi-node,
+Covers each accelerator, each speculative method, gateway on/off, autoscaling on/off (HPA and a
+KEDA ScaledObject with several metrics and a behavior), multi-node,
 both endpoint pickers, each cold-start mode, both token sources, both compute-class namings, and
 the three stacks the issue compares with the reference architecture (h100 + Llama 3.3 70B + EAGLE,
 h100 + Gemma 3 27B + ngram, l4 + Qwen3 32B), each with a user bucket, project and namespace.
@@ -39,12 +40,22 @@ CASES: dict[str, dict[str, Any]] = {
     "h200-qwen3-32b-eagle3-our-epp-runai": {
         "model": "qwen3-32b", "accelerator": "h200", "spec": "eagle3", "cold_start": {"mode": "runai-streamer"},
         "gateway": {"epp": "inferstack"}, "images": {"epp": "us-docker.pkg.dev/acme-prod/inference/inferstack:0.1.0"}},
+    "l4-gemma-3-1b-it-batch-our-epp": {
+        "model": "gemma-3-1b-it", "accelerator": "l4", "batch": {"enabled": True}, "gateway": {"epp": "inferstack"},
+        "images": {"epp": "us-docker.pkg.dev/acme-prod/inference/inferstack:0.1.0"}},
     "rtx-pro-6000-gpt-oss-20b-ngram": {"model": "gpt-oss-20b", "accelerator": "rtx-pro-6000", "spec": "ngram"},
     "v5e-gemma-3-27b-it-no-autoscale": {"model": "gemma-3-27b-it", "accelerator": "v5e",
-                                         "autoscale": {"enabled": False}},
+                                         "autoscaling": {"enabled": False}},
+    "h100-qwen3-32b-keda": {
+        "model": "qwen3-32b", "accelerator": "h100", "namespace": "llm",
+        "autoscaling": {"autoscaler": "keda", "min_replicas": 1, "max_replicas": 6,
+                        "metrics": [{"metric": "waiting", "target": 3}, {"metric": "kv", "target": 0.8}],
+                        "behavior": {"scale_up": {"policies": [{"type": "Pods", "value": 2, "period_s": 60}]},
+                                     "scale_down": {"stabilization_window_s": 600, "select_policy": "Min",
+                                                    "policies": [{"type": "Pods", "value": 1, "period_s": 120}]}}}},
     "v6e-qwen3-32b-no-gateway": {"model": "qwen3-32b", "accelerator": "v6e", "gateway": {"enabled": False}},
     "l4-smollm2-bare": {"model": "smollm2-135m-instruct", "accelerator": "l4", "gateway": {"enabled": False},
-                        "autoscale": {"enabled": False}, "compute_class": False, "cold_start": {"mode": "fuse"}},
+                        "autoscaling": {"enabled": False}, "compute_class": False, "cold_start": {"mode": "fuse"}},
 }
 
 

@@ -120,7 +120,7 @@ def test_every_catalog_combination_that_fits_renders_and_validates() -> None:
         for gateway in (True, False):
             for autoscale in (True, False):
                 settings = settings_of(model=model, accelerator=acc, spec=spec,
-                                          gateway={"enabled": gateway}, autoscale={"enabled": autoscale})
+                                          gateway={"enabled": gateway}, autoscaling={"enabled": autoscale})
                 try:
                     result = render(settings)
                 except ConfigError as exc:

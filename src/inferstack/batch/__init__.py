@@ -1,0 +1,36 @@
+"""Batch inference on the same stack: the OpenAI Files + Batch API, durable, at the lowest priority.
+
+Public surface: ``BatchSettings`` (and ``DispatchSettings``) for the service, ``BatchService`` (the
+supervised process), ``create_app`` (the Starlette app, for embedding and tests), ``BatchStore``
+(SQLite state + files), ``Dispatcher`` (lines through the gateway), ``parse_batch_input`` (input
+validation) and ``batch_objective`` (the picker objective the stack declares for batch lines).
+Commands live in ``inferstack.batch.cli`` (``inferstack batch ...``).
+"""
+
+from inferstack.batch.api import create_app
+from inferstack.batch.dispatcher import OBJECTIVE_HEADER, Dispatcher
+from inferstack.batch.jsonl import LineError, ParsedLine, parse_batch_input
+from inferstack.batch.runtime import BatchService
+from inferstack.batch.settings import BATCH_ENDPOINTS, BatchSettings, DispatchSettings, load_batch_settings
+from inferstack.batch.store import BatchStore
+
+__all__ = [
+    "BATCH_ENDPOINTS",
+    "OBJECTIVE_HEADER",
+    "BatchService",
+    "BatchSettings",
+    "BatchStore",
+    "DispatchSettings",
+    "Dispatcher",
+    "LineError",
+    "ParsedLine",
+    "batch_objective",
+    "create_app",
+    "load_batch_settings",
+    "parse_batch_input",
+]
+
+
+def batch_objective(settings: DispatchSettings) -> dict[str, object]:
+    """The picker objective for batch lines: ``{"name": "batch", "priority": -1}`` by default."""
+    return {"name": settings.objective, "priority": settings.priority}

@@ -1,0 +1,259 @@
+"""The HTTP API of the batch service: the OpenAI Files + Batch endpoints (Starlette app).
+
+    POST /v1/files                    multipart: file (JSONL), purpose=batch -> File object
+    GET  /v1/files[?purpose=]         {"object": "list", "data": [File, ...]}
+    GET  /v1/files/{id}               File object
+    GET  /v1/files/{id}/content       the file's bytes (input, output or error JSONL)
+    DELETE /v1/files/{id}             {"id", "object": "file", "deleted": true}
+    POST /v1/batches                  {input_file_id, endpoint, completion_window: "24h", metadata?} -> Batch
+    GET  /v1/batches[?limit=&after=]  cursor page of Batch objects, newest first
+    GET  /v1/batches/{id}             Batch object
+    POST /v1/batches/{id}/cancel      Batch object (status cancelling)
+    GET  /health                      {"status": "ok", dispatcher counters}
+
+Errors are OpenAI-shaped: ``{"error": {"message", "type", "param", "code"}}`` with 400 (bad
+value), 404 (unknown id), 413 (file too large). The dispatcher runs in the same event loop
+(started and stopped by the app's lifespan), so a created or cancelled batch wakes it at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
+from starlette.formparsers import MultiPartException
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.routing import Route
+
+from inferstack.batch.dispatcher import Dispatcher
+from inferstack.batch.settings import BATCH_ENDPOINTS, BatchSettings
+from inferstack.batch.store import BatchStore
+
+__all__ = ["create_app", "openai_error"]
+
+log = logging.getLogger(__name__)
+
+_FORM_OVERHEAD = 64 * 1024  # multipart boundaries and the purpose field around the file
+
+
+def openai_error(status: int, message: str, param: str | None = None, code: str | None = None,
+                 kind: str = "invalid_request_error") -> JSONResponse:
+    return JSONResponse({"error": {"message": message, "type": kind, "param": param, "code": code}},
+                        status_code=status)
+
+
+def _not_found(what: str, ident: str, param: str = "id") -> JSONResponse:
+    return openai_error(404, f"No such {what} object: {ident}", param, "not_found")
+
+
+def create_app(settings: BatchSettings, store: BatchStore | None = None, *, dispatch: bool = True) -> Starlette:
+    """The app; with ``dispatch`` its lifespan runs a ``Dispatcher`` sending lines to the gateway."""
+    state_dir = settings.state_dir
+    if store is None and state_dir is None:
+        raise ValueError("create_app needs a store or settings.state_dir")
+    box: dict[str, Any] = {}
+
+    def get_store() -> BatchStore:
+        return box["store"]
+
+    def wake() -> None:
+        dispatcher = box.get("dispatcher")
+        if dispatcher is not None:
+            dispatcher.wake()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        own = store is None
+        box["store"] = store if store is not None else BatchStore(Path(state_dir))  # type: ignore[arg-type]
+        stop = asyncio.Event()
+        task = None
+        if dispatch:
+            box["dispatcher"] = Dispatcher(box["store"], settings)
+            task = asyncio.create_task(box["dispatcher"].run(stop), name="batch-dispatcher")
+        try:
+            yield
+        finally:
+            stop.set()
+            if task is not None:
+                try:
+                    await asyncio.wait_for(task, settings.stop_timeout_s)
+                except asyncio.TimeoutError:
+                    log.warning("dispatcher did not stop in %.1fs; cancelled", settings.stop_timeout_s)
+            if own:
+                box["store"].close()
+
+    async def health(_request: Request) -> Response:
+        dispatcher: Dispatcher | None = box.get("dispatcher")
+        info: dict[str, Any] = {"status": "ok"}
+        if dispatcher is not None:
+            info.update(in_flight=dispatcher.in_flight, concurrency_limit=dispatcher.limit.limit,
+                        sent=dispatcher.sent, shed=dispatcher.shed, retried=dispatcher.retried)
+        return JSONResponse(info)
+
+    # ----- files ----------------------------------------------------------------------------
+    async def create_file(request: Request) -> Response:
+        length = request.headers.get("content-length")
+        if length and length.isdigit() and int(length) > settings.max_file_bytes + _FORM_OVERHEAD:
+            # Read (and drop) the body first: an answer before the upload ends makes some clients and
+            # proxies report a reset connection instead of the 413.
+            async for _chunk in request.stream():
+                pass
+            return _too_large(int(length))
+        try:
+            form = await request.form(max_files=1, max_fields=16)
+        except (HTTPException, MultiPartException) as exc:
+            return openai_error(400, f"the body must be multipart/form-data with 'file' and 'purpose': "
+                                f"{getattr(exc, 'detail', None) or getattr(exc, 'message', exc)}")
+        try:
+            purpose = form.get("purpose")
+            upload = form.get("file")
+            if not isinstance(upload, UploadFile):
+                return openai_error(400, "missing required parameter 'file' (a JSONL file)", "file",
+                                    "missing_required_parameter")
+            if purpose != "batch":
+                return openai_error(400, f"'purpose' has value {purpose!r}; this server accepts only 'batch'",
+                                    "purpose", "invalid_value")
+            st = get_store()
+            temp = st.temp_path()
+            size = 0
+            try:
+                with open(temp, "wb") as out:
+                    while chunk := await upload.read(1024 * 1024):
+                        size += len(chunk)
+                        if size > settings.max_file_bytes:
+                            break
+                        out.write(chunk)
+                if size > settings.max_file_bytes:
+                    return _too_large(size)
+                obj = st.add_file(temp, upload.filename or "upload.jsonl", "batch")
+            finally:
+                temp.unlink(missing_ok=True)
+        finally:
+            await form.close()
+        log.info("file %s uploaded: %d bytes", obj["id"], obj["bytes"])
+        return JSONResponse(obj)
+
+    def _too_large(size: int) -> JSONResponse:
+        return openai_error(413, f"the file is too large ({size} bytes); the most this server accepts is "
+                            f"{settings.max_file_bytes} bytes (batch.max_file_bytes)", "file", "file_too_large")
+
+    async def list_files(request: Request) -> Response:
+        data = get_store().list_files(request.query_params.get("purpose") or None)
+        return JSONResponse({"object": "list", "data": data, "has_more": False,
+                             "first_id": data[0]["id"] if data else None, "last_id": data[-1]["id"] if data else None})
+
+    async def get_file(request: Request) -> Response:
+        file_id = request.path_params["file_id"]
+        obj = get_store().get_file(file_id)
+        return JSONResponse(obj) if obj else _not_found("File", file_id)
+
+    async def file_content(request: Request) -> Response:
+        file_id = request.path_params["file_id"]
+        path = get_store().file_path(file_id)
+        if path is None or not path.is_file():
+            return _not_found("File", file_id)
+        return FileResponse(path, media_type="application/jsonl")
+
+    async def delete_file(request: Request) -> Response:
+        file_id = request.path_params["file_id"]
+        if not get_store().delete_file(file_id):
+            return _not_found("File", file_id)
+        return JSONResponse({"id": file_id, "object": "file", "deleted": True})
+
+    # ----- batches --------------------------------------------------------------------------
+    async def create_batch(request: Request) -> Response:
+        try:
+            body = json.loads(await request.body())
+        except ValueError:
+            return openai_error(400, "the body must be a JSON object")
+        if not isinstance(body, dict):
+            return openai_error(400, "the body must be a JSON object")
+        input_file_id = body.get("input_file_id")
+        endpoint = body.get("endpoint")
+        window = body.get("completion_window")
+        metadata = body.get("metadata")
+        if not isinstance(input_file_id, str):
+            return openai_error(400, "missing required parameter 'input_file_id'", "input_file_id",
+                                "missing_required_parameter")
+        if endpoint not in BATCH_ENDPOINTS:
+            return openai_error(400, f"'endpoint' has value {endpoint!r}; supported: {', '.join(BATCH_ENDPOINTS)}",
+                                "endpoint", "invalid_value")
+        if window != "24h":
+            return openai_error(400, f"'completion_window' has value {window!r}; only '24h' is supported",
+                                "completion_window", "invalid_value")
+        if metadata is not None and not (isinstance(metadata, dict) and len(metadata) <= 16 and all(
+                isinstance(k, str) and isinstance(v, str) and len(k) <= 64 and len(v) <= 512
+                for k, v in metadata.items())):
+            return openai_error(400, "'metadata' must map at most 16 string keys (<= 64 chars) to string "
+                                "values (<= 512 chars)", "metadata", "invalid_value")
+        st = get_store()
+        file_obj = st.get_file(input_file_id)
+        if file_obj is None:
+            return _not_found("File", input_file_id, "input_file_id")
+        if file_obj["purpose"] != "batch":
+            return openai_error(400, f"file {input_file_id} has purpose {file_obj['purpose']!r}; a batch "
+                                "needs a file uploaded with purpose 'batch'", "input_file_id", "invalid_value")
+        batch = st.create_batch(input_file_id, endpoint, window, metadata)
+        log.info("batch %s created from %s for %s", batch["id"], input_file_id, endpoint)
+        wake()
+        return JSONResponse(batch)
+
+    async def list_batches(request: Request) -> Response:
+        try:
+            limit = int(request.query_params.get("limit", "20"))
+        except ValueError:
+            return openai_error(400, "'limit' must be an integer in 1..100", "limit", "invalid_value")
+        if not 1 <= limit <= 100:
+            return openai_error(400, f"'limit' has value {limit}; must be in 1..100", "limit", "invalid_value")
+        data, more = get_store().list_batches(limit, request.query_params.get("after"))
+        return JSONResponse({"object": "list", "data": data, "has_more": more,
+                             "first_id": data[0]["id"] if data else None, "last_id": data[-1]["id"] if data else None})
+
+    async def get_batch(request: Request) -> Response:
+        batch_id = request.path_params["batch_id"]
+        obj = get_store().get_batch(batch_id)
+        return JSONResponse(obj) if obj else _not_found("Batch", batch_id)
+
+    async def cancel_batch(request: Request) -> Response:
+        batch_id = request.path_params["batch_id"]
+        st = get_store()
+        obj = st.get_batch(batch_id)
+        if obj is None:
+            return _not_found("Batch", batch_id)
+        if obj["status"] in ("completed", "failed", "expired", "finalizing"):
+            return openai_error(409, f"batch {batch_id} has status {obj['status']!r} and cannot be cancelled",
+                                "batch_id", "batch_not_cancellable")
+        obj = st.request_cancel(batch_id)
+        wake()
+        return JSONResponse(obj)
+
+    routes = [
+        Route("/health", health, methods=["GET"]),
+        Route("/v1/files", create_file, methods=["POST"]),
+        Route("/v1/files", list_files, methods=["GET"]),
+        Route("/v1/files/{file_id}", get_file, methods=["GET"]),
+        Route("/v1/files/{file_id}", delete_file, methods=["DELETE"]),
+        Route("/v1/files/{file_id}/content", file_content, methods=["GET"]),
+        Route("/v1/batches", create_batch, methods=["POST"]),
+        Route("/v1/batches", list_batches, methods=["GET"]),
+        Route("/v1/batches/{batch_id}", get_batch, methods=["GET"]),
+        Route("/v1/batches/{batch_id}/cancel", cancel_batch, methods=["POST"]),
+    ]
+
+    async def not_found(request: Request, _exc: Exception) -> Response:
+        return openai_error(404, f"unknown path {request.method} {request.url.path}", code="not_found")
+
+    async def method_not_allowed(request: Request, _exc: Exception) -> Response:
+        return openai_error(405, f"method {request.method} not allowed on {request.url.path}")
+
+    return Starlette(routes=routes, lifespan=lifespan,
+                     exception_handlers={404: not_found, 405: method_not_allowed})
