@@ -10,7 +10,15 @@ from pathlib import Path
 
 import httpx
 
-__all__ = ["RunningStack", "chat", "run_cli"]
+__all__ = ["RunningStack", "chat", "interruptible", "run_cli"]
+
+
+def interruptible() -> None:
+    """``preexec_fn`` for a child the test will Ctrl-C: a shell that starts a job in the background
+    (`make test &`, some CI runners) makes SIGINT ignored for the whole tree, and Python then
+    installs no KeyboardInterrupt handler; restore the default as a terminal's Ctrl-C would see it."""
+    import signal
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 600,

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
-from stackutil import RunningStack, run_cli
+from stackutil import RunningStack, interruptible, run_cli
 
 from inferstack.bench.plots import CHARTS
 from inferstack.bench.results import load_run
@@ -95,7 +95,7 @@ def test_interrupted_bench_through_the_gateway_keeps_finished_stages(stack: Runn
     proc = subprocess.Popen(
         [sys.executable, "-m", "inferstack", "bench", "--profile", "constant", "--rate", "2",
          "--stages", "3", "--duration", "5", "--output", str(run_dir)],
-        env=stack.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env=stack.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, preexec_fn=interruptible,
     )
     lines: list[str] = []
     try:

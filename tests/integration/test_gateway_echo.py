@@ -13,6 +13,7 @@ import pytest
 
 from inferstack.gateway import write_endpoints_file
 
+from stackutil import interruptible
 from test_gateway_support import echo_backends, epp_gauge, running_gateway, stop_process, wait_ready, wait_until
 
 pytestmark = pytest.mark.integration
@@ -183,7 +184,7 @@ def test_cli_gateway_runs_in_the_foreground_until_interrupted(tmp_path):
             [sys.executable, "-m", "inferstack", "gateway", "--endpoints", addrs, "--port", str(port),
              "--admin-port", str(free_port()), "--epp-port", str(free_port()),
              "--epp-metrics-port", str(free_port()), "--run-dir", str(tmp_path)],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, preexec_fn=interruptible)
         try:
             line = proc.stdout.readline()
             while line and "gateway on" not in line:
