@@ -23,10 +23,10 @@ from pathlib import Path
 
 import httpx
 
-from inferstack.config import StackConfig
+from inferstack.stack.config import StackConfig
 from inferstack.engine.metrics import fetch_figures
-from inferstack.engine.state import StateFile
-from inferstack.engine.supervisor import Supervisor
+from inferstack.stack.state import StateFile
+from inferstack.stack.supervisor import Supervisor
 from inferstack.envs.environments import ENGINE_ENV, env_python
 
 DOCUMENT = (

@@ -21,7 +21,7 @@ __all__ = ["main", "build_parser"]
 _COMPONENT_CLIS = (
     "inferstack.envs.cli",  # setup
     "inferstack.models.cli",  # models list|prepare
-    "inferstack.engine.cli",  # up, status, down
+    "inferstack.stack.cli",  # up, status, down
     "inferstack.gateway.cli",  # epp, gateway
     "inferstack.bench.cli",  # bench, report
     "inferstack.kube.cli",  # recommend, render

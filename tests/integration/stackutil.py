@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
-from dataclasses import dataclass
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import yaml
 
-__all__ = ["RunningStack", "chat", "interruptible", "run_cli"]
+from inferstack.process import free_ports
+
+__all__ = ["BackgroundLoad", "RunningStack", "chat", "detached_stack", "interruptible", "run_cli"]
 
 
 def interruptible() -> None:
@@ -69,3 +77,66 @@ class RunningStack:
             state_dir=state_dir,
             env=env,
         )
+
+
+@contextmanager
+def detached_stack(state_dir: Path, config: dict, up_output: list[str] | None = None) -> Iterator[RunningStack]:
+    """A stack from `inferstack up --detach` in its own state dir, with ``config`` and its gateway on
+    free ports, stopped with `inferstack down` at exit; `up`'s stdout goes to ``up_output``."""
+    env = dict(os.environ, INFERSTACK_STATE=str(state_dir))
+    listener, admin, grpc_port, metrics = free_ports(4)
+    path = state_dir / "stack-under-test.yaml"
+    path.write_text(yaml.safe_dump({
+        **config, "gateway": {"port": listener, "admin_port": admin,
+                              "epp": {"grpc_port": grpc_port, "metrics_port": metrics}}}))
+    up = run_cli("up", "--detach", "--config", str(path), env=env, timeout=900)
+    if up_output is not None:
+        up_output.append(up.stdout)
+    try:
+        yield RunningStack.from_status(state_dir, env)
+    finally:
+        run_cli("down", env=env, timeout=300, check=False)
+
+
+@dataclass
+class BackgroundLoad:
+    """``workers`` threads sending short chat completions through ``base_url`` back to back until
+    stopped; every request that fails (transport error or non-200) is kept with its reason."""
+
+    base_url: str
+    model: str
+    workers: int = 2
+    max_tokens: int = 24
+    ok: int = 0
+    failures: list[str] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _threads: list[threading.Thread] = field(default_factory=list)
+
+    def __enter__(self) -> BackgroundLoad:
+        for i in range(self.workers):
+            t = threading.Thread(target=self._run, args=(i,), daemon=True)
+            t.start()
+            self._threads.append(t)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(180)
+
+    def _run(self, worker: int) -> None:
+        n = 0
+        with httpx.Client(timeout=180) as client:
+            while not self._stop.is_set():
+                n += 1
+                try:
+                    r = client.post(f"{self.base_url}/chat/completions", json={
+                        "model": self.model, "max_tokens": self.max_tokens, "temperature": 0,
+                        "messages": [{"role": "user", "content": f"Worker {worker}, request {n}: name a tree."}]})
+                    if r.status_code == 200:
+                        self.ok += 1
+                    else:
+                        self.failures.append(f"{r.status_code} {r.text[:200]}")
+                except httpx.HTTPError as exc:
+                    self.failures.append(repr(exc))
+                    time.sleep(0.2)

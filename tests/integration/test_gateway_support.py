@@ -16,6 +16,7 @@ from pathlib import Path
 import httpx
 
 from inferstack.gateway import EppSettings, Gateway, GatewaySettings
+from inferstack.gateway.settings import HoldSettings
 from inferstack.process import free_port
 
 ECHO = Path(__file__).resolve().parents[2] / "benchmarks" / "gateway_echo_backend.py"
@@ -62,10 +63,14 @@ def _ok(url: str) -> bool:
         return False
 
 
-def epp_gauge(gw: Gateway, name: str, endpoint: str) -> float | None:
+def epp_gauge(gw: Gateway, name: str, endpoint: str | None = None, **labels: str) -> float | None:
+    """A sample of the EPP's /metrics: ``name{endpoint="..."}``, ``name{label="..."}`` or plain ``name``."""
+    if endpoint is not None:
+        labels = {"endpoint": endpoint, **labels}
+    selector = "{" + ",".join(f'{k}="{v}"' for k, v in labels.items()) + "}" if labels else ""
     text = httpx.get(f"http://127.0.0.1:{gw.settings.epp.metrics_port}/metrics", timeout=2).text
     for line in text.splitlines():
-        if line.startswith(f'{name}{{endpoint="{endpoint}"}}'):
+        if line.startswith(f"{name}{selector} "):
             return float(line.rsplit(" ", 1)[1])
     return None
 
@@ -73,9 +78,9 @@ def epp_gauge(gw: Gateway, name: str, endpoint: str) -> float | None:
 @contextlib.contextmanager
 def running_gateway(endpoints: list[str] | None = None, endpoints_file: Path | None = None,
                     run_dir: Path | None = None, failure_mode: str = "closed",
-                    **epp_kw: object) -> Iterator[Gateway]:
+                    hold: HoldSettings | None = None, **epp_kw: object) -> Iterator[Gateway]:
     epp = EppSettings(grpc_port=free_port(), metrics_port=free_port(), **epp_kw)  # type: ignore[arg-type]
-    settings = GatewaySettings(port=free_port(), admin_port=free_port(), epp=epp,
+    settings = GatewaySettings(port=free_port(), admin_port=free_port(), epp=epp, hold=hold or HoldSettings(),
                                epp_failure_mode=failure_mode)  # type: ignore[arg-type]
     gw = Gateway(settings, endpoints=endpoints, endpoints_file=endpoints_file, run_dir=run_dir)
     gw.start()

@@ -17,7 +17,7 @@ from typing import Any
 
 import httpx
 
-from inferstack.engine.state import StateFile
+from inferstack.stack.state import StateFile
 from inferstack.errors import InferstackError
 
 __all__ = ["register"]

@@ -1,6 +1,6 @@
 """Defaults from the running local stack (``inferstack up``): target, replicas, spec method.
 
-Reads the supervisor's state file (``inferstack.engine.state.StateFile``); only a stack whose
+Reads the supervisor's state file (``inferstack.stack.state.StateFile``); only a stack whose
 supervisor is alive counts. Invariant: this never starts or changes the stack.
 """
 
@@ -31,7 +31,7 @@ class StackDefaults(BaseModel):
 def local_stack_defaults(state: dict | None = None) -> StackDefaults:  # type: ignore[type-arg]
     """Defaults from ``state`` (the state file's content; read from disk when None)."""
     if state is None:
-        from inferstack.engine.state import StateFile  # local: bench depends on engine only here
+        from inferstack.stack.state import StateFile  # local: bench depends on engine only here
 
         state = StateFile().live()
     if not state or not state.get("base_url"):

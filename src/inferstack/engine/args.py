@@ -11,6 +11,7 @@ from pathlib import Path
 
 from inferstack.engine.settings import EngineSettings
 from inferstack.engine.speculative import SpeculativeSettings
+from inferstack.lora.settings import LoraSettings
 from inferstack.models.resolve import ResolvedModel
 
 __all__ = ["build_replica_argv", "build_replica_env"]
@@ -22,6 +23,7 @@ def build_replica_argv(
     port: int,
     engine: EngineSettings,
     speculative: SpeculativeSettings,
+    lora: LoraSettings | None = None,
 ) -> list[str]:
     argv = [
         str(engine_python), "-m", "vllm.entrypoints.openai.api_server",
@@ -43,6 +45,8 @@ def build_replica_argv(
     if engine.gpu_memory_utilization is not None and engine.engine == "vllm":
         argv += ["--gpu-memory-utilization", str(engine.gpu_memory_utilization)]
     argv += speculative.to_vllm_args()
+    if lora is not None:
+        argv += lora.to_vllm_args(model.served_name)
     argv += engine.extra_args
     return argv
 
@@ -52,11 +56,15 @@ def build_replica_env(
     cores: list[int] | None,
     engine_python: Path,
     base_env: dict[str, str] | None = None,
+    lora: LoraSettings | None = None,
 ) -> dict[str, str]:
-    """Environment for one replica: KV cache size, core binding, offline hub for local models."""
+    """Environment for one replica: KV cache size, core binding, offline hub for local models,
+    the runtime LoRA API when LoRA is on."""
     env = dict(os.environ if base_env is None else base_env)
     env.setdefault("VLLM_LOGGING_LEVEL", "INFO")
     env["PYTHONUNBUFFERED"] = "1"
+    if lora is not None:
+        env.update(lora.vllm_env())
     if engine.engine == "vllm-cpu":
         env["VLLM_CPU_KVCACHE_SPACE"] = str(engine.kv_cache_gib)
         if cores:

@@ -104,9 +104,15 @@ class Replica:
             return
         self.state = "draining"
         deadline = time.monotonic() + timeout_s
+        idle = 0
         while time.monotonic() < deadline:
             pending = self.in_flight()
-            if not pending:  # 0, or no answer (nothing left to wait for)
+            if pending is None:
+                return  # no answer: nothing left to wait for
+            # Twice idle in a row: a request that reached the API server but not yet the engine's
+            # counters shows up by the second look.
+            idle = idle + 1 if pending == 0 else 0
+            if idle >= 2:
                 return
             time.sleep(0.2)
         log.warning("replica %s still had requests after %.0fs of draining", self.spec.name, timeout_s)

@@ -9,7 +9,7 @@ import signal
 import time
 from pathlib import Path
 
-from inferstack.gateway.settings import EppSettings, GatewaySettings, load_epp_settings
+from inferstack.gateway.settings import EppSettings, GatewaySettings, HoldSettings, load_epp_settings
 
 __all__ = ["register"]
 
@@ -26,8 +26,12 @@ def _gateway(args: argparse.Namespace) -> int:
     from inferstack.gateway.runtime import Gateway
 
     epp = load_epp_settings(Path(args.config)) if args.config else EppSettings()
-    epp = epp.model_copy(update={"grpc_port": args.epp_port, "metrics_port": args.epp_metrics_port})
-    settings = GatewaySettings(port=args.port, admin_port=args.admin_port, listen_host=args.host, epp=epp)
+    # a hold in the EPP file is the gateway's (Envoy's ext_proc timer is sized for it)
+    hold = epp.hold
+    epp = epp.model_copy(update={"grpc_port": args.epp_port, "metrics_port": args.epp_metrics_port,
+                                 "hold": HoldSettings()})
+    settings = GatewaySettings(port=args.port, admin_port=args.admin_port, listen_host=args.host, epp=epp,
+                               hold=hold)
     endpoints = [e.strip() for e in args.endpoints.split(",") if e.strip()]
     gw = Gateway(settings, endpoints=endpoints, run_dir=Path(args.run_dir) if args.run_dir else None)
     stop = []

@@ -9,7 +9,9 @@ was sent downstream), to the next one: the fallbacks the EPP listed; without a h
 down and ``epp_failure_mode: open``) to the host with the fewest active requests.
 The EPP ends each ext_proc stream once it has decided, so no response depends on it; a gRPC
 access log to the EPP reports each response's end (its in-flight counts); with the EPP down and
-failing closed, a local reply mapper gives the 503 a JSON body.
+failing closed, a local reply mapper gives the 503 a JSON body. With ``hold`` enabled the filter's
+``max_message_timeout`` lets the EPP extend its per-message timer while it holds a request (scale
+from zero); the route timeout starts only once the router has the request, after the hold.
 With ``batch_port`` set, ``/v1/files`` and ``/v1/batches`` go to the batch service (static cluster
 ``batch`` on 127.0.0.1) with ext_proc disabled on those routes: the picker never sees them.
 Invariants: the admin interface binds 127.0.0.1 only; no response phase is processed.
@@ -46,6 +48,14 @@ _EPP_DOWN_REPLY = {
 
 def _duration(seconds: float) -> str:
     return f"{seconds:.3f}s"
+
+
+def _hold_timer(settings: GatewaySettings) -> dict:
+    # A held request is answered late: the EPP first sends only override_message_timeout, which
+    # Envoy honours (once per message) up to max_message_timeout; 0 (unset) disables overrides.
+    if not settings.hold.enabled:
+        return {}
+    return {"max_message_timeout": _duration(settings.hold.envoy_timer_s())}
 
 
 def build_envoy_config(settings: GatewaySettings, eds_path: Path) -> dict:
@@ -97,6 +107,7 @@ def build_envoy_config(settings: GatewaySettings, eds_path: Path) -> dict:
                     "request_trailer_mode": "SKIP", "response_trailer_mode": "SKIP"},
                 "mutation_rules": {"allow_all_routing": True},
                 "send_body_without_waiting_for_header_response": True,
+                **_hold_timer(settings),
             }},
             {"name": "envoy.filters.http.router", "typed_config": {
                 "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}},

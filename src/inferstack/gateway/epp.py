@@ -13,11 +13,18 @@ Then the EPP ends the gRPC stream itself: Envoy marks the request's processing c
 routed stream never depends on the EPP again (an EPP crash or restart cuts no response).
 With ``completion: access-log`` Envoy's gRPC access log (same port) reports each response's end,
 which closes the request's in-flight entry (``InFlightLedger``).
-gRPC health (``grpc.health.v1.Health/Check``) answers SERVING while an endpoint is ready, else
-NOT_SERVING. Invariants: the hot path parses each protobuf and the JSON body once, reads only
-in-memory state, and reuses serialized answers per destination; discovery, scraping, the EDS
-mirror and metrics export run in background tasks / threads. The gRPC transport is ``h2grpc``
-(on the h2 library, default) or grpcio's asyncio server (``server: grpcio``).
+Scale from zero (``hold.enabled``): while no endpoint is routable, a request is held (``HoldQueue``,
+bounded, FIFO): the EPP answers at once with only ``override_message_timeout`` (Envoy's per-message
+timer then runs for the hold timeout plus a margin) and later, on the same stream, with the routing
+decision once an endpoint is ready and Envoy has loaded it (``EnvoyLoadWatch``), or a JSON 503 at
+the hold timeout or when the hold queue is full; a request arriving while others are held queues
+behind them. gRPC health (``grpc.health.v1.Health/Check``) answers SERVING while an endpoint is
+ready, else NOT_SERVING; with hold enabled always SERVING (the EPP takes requests with no replica,
+so Kubernetes probes must not take it out of service then).
+Invariants: the hot path parses each protobuf and the JSON body once, reads only in-memory state,
+and reuses serialized answers per destination; discovery, scraping, the EDS mirror and metrics
+export run in background tasks / threads. The gRPC transport is ``h2grpc`` (on the h2 library,
+default) or grpcio's asyncio server (``server: grpcio``), both able to answer a held request later.
 """
 
 from __future__ import annotations
@@ -34,12 +41,14 @@ import grpc
 from envoy.config.core.v3 import base_pb2
 from envoy.service.accesslog.v3 import als_pb2
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
-from google.protobuf import struct_pb2
+from google.protobuf import duration_pb2, struct_pb2
 
-from inferstack.gateway.datastore import Datastore
+from inferstack.gateway.datastore import Datastore, Endpoint
 from inferstack.gateway.discovery import make_discovery
+from inferstack.gateway.envoy_config import CLUSTER_NAME
 from inferstack.gateway.epp_metrics import EppMetrics
 from inferstack.gateway.h2grpc import GrpcH2Server, StreamContext
+from inferstack.gateway.hold import EnvoyLoadWatch, Held, HoldQueue
 from inferstack.gateway.inflight import InFlightLedger
 from inferstack.gateway.policy import Objectives, Rewrites, is_saturated
 from inferstack.gateway.request import BadRequest, InferenceRequest, parse_body
@@ -128,18 +137,50 @@ class EndpointPicker:
                                  "too_many_requests"),
         }
         self._latency = self.metrics.latency
+        hold = settings.hold
+        self.hold = HoldQueue(hold, self.metrics, self._hold_timed_out) if hold.enabled else None
+        self.envoy = EnvoyLoadWatch(settings.envoy_admin_port if hold.enabled else None, CLUSTER_NAME,
+                                    self.release_held)
+        timer = duration_pb2.Duration()
+        timer.FromMilliseconds(round(hold.envoy_timer_s() * 1000))
+        self._hold_timer = pb.ProcessingResponse(override_message_timeout=timer).SerializeToString()
+        self._hold_full = _error_response(
+            503, f"the scale-from-zero hold queue is full ({hold.max_requests} requests already wait for a model "
+            "server to become ready); retry later", "service_unavailable")
 
     def on_endpoints(self, addresses: list[str]) -> None:
-        _, removed = self.datastore.set_addresses(addresses)
+        added, removed = self.datastore.set_addresses(addresses)
         for a in removed:
             self.scheduler.forget(a)
             self.in_flight.forget_endpoint(a)
         if self.settings.eds_path is not None:
-            write_eds_file(self.settings.eds_path, "inference_pool", addresses)
+            write_eds_file(self.settings.eds_path, CLUSTER_NAME, addresses)
+            self.envoy.published(addresses, added)
+
+    def on_scrape(self, address: str, ok: bool) -> None:
+        """After each scrape: one may have made the first endpoint ready for held requests."""
+        if ok and self.hold is not None and len(self.hold):
+            self.release_held()
+
+    def release_held(self) -> None:
+        """Route the held requests, oldest first, if an endpoint is routable now."""
+        if self.hold is None or not len(self.hold):
+            return
+        ready = self._routable()
+        if ready:
+            now = time.monotonic()
+            self.hold.release(lambda h: self._route(h.req, h.phase, h.body, h.request_id, ready, now))
+
+    def _routable(self) -> list[Endpoint]:
+        """Ready endpoints Envoy can route to (it may not have loaded a new one from the EDS file yet)."""
+        ready = self.datastore.ready()
+        pending = self.envoy.pending
+        return [e for e in ready if e.address not in pending] if pending else ready
 
     def health(self, raw: bytes = b"", stream: StreamContext | None = None) -> bytes:
-        """grpc.health.v1 Check: SERVING while some endpoint is ready (the pool can take requests)."""
-        return _HEALTH_SERVING if self.datastore.ready() else _HEALTH_NOT_SERVING
+        """grpc.health.v1 Check: SERVING while the pool can take requests: some endpoint is ready, or
+        requests are held until one is."""
+        return _HEALTH_SERVING if self.hold is not None or self.datastore.ready() else _HEALTH_NOT_SERVING
 
     def _routed(self, destination: str, phase: str) -> bytes:
         key = (destination, phase)
@@ -164,7 +205,7 @@ class EndpointPicker:
                 self.metrics.count("", "", "", "bad_request")
                 out = _error_response(400, str(exc), "invalid_request_error")
             else:
-                out = self._decide(req, "body", msg.request_body.body, request_id, objective)
+                out = self._decide(req, "body", msg.request_body.body, request_id, objective, stream)
         elif which == "request_headers":
             request_id = objective = ""
             for h in msg.request_headers.headers.headers:
@@ -177,7 +218,7 @@ class EndpointPicker:
                     stream.data = (request_id, objective)
                 return _CONTINUE_HEADERS
             req = InferenceRequest(model="", prompt="", stream=False, max_tokens=None, kind="other")
-            out = self._decide(req, "headers", b"", request_id, objective)
+            out = self._decide(req, "headers", b"", request_id, objective, stream)
         else:  # a phase we did not ask for: let it continue unchanged
             out = pb.ProcessingResponse(**{which: {}}).SerializeToString() if which else b""
         if stream is not None and which in ("request_body", "request_headers"):
@@ -193,16 +234,48 @@ class EndpointPicker:
         return None
 
     def _decide(self, req: InferenceRequest, phase: str, body: bytes, request_id: str = "",
-                objective: str = "") -> bytes:
+                objective: str = "", stream: StreamContext | None = None) -> bytes:
         now = time.monotonic()
         model = req.model
         target = self.rewrites.apply(model) if model else model
         req.target_model = target
         req.priority = self.objectives.priority(model, target, objective) if model or objective else 0
-        ready = self.datastore.ready()
-        if not ready:
-            self.metrics.count(model, target, "", "unavailable")
-            return self._errors[503]
+        if self.hold is not None and stream is not None:
+            ready = self._routable()
+            if not ready or len(self.hold):  # held requests go first
+                return self._hold_request(req, phase, body, request_id, stream)
+        else:
+            ready = self.datastore.ready()
+            if not ready:
+                self.metrics.count(model, target, "", "unavailable")
+                return self._errors[503]
+        return self._route(req, phase, body, request_id, ready, now)
+
+    def _hold_request(self, req: InferenceRequest, phase: str, body: bytes, request_id: str,
+                      stream: StreamContext) -> bytes:
+        assert self.hold is not None
+        # keep the body (up to 16 MiB) only if routing will rewrite it
+        answer = self.hold.add(req, phase, body if req.target_model != req.model else b"", request_id)
+        if answer is None:
+            self.metrics.count(req.model, req.target_model, "", "unavailable")
+            return self._hold_full
+        stream.later = answer  # the decision (or 503) follows on this stream
+        return self._hold_timer  # meanwhile Envoy's timer must outlast the hold
+
+    def _hold_timed_out(self, held: Held) -> bytes:
+        assert self.hold is not None
+        req = held.req
+        self.metrics.count(req.model, req.target_model, "", "unavailable")
+        known = self.datastore.all()
+        ready = sum(e.ready for e in known)
+        loading = f" (Envoy has not loaded {len(self.envoy.pending)} of them yet)" if self.envoy.pending else ""
+        return _error_response(
+            503, f"no model server became ready within {self.hold.settings.timeout_s:g} s (scale-from-zero hold); "
+            f"the pool has {len(known)} endpoints, {ready} ready{loading}; retry later", "service_unavailable")
+
+    def _route(self, req: InferenceRequest, phase: str, body: bytes, request_id: str, ready: list[Endpoint],
+               now: float) -> bytes:
+        model, target = req.model, req.target_model
         sat = self.settings.saturation
         if req.priority < 0 and is_saturated(ready, sat, now):
             self.metrics.shed.labels(model).inc()
@@ -232,6 +305,9 @@ async def _start_grpcio(picker: EndpointPicker, host: str, port: int) -> grpc.ai
         stream = StreamContext(0)
         async for raw in request_iterator:
             yield picker.handle(raw, stream)
+            if stream.later is not None:  # held: the decision follows (cancelled with the RPC)
+                later, stream.later = stream.later, None
+                yield await later
             if stream.finish:
                 return
 
@@ -271,7 +347,7 @@ async def serve(settings: EppSettings, stop: asyncio.Event) -> None:
 
     picker = EndpointPicker(settings)
     scraper = Scraper(picker.datastore, settings.scrape_interval_ms / 1000.0, settings.scrape_timeout_ms / 1000.0,
-                      observer=picker.metrics)
+                      on_scrape=picker.on_scrape, observer=picker.metrics)
 
     def on_change(addresses: list[str]) -> None:
         picker.on_endpoints(addresses)
@@ -303,6 +379,7 @@ async def serve(settings: EppSettings, stop: asyncio.Event) -> None:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await scraper.stop()
+        await picker.envoy.stop()
         httpd.shutdown()
         thread.join(timeout=2)
 

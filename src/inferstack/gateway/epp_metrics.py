@@ -15,7 +15,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -31,6 +31,8 @@ OTHER_MODEL = "other"  # the label value of every model name that is not known
 MAX_SERVED_MODELS = 1000  # bound on names learned from scrapes (a misbehaving server cannot flood)
 
 _LATENCY_BUCKETS = (25e-6, 50e-6, 100e-6, 200e-6, 400e-6, 800e-6, 1.6e-3, 3.2e-3, 10e-3, 50e-3)
+_HOLD_BUCKETS = (0.1, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300)  # a replica's cold start: seconds to minutes
+_HOLD_OUTCOMES = ("routed", "timeout", "full", "cancelled")
 
 
 class _StateCollector(Collector):
@@ -54,7 +56,11 @@ class _StateCollector(Collector):
                                              "Estimated prompt tokens of those requests.", labels=["endpoint"])
         kv = GaugeMetricFamily("inferstack_epp_endpoint_kv_cache_usage_ratio",
                                "Scraped KV-cache usage of the endpoint (0..1).", labels=["endpoint"])
+        pool_queue = pool_ready = 0.0
         for e in self._ds.all():
+            if e.ready:
+                pool_queue += e.queue()
+                pool_ready += 1
             t = e.metrics.scraped_at
             age.add_metric([e.address], now - t if t else -1.0)
             ready.add_metric([e.address], 1.0 if e.ready else 0.0)
@@ -68,6 +74,10 @@ class _StateCollector(Collector):
         yield in_flight
         yield in_flight_tokens
         yield kv
+        yield GaugeMetricFamily("inferstack_epp_pool_queue_requests", "Waiting requests summed over the ready "
+                                "endpoints (each as inferstack_epp_endpoint_queue_requests).", value=pool_queue)
+        yield GaugeMetricFamily("inferstack_epp_pool_ready_endpoints", "Ready endpoints (last scrape good).",
+                                value=pool_ready)
         plug = GaugeMetricFamily("inferstack_epp_plugin_seconds_total",
                                  "Cumulative time spent in each scheduler plugin.", labels=["plugin"])
         calls = GaugeMetricFamily("inferstack_epp_plugin_calls_total",
@@ -111,6 +121,16 @@ class EppMetrics:
         self.latency = Histogram("inferstack_epp_scheduling_latency_seconds",
                                  "Time from the EPP receiving a request to its answer.",
                                  buckets=_LATENCY_BUCKETS, registry=self.registry)
+        # scale from zero: a supervisor starts a replica on held > 0
+        self.held = Gauge("inferstack_epp_held_requests", "Requests held now while no endpoint is ready.",
+                          registry=self.registry)
+        self.hold_outcomes = Counter("inferstack_epp_hold_outcomes", "Ends of holds: routed, timeout (503), "
+                                     "full (503 at once: the hold queue was full), cancelled (the client left).",
+                                     ["outcome"], registry=self.registry)
+        self.hold_seconds = Histogram("inferstack_epp_hold_seconds", "Time requests were held, by outcome.",
+                                      ["outcome"], buckets=_HOLD_BUCKETS, registry=self.registry)
+        for outcome in _HOLD_OUTCOMES:  # exported from the start, so a rate() sees the first one
+            self.hold_outcomes.labels(outcome)
         self.registry.register(_StateCollector(datastore, scheduler))
         self._children: dict[tuple[str, str, str, str], object] = {}
         self._configured: frozenset[str] = frozenset()

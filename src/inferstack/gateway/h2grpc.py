@@ -13,6 +13,11 @@ order, on the event loop; it must not block. ``stream.data`` is free for the han
 state; setting ``stream.finish = True`` ends the stream (trailers ``grpc-status: 0``) right after
 the reply. A stream also ends OK when the client half-closes; an unknown path answers
 UNIMPLEMENTED; a handler exception answers INTERNAL and the connection keeps serving.
+To answer later, a handler sets ``stream.later`` to an awaitable (besides returning an immediate
+reply or None): its result (bytes, or None for no message) is sent on the stream when it
+completes, then ``finish`` is honoured; until then the stream's further messages and its
+half-close wait, in order; an exception answers INTERNAL. If the client resets the stream or the
+connection ends first, the awaitable is cancelled.
 
 Bounds (a cluster's pods can reach this port): a message over ``max_message_bytes`` resets its
 stream (RESOURCE_EXHAUSTED); more than ``max_buffered_bytes`` buffered on one connection, or more
@@ -28,7 +33,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import h2.config
@@ -45,14 +50,16 @@ log = logging.getLogger(__name__)
 
 
 class StreamContext:
-    """Per-stream state a handler may use: ``data`` (anything) and ``finish`` (end after reply)."""
+    """Per-stream state a handler may use: ``data`` (anything), ``finish`` (end after reply) and
+    ``later`` (an awaitable whose result is the next reply)."""
 
-    __slots__ = ("data", "finish", "stream_id")
+    __slots__ = ("data", "finish", "later", "stream_id")
 
     def __init__(self, stream_id: int) -> None:
         self.stream_id = stream_id
         self.data: object = None
         self.finish = False
+        self.later: Awaitable[bytes | None] | None = None
 
 
 Handler = Callable[[bytes, StreamContext], bytes | None]
@@ -72,12 +79,13 @@ _RESPONSE_HEADERS = [(b":status", b"200"), (b"content-type", b"application/grpc"
 _TRAILERS_OK = [(b"grpc-status", b"0")]
 _TRAILERS_UNIMPLEMENTED = [(b"grpc-status", b"12"), (b"grpc-message", b"unknown method")]
 _TRAILERS_INTERNAL = [(b"grpc-status", b"13"), (b"grpc-message", b"internal error")]
+_TRAILERS_CANCELLED = [(b"grpc-status", b"1"), (b"grpc-message", b"reply cancelled")]
 _TRAILERS_TOO_BIG = [(b"grpc-status", b"8"), (b"grpc-message", b"message too large")]
 _TRAILERS_COMPRESSED = [(b"grpc-status", b"12"), (b"grpc-message", b"compressed messages are not supported")]
 
 
 class _Stream:
-    __slots__ = ("buf", "ctx", "handler", "out", "responded")
+    __slots__ = ("backlog", "buf", "ctx", "half_closed", "handler", "out", "pending", "responded")
 
     def __init__(self, handler: Handler, stream_id: int) -> None:
         self.handler = handler
@@ -85,6 +93,9 @@ class _Stream:
         self.buf = bytearray()
         self.responded = False
         self.out: list[tuple[bytes, list[tuple[bytes, bytes]] | None]] = []  # waiting for send window
+        self.pending: asyncio.Future[bytes | None] | None = None  # a deferred reply (handler's ``later``)
+        self.backlog: list[bytes] = []  # messages that arrived while a reply was pending
+        self.half_closed = False  # the client ended its side while a reply was pending
 
 
 class _Connection(asyncio.Protocol):
@@ -125,6 +136,7 @@ class _Connection(asyncio.Protocol):
             self.graceful_close()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_pending()
         self.streams.clear()
         self.buffered = 0
         self.server._connections.discard(self)
@@ -165,7 +177,10 @@ class _Connection(asyncio.Protocol):
         elif t is h2.events.StreamEnded:
             st = self.streams.get(ev.stream_id)  # type: ignore[attr-defined]
             if st is not None:
-                self._end(ev.stream_id, st, _TRAILERS_OK)  # type: ignore[attr-defined]
+                if st.pending is not None:
+                    st.half_closed = True  # end after the deferred reply
+                else:
+                    self._end(ev.stream_id, st, _TRAILERS_OK)  # type: ignore[attr-defined]
         elif t is h2.events.StreamReset:
             # Envoy resets each stream we already ended (no work lost); a reset of a stream we
             # still serve is what the rapid-reset attack repeats
@@ -231,6 +246,9 @@ class _Connection(asyncio.Protocol):
             self._goaway(h2.errors.ErrorCodes.ENHANCE_YOUR_CALM)
 
     def _message(self, sid: int, st: _Stream, msg: bytes) -> None:
+        if st.pending is not None:  # the deferred reply goes first: keep the stream's order
+            self._hold_back(st, msg)
+            return
         try:
             reply = st.handler(msg, st.ctx)
         except Exception:  # a handler bug must not take the connection (and every stream) down
@@ -239,8 +257,65 @@ class _Connection(asyncio.Protocol):
             return
         if reply is not None:
             self._send(sid, st, len(reply).to_bytes(5, "big") + reply, None)
-        if st.ctx.finish:
+        if st.ctx.later is not None:
+            self._defer(sid, st)
+        elif st.ctx.finish:
             self._end(sid, st, _TRAILERS_OK)
+
+    # -- deferred replies --
+    def _defer(self, sid: int, st: _Stream) -> None:
+        later, st.ctx.later = st.ctx.later, None
+        assert later is not None
+        fut = asyncio.ensure_future(later)
+        if self.streams.get(sid) is not st:  # the peer reset the stream under the immediate reply
+            fut.cancel()
+            return
+        st.pending = fut
+        fut.add_done_callback(lambda f: self._deferred_done(sid, st, f))
+
+    def _hold_back(self, st: _Stream, msg: bytes) -> None:
+        st.backlog.append(msg)
+        self.buffered += len(msg)
+        if self.buffered > self.limits.max_buffered_bytes:
+            log.warning("peer buffered %d bytes behind pending replies (limit %d); GOAWAY",
+                        self.buffered, self.limits.max_buffered_bytes)
+            self._goaway(h2.errors.ErrorCodes.ENHANCE_YOUR_CALM)
+
+    def _deferred_done(self, sid: int, st: _Stream, fut: asyncio.Future[bytes | None]) -> None:
+        if st.pending is not fut or self.streams.get(sid) is not st:
+            return  # the stream was dropped (and this reply cancelled) meanwhile
+        st.pending = None
+        if fut.cancelled():  # by its owner, not by us
+            self._end(sid, st, _TRAILERS_CANCELLED)
+        elif fut.exception() is not None:
+            log.error("deferred reply failed on stream %d", sid, exc_info=fut.exception())
+            self._end(sid, st, _TRAILERS_INTERNAL)
+        else:
+            reply = fut.result()
+            if reply is not None:
+                self._send(sid, st, len(reply).to_bytes(5, "big") + reply, None)
+            if st.ctx.finish:
+                self._end(sid, st, _TRAILERS_OK)
+            else:
+                self._resume(sid, st)
+        self._flush()
+        if self.closing and not self.streams and self.transport is not None:
+            self.transport.close()
+
+    def _resume(self, sid: int, st: _Stream) -> None:
+        """Handle what waited behind a deferred reply, until the stream defers again or ends."""
+        while st.backlog and st.pending is None and self.streams.get(sid) is st:
+            msg = st.backlog.pop(0)
+            self.buffered -= len(msg)
+            self._message(sid, st, msg)
+        if st.half_closed and st.pending is None and self.streams.get(sid) is st:
+            self._end(sid, st, _TRAILERS_OK)
+
+    def _cancel_pending(self) -> None:
+        for st in self.streams.values():
+            if st.pending is not None:
+                fut, st.pending = st.pending, None
+                fut.cancel()
 
     # -- sending --
     def _open(self, sid: int) -> bool:
@@ -307,8 +382,11 @@ class _Connection(asyncio.Protocol):
             pass  # the client had already finished its side
 
     def _forget(self, sid: int, st: _Stream) -> None:
-        self.buffered -= len(st.buf)
+        self.buffered -= len(st.buf) + sum(map(len, st.backlog))
         self.streams.pop(sid, None)
+        if st.pending is not None:  # reset or ended before its deferred reply: nobody waits for it
+            fut, st.pending = st.pending, None
+            fut.cancel()
 
     def _drop(self, sid: int) -> bool:
         st = self.streams.get(sid)
@@ -330,6 +408,7 @@ class _Connection(asyncio.Protocol):
     def _goaway(self, code: h2.errors.ErrorCodes) -> None:
         self.h2.close_connection(error_code=code)
         self._flush()
+        self._cancel_pending()
         self.streams.clear()
         self.buffered = 0
         if self.transport is not None:

@@ -125,7 +125,9 @@ class Gateway:
             except (OSError, ValueError):
                 initial = []
         epp.eds_path = eds_path
+        epp.envoy_admin_port = self.settings.admin_port  # where a holding EPP sees Envoy load the EDS file
         epp.completion = "access-log"  # build_envoy_config wires Envoy's access log to the EPP
+        epp.hold = self.settings.hold  # build_envoy_config sizes the ext_proc timer for it
         write_eds_file(eds_path, CLUSTER_NAME, initial)
         epp_yaml = self.run_dir / "epp.yaml"
         epp_yaml.write_text(yaml.safe_dump(epp.model_dump(mode="json"), sort_keys=False))

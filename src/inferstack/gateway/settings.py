@@ -21,6 +21,7 @@ __all__ = [
     "EppSettings",
     "FileDiscovery",
     "GatewaySettings",
+    "HoldSettings",
     "KubernetesDiscovery",
     "ObjectiveSettings",
     "RewriteSettings",
@@ -130,6 +131,29 @@ class SaturationSettings(_Strict):
                                       "endpoint 'unknown' (no capacity), not idle.")
 
 
+# Envoy's ext_proc timer for a held request runs this much past the hold timeout, so the EPP's own
+# answer at the timeout (a JSON 503 saying why) always reaches Envoy before the timer cuts it.
+HOLD_TIMER_MARGIN_S = 5.0
+_MAX_ENVOY_MESSAGE_TIMEOUT_S = 3600.0  # Envoy's bound on ext_proc max_message_timeout
+
+
+class HoldSettings(_Strict):
+    """Scale from zero: while no endpoint is ready, the EPP holds new requests instead of failing them."""
+
+    enabled: bool = Field(default=False, description="Hold requests while no endpoint is ready (replicas may be "
+                          "scaled to zero and started on demand); off: 503 at once, as without a replica.")
+    timeout_s: float = Field(default=120.0, gt=0, le=_MAX_ENVOY_MESSAGE_TIMEOUT_S - HOLD_TIMER_MARGIN_S,
+                             description="How long a request is held at most; past it the client gets a 503 "
+                             "JSON error saying no model server became ready in time.")
+    max_requests: int = Field(default=64, ge=1, le=1000, description="Requests held at once; more get a 503 "
+                              "JSON error at once. At most 1000: each held request keeps an ext_proc stream "
+                              "open, and Envoy allows 1024 concurrent ones to the EPP.")
+
+    def envoy_timer_s(self) -> float:
+        """The ext_proc message timeout the EPP asks Envoy for while holding a request."""
+        return self.timeout_s + HOLD_TIMER_MARGIN_S
+
+
 class EppSettings(_Strict):
     grpc_port: Port = Field(default=9002, description="ext_proc gRPC port (also serves gRPC health).")
     grpc_host: str = Field(default="127.0.0.1", description="Address the gRPC server binds.")
@@ -152,6 +176,19 @@ class EppSettings(_Strict):
                                        "never reported stops counting as in flight after this long.")
     eds_path: Path | None = Field(default=None, description="If set, the EPP mirrors the discovered endpoints "
                                   "into this Envoy EDS file (local gateway only).")
+    envoy_admin_port: Port | None = Field(default=None, description="Envoy's admin port on 127.0.0.1 (local "
+                                          "gateway only, with eds_path): with hold enabled, the EPP routes to a "
+                                          "new endpoint only once Envoy's admin shows it loaded from the EDS file.")
+    hold: HoldSettings = Field(default_factory=HoldSettings, description="Scale-from-zero hold of requests "
+                               "while no endpoint is ready.")
+
+    @pydantic.model_validator(mode="after")
+    def _hold_sees_envoy(self) -> EppSettings:
+        if self.hold.enabled and self.eds_path is not None and self.envoy_admin_port is None:
+            raise ValueError("hold.enabled with eds_path needs envoy_admin_port: held requests go to a new "
+                             "endpoint only once Envoy has loaded it from the EDS file, which the EPP asks "
+                             "Envoy's admin")
+        return self
 
 
 class GatewaySettings(_Strict):
@@ -177,6 +214,19 @@ class GatewaySettings(_Strict):
     epp: EppSettings = Field(default_factory=EppSettings, description="The endpoint picker's settings.")
     batch_port: Port | None = Field(default=None, description="If set, Envoy routes /v1/files and /v1/batches "
                                     "to the batch service on 127.0.0.1:<batch_port>, without the picker.")
+    hold: HoldSettings = Field(default_factory=HoldSettings, description="Scale from zero: hold requests while "
+                               "no replica is ready (the Gateway passes this to the EPP and lets Envoy wait for it).")
+
+    @pydantic.model_validator(mode="after")
+    def _one_hold(self) -> GatewaySettings:
+        if self.epp.hold != HoldSettings():
+            raise ValueError("set the hold on the gateway ('hold'), not under 'epp': the gateway passes it to "
+                             "the EPP and sizes Envoy's ext_proc timer for it")
+        if self.hold.enabled and self.hold.envoy_timer_s() >= self.stream_idle_timeout_s:
+            raise ValueError(f"hold.timeout_s ({self.hold.timeout_s:g}) + {HOLD_TIMER_MARGIN_S:g} s must be below "
+                             f"stream_idle_timeout_s ({self.stream_idle_timeout_s:g}): Envoy would end a held "
+                             "request's idle client stream first")
+        return self
 
 
 def load_epp_settings(path: Path) -> EppSettings:

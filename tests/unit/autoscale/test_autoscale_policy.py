@@ -15,7 +15,7 @@ from inferstack.autoscale import (
     load_policy,
     parse_policy,
 )
-from inferstack.config import load_config
+from inferstack.stack.config import load_config
 from inferstack.configfile import validate
 from inferstack.errors import ConfigError
 

@@ -15,9 +15,9 @@ from batchfakes import ThreadServer, chat_line, jsonl
 from inferstack.batch.api import create_app
 from inferstack.batch.settings import BatchSettings, DispatchSettings
 from inferstack.batch.stack import gateway_with_batch, resolve_batch
-from inferstack.config import load_config
-from inferstack.engine import cli as engine_cli
-from inferstack.engine.state import StateFile
+from inferstack.stack.config import load_config
+from inferstack.stack import cli as stack_cli
+from inferstack.stack.state import StateFile
 from inferstack.errors import ConfigError
 from inferstack.gateway.envoy_config import BATCH_CLUSTER, CLUSTER_NAME, build_envoy_config
 from inferstack.gateway.epp import write_eds_file
@@ -117,7 +117,7 @@ def test_gateway_with_batch_declares_a_sheddable_objective_once(tmp_path):
 
 
 def _args(**kw):
-    base = {flag: None for flag in engine_cli._FLAG_KEYS}
+    base = {flag: None for flag in stack_cli._FLAG_KEYS}
     base.update(compiled=False, no_gateway=False, no_batch=False)
     base.update(kw)
     return argparse.Namespace(**base)
@@ -125,17 +125,17 @@ def _args(**kw):
 
 def test_stack_config_and_up_flags(tmp_path):
     state = StateFile(tmp_path / "stack.json")
-    config = load_config(None, engine_cli._overrides(_args()))
+    config = load_config(None, stack_cli._overrides(_args()))
     assert config.batch.enabled
-    batch = engine_cli._batch_settings(config, state)
+    batch = stack_cli._batch_settings(config, state)
     assert batch.gateway_url == f"http://127.0.0.1:{config.gateway.port}" and batch.state_dir == tmp_path / "batch"
-    assert engine_cli._batch_factory(batch) is not None
-    assert engine_cli._batch_settings(load_config(None, engine_cli._overrides(_args(no_batch=True))), state) is None
-    assert engine_cli._batch_settings(load_config(None, engine_cli._overrides(_args(no_gateway=True))), state) is None
+    assert stack_cli._batch_factory(batch) is not None
+    assert stack_cli._batch_settings(load_config(None, stack_cli._overrides(_args(no_batch=True))), state) is None
+    assert stack_cli._batch_settings(load_config(None, stack_cli._overrides(_args(no_gateway=True))), state) is None
     path = tmp_path / "stack.yaml"
     path.write_text("batch: {enabled: true, port: 18555, dispatch: {max_concurrency: 4}}\n")
     config = load_config(path)
-    assert engine_cli._batch_settings(config, state).port == 18555
+    assert stack_cli._batch_settings(config, state).port == 18555
     path.write_text("batch: {dispatch: {max_concurency: 4}}\n")
     with pytest.raises(ConfigError, match="unknown key 'batch.dispatch.max_concurency'"):
         load_config(path)

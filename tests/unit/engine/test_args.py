@@ -3,6 +3,7 @@ from pathlib import Path
 from inferstack.engine.args import build_replica_argv, build_replica_env
 from inferstack.engine.settings import EngineSettings
 from inferstack.engine.speculative import SpeculativeSettings
+from inferstack.lora import LoraSettings
 from inferstack.models.resolve import ResolvedModel
 
 PY = Path("/envs/engine/bin/python")
@@ -59,3 +60,20 @@ def test_env_on_gpu_engine_has_no_cpu_settings():
     env = build_replica_env(EngineSettings(engine="vllm"), [0], PY, base_env={})
     assert "VLLM_CPU_KVCACHE_SPACE" not in env
     assert "VLLM_CPU_OMP_THREADS_BIND" not in env
+
+
+def test_lora_flags_come_before_the_extras_and_name_the_served_model_as_parent():
+    engine = EngineSettings(extra_args=["--seed", "7"])
+    lora = LoraSettings(enabled=True, max_loras=2, adapters={"sql": "org/sql-lora"})
+    argv = build_replica_argv(PY, MODEL, 8101, engine, SpeculativeSettings(), lora)
+    assert _flag(argv, "--max-loras") == "2"
+    assert '"base_model_name":"smollm2-135m-instruct"' in _flag(argv, "--lora-modules")
+    assert argv[-2:] == ["--seed", "7"]
+    assert "--enable-lora" not in build_replica_argv(PY, MODEL, 8101, engine, SpeculativeSettings(), LoraSettings())
+
+
+def test_env_opens_the_runtime_adapter_api_only_with_lora():
+    on = build_replica_env(EngineSettings(), None, PY, base_env={}, lora=LoraSettings(enabled=True))
+    assert on["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] == "true"
+    assert "VLLM_ALLOW_RUNTIME_LORA_UPDATING" not in build_replica_env(EngineSettings(), None, PY, base_env={},
+                                                                       lora=LoraSettings())

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from inferstack.gateway.h2grpc import GrpcH2Server, ServerLimits
+from inferstack.gateway.h2grpc import GrpcH2Server, ServerLimits, StreamContext
 
 from inferstack.gateway.datastore import Endpoint, EndpointMetrics
 from inferstack.gateway.request import InferenceRequest
@@ -49,12 +49,56 @@ class ServerThread:
         return asyncio.run_coroutine_threadsafe(wrapped(), self.loop).result(5)
 
 
+HANGING: list[asyncio.Future] = []  # the futures /t.S/Hang left pending, newest last
+
+
+async def _later(value: bytes, delay_s: float = 0.05) -> bytes:
+    await asyncio.sleep(delay_s)
+    return value
+
+
+def _reply_later(raw: bytes, ctx: StreamContext) -> None:
+    ctx.later = _later(raw[::-1])
+    ctx.finish = True
+
+
+def _now_and_later(raw: bytes, ctx: StreamContext) -> bytes:
+    ctx.later = _later(b"later:" + raw)  # the stream stays open: its next message waits for this
+    return b"now:" + raw
+
+
+def _hang(raw: bytes, ctx: StreamContext) -> bytes:
+    fut = asyncio.get_running_loop().create_future()
+    HANGING.append(fut)
+    ctx.later = fut
+    return b"holding"
+
+
+async def _fail_later() -> bytes:
+    raise RuntimeError("deferred bug")
+
+
+def _boom_later(raw: bytes, ctx: StreamContext) -> None:
+    ctx.later = _fail_later()
+
+
 TEST_ROUTES = {
     "/t.S/Echo": lambda raw, ctx: raw[::-1],
     "/t.S/Twice": lambda raw, ctx: raw + raw,
     "/t.S/Silent": lambda raw, ctx: None,
     "/t.S/Boom": lambda raw, ctx: 1 / 0,
+    "/t.S/Later": _reply_later,
+    "/t.S/NowAndLater": _now_and_later,
+    "/t.S/Hang": _hang,
+    "/t.S/BoomLater": _boom_later,
 }
+
+
+@pytest.fixture
+def hanging() -> list[asyncio.Future]:
+    """The futures /t.S/Hang leaves pending (its deferred replies), newest last."""
+    HANGING.clear()
+    return HANGING
 
 
 @pytest.fixture

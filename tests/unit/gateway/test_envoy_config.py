@@ -1,11 +1,12 @@
 import subprocess
 
+import pytest
 import yaml
 
 from inferstack.gateway.envoy_config import CLUSTER_NAME, build_envoy_config
 from inferstack.gateway.epp import write_eds_file
 from inferstack.gateway.runtime import envoy_binary
-from inferstack.gateway.settings import EppSettings, GatewaySettings
+from inferstack.gateway.settings import EppSettings, GatewaySettings, HoldSettings
 
 
 def _config(tmp_path, **kw):
@@ -15,8 +16,10 @@ def _config(tmp_path, **kw):
     return build_envoy_config(GatewaySettings(**kw), eds)
 
 
-def test_envoy_accepts_the_generated_config(tmp_path):
-    cfg = _config(tmp_path, port=18080, admin_port=18901, epp=EppSettings(grpc_port=18002))
+@pytest.mark.parametrize("hold", [False, True], ids=["plain", "hold"])
+def test_envoy_accepts_the_generated_config(tmp_path, hold):
+    cfg = _config(tmp_path, port=18080, admin_port=18901, epp=EppSettings(grpc_port=18002),
+                  hold=HoldSettings(enabled=hold))
     path = tmp_path / "envoy.yaml"
     path.write_text(yaml.safe_dump(cfg))
     proc = subprocess.run([str(envoy_binary()), "--mode", "validate", "-c", str(path)],
@@ -60,3 +63,16 @@ def test_failure_modes_access_log_and_least_request_fallback(tmp_path):
     opened = _config(tmp_path / "open", epp_failure_mode="open")
     hcm = opened["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
     assert hcm["http_filters"][0]["typed_config"]["failure_mode_allow"] is True
+
+
+def _ext_proc(cfg: dict) -> dict:
+    hcm = cfg["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    return hcm["http_filters"][0]["typed_config"]
+
+
+def test_hold_lets_the_epp_extend_the_ext_proc_timer(tmp_path):
+    plain = _ext_proc(_config(tmp_path))
+    assert "max_message_timeout" not in plain and plain["message_timeout"] == "2.000s"
+    (tmp_path / "hold").mkdir()
+    held = _ext_proc(_config(tmp_path / "hold", hold=HoldSettings(enabled=True, timeout_s=120)))
+    assert held["max_message_timeout"] == "125.000s" and held["message_timeout"] == "2.000s"

@@ -80,3 +80,21 @@ def test_a_server_cannot_flood_the_known_set():
     m = _metrics(None)
     m.observe_scrape("e:1", "ok", frozenset(f"m{i}" for i in range(MAX_SERVED_MODELS * 3)))
     assert len(m._served) == MAX_SERVED_MODELS
+
+
+def test_pool_gauges_sum_the_ready_endpoints_and_hold_series_exist_from_the_start():
+    import time
+
+    from inferstack.gateway.datastore import EndpointMetrics
+
+    ds = Datastore()
+    ds.set_addresses(["10.0.0.1:8000", "10.0.0.2:8000", "10.0.0.3:8000"])
+    ds.update_metrics("10.0.0.1:8000", EndpointMetrics(waiting=3, scraped_at=time.monotonic()))
+    ds.update_metrics("10.0.0.2:8000", EndpointMetrics(waiting=4, scraped_at=time.monotonic()))
+    m = EppMetrics(ds, Scheduler(SchedulerSettings()), SETTINGS)
+    get = m.registry.get_sample_value
+    assert get("inferstack_epp_pool_ready_endpoints") == 2.0  # the third is not scraped yet
+    assert get("inferstack_epp_pool_queue_requests") == 7.0
+    assert get("inferstack_epp_held_requests") == 0.0
+    for outcome in ("routed", "timeout", "full", "cancelled"):
+        assert get("inferstack_epp_hold_outcomes_total", {"outcome": outcome}) == 0.0

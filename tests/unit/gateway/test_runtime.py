@@ -48,6 +48,20 @@ def test_configs_written_for_an_endpoints_file(tmp_path):
     assert envoy_yaml.exists()
 
 
+def test_the_gateway_passes_its_hold_to_the_epp_and_sizes_envoys_timer(tmp_path):
+    import yaml
+
+    settings = _settings().model_copy(update={"hold": gateway_pkg.HoldSettings(enabled=True, timeout_s=40)})
+    gw = Gateway(settings, endpoints=["127.0.0.1:8101"], run_dir=tmp_path)
+    epp_yaml, envoy_yaml = gw.write_configs()
+    epp = gateway_pkg.load_epp_settings(epp_yaml)
+    assert epp.hold.enabled and epp.hold.timeout_s == 40
+    assert epp.envoy_admin_port == settings.admin_port  # where it sees Envoy load new endpoints
+    hcm = yaml.safe_load(envoy_yaml.read_text())["static_resources"]["listeners"][0]["filter_chains"][0][
+        "filters"][0]["typed_config"]
+    assert hcm["http_filters"][0]["typed_config"]["max_message_timeout"] == "45.000s"
+
+
 def test_exactly_one_endpoint_source():
     with pytest.raises(ValueError):
         Gateway(GatewaySettings())
@@ -56,8 +70,8 @@ def test_exactly_one_endpoint_source():
 
 
 def test_public_surface():
-    assert sorted(gateway_pkg.__all__) == ["EppSettings", "Gateway", "GatewaySettings", "load_epp_settings",
-                                           "write_endpoints_file"]
+    assert sorted(gateway_pkg.__all__) == ["EppSettings", "Gateway", "GatewaySettings", "HoldSettings",
+                                           "load_epp_settings", "write_endpoints_file"]
     for name in gateway_pkg.__all__:
         assert getattr(gateway_pkg, name)
 

@@ -62,3 +62,30 @@ def test_bad_configs_name_key_and_value(tmp_path, text, message):
 def test_missing_file(tmp_path):
     with pytest.raises(ConfigError, match="cannot read EPP config"):
         load_epp_settings(tmp_path / "nope.yaml")
+
+
+def test_hold_is_set_on_the_gateway_and_must_fit_envoys_idle_timeout():
+    from inferstack.configfile import validate
+    from inferstack.gateway.settings import HoldSettings
+
+    s = validate(GatewaySettings, {"hold": {"enabled": True, "timeout_s": 30, "max_requests": 8}}, "gw")
+    assert s.hold == HoldSettings(enabled=True, timeout_s=30, max_requests=8) and s.epp.hold == HoldSettings()
+    with pytest.raises(ConfigError, match="set the hold on the gateway"):
+        validate(GatewaySettings, {"epp": {"hold": {"enabled": True}}}, "gw")
+    with pytest.raises(ConfigError, match=r"hold.timeout_s \(300\) \+ 5 s must be below stream_idle_timeout_s"):
+        validate(GatewaySettings, {"hold": {"enabled": True, "timeout_s": 300}}, "gw")
+    assert validate(GatewaySettings, {"hold": {"enabled": True, "timeout_s": 300}, "stream_idle_timeout_s": 400},
+                    "gw").hold.timeout_s == 300
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("hold: {timeout_s: 0}", r"'hold.timeout_s' has value 0"),
+    ("hold: {max_requests: 0}", r"'hold.max_requests' has value 0"),
+    ("hold: {enabled: maybe}", r"'hold.enabled' has value 'maybe'"),
+    ("hold: {queue: 3}", r"unknown key 'hold.queue'"),
+])
+def test_bad_hold_settings_name_key_and_value(tmp_path, text, message):
+    f = tmp_path / "bad.yaml"
+    f.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        load_epp_settings(f)

@@ -7,8 +7,9 @@ Example (every key optional)::
     speculative: {method: ngram, num_speculative_tokens: 6, prompt_lookup_max: 5}
     engine: {max_model_len: 2048, kv_cache_gib: 1, base_port: 8101}
     gateway: {enabled: true, port: 8080}
-    autoscaling: {min_replicas: 1, max_replicas: 2, metric: waiting, target: 3}   # see docs/autoscale.md
+    autoscaling: {min_replicas: 1, max_replicas: 2, metric: waiting, target: 3}   # on: see docs/autoscale.md
     batch: {enabled: true}            # OpenAI Files + Batch API on the gateway's base URL
+    lora: {enabled: true, max_loras: 2, adapters: {json-mode: /path/to/adapter}}   # inferstack.lora
 
 Unknown keys are errors, so a misspelt key never silently vanishes. Errors name the key, the bad
 value and what would be valid.
@@ -26,15 +27,21 @@ from inferstack.batch.settings import BatchSettings
 from inferstack.configfile import read_yaml_mapping, validate
 from inferstack.engine.settings import EngineSettings
 from inferstack.engine.speculative import SpeculativeSettings
-from inferstack.gateway.settings import GatewaySettings
+from inferstack.gateway.settings import GatewaySettings, HoldSettings
+from inferstack.lora.settings import LoraSettings
 
-__all__ = ["StackBatchSettings", "StackConfig", "StackGatewaySettings", "load_config"]
+__all__ = ["StackBatchSettings", "StackConfig", "StackGatewaySettings", "load_config", "merge_config"]
 
 
 class StackGatewaySettings(GatewaySettings):
     """The gateway in front of the local replicas (Envoy on ``port``, default 8080)."""
 
     enabled: bool = Field(True, description="Serve through Envoy + the endpoint picker.")
+    hold: HoldSettings = Field(
+        default_factory=lambda: HoldSettings(enabled=True),
+        description="The picker holds requests while no replica is ready (on by default here: the "
+        "stack can be scaled to zero, and a crashed replica restarts), answering 503 after timeout_s.",
+    )
 
 
 class StackBatchSettings(BatchSettings):
@@ -51,7 +58,8 @@ class StackConfig(BaseModel):
 
     model: str = Field("smollm2-135m-instruct", description="Bundled name, local folder or hub id.")
     served_model_name: str | None = Field(None, description="Name clients use (default: derived).")
-    replicas: int = Field(1, ge=1, le=64, description="Number of vLLM replicas.")
+    replicas: int = Field(1, ge=0, le=64, description="vLLM replicas at start (0: none until the first "
+                          "request, which the gateway holds while one starts; `inferstack scale` changes it).")
     engine: EngineSettings = Field(default_factory=EngineSettings)
     speculative: SpeculativeSettings = Field(
         default_factory=SpeculativeSettings, description="Speculative decoding (default: ngram)."
@@ -59,11 +67,15 @@ class StackConfig(BaseModel):
     gateway: StackGatewaySettings = Field(default_factory=StackGatewaySettings)
     autoscaling: AutoscalingPolicy | None = Field(
         None,
-        description="Autoscaling policy (inferstack.autoscale): the same section renders the HPA for "
-        "GKE and drives `autoscale simulate`; `up` does not scale the local stack yet (it runs "
-        "`replicas` and says so).",
+        description="Autoscaling policy (inferstack.autoscale): when present, `up` runs the local "
+        "autoscaler with it (`replicas` is the start count, clamped to min..max); the same section "
+        "renders the HPA for GKE and drives `autoscale simulate`.",
     )
     batch: StackBatchSettings = Field(default_factory=StackBatchSettings)
+    lora: LoraSettings = Field(
+        default_factory=LoraSettings,
+        description="LoRA adapters on every replica (default off): vLLM flags, static adapters, runtime API.",
+    )
 
 
 def load_config(path: Path | None = None, overrides: dict[str, Any] | None = None) -> StackConfig:
@@ -72,6 +84,11 @@ def load_config(path: Path | None = None, overrides: dict[str, Any] | None = Non
     if overrides:
         data = _merge(data, overrides)
     return validate(StackConfig, data, str(path) if path is not None else "config")
+
+
+def merge_config(config: StackConfig, changes: dict[str, Any]) -> StackConfig:
+    """``config`` with ``changes`` deep-merged in, validated again (a running stack's reconfigure)."""
+    return validate(StackConfig, _merge(config.model_dump(mode="json"), changes), "reconfigure")
 
 
 def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:

@@ -1,6 +1,6 @@
 import os
 
-from inferstack.engine.state import StateFile
+from inferstack.stack.state import StateFile
 from inferstack.process import pid_alive
 
 

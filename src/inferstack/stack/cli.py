@@ -1,8 +1,10 @@
-"""``inferstack up | status | down``: run the local stack in the foreground or detached.
+"""``inferstack up | status | down | scale | reconfigure``: run the local stack and change it.
 
 ``up --detach`` re-runs ``up`` as a background supervisor in its own session (log in the state
 dir), waits until the state file says ready or failed, and returns. ``down`` signals that
 supervisor (which drains and stops everything) and then checks that no process it started is left.
+``scale`` and ``reconfigure`` queue a request for the running supervisor (``stack.control``) and
+wait, reading the state file, until the stack has converged on it.
 """
 
 from __future__ import annotations
@@ -20,17 +22,22 @@ from typing import Any
 
 import yaml
 
+from inferstack.autoscale.policy import AutoscalingPolicy
 from inferstack.batch.settings import BatchSettings
-from inferstack.config import StackConfig, load_config
+from inferstack.configfile import read_yaml_mapping
+from inferstack.engine.cpus import available_cores
 from inferstack.engine.metrics import fetch_figures
 from inferstack.engine.speculative import SPEC_METHODS
-from inferstack.engine.state import StateFile
-from inferstack.engine.supervisor import Supervisor
 from inferstack.envs.environments import engine_env_for, env_python
-from inferstack.errors import InferstackError, ReplicaStartError
+from inferstack.errors import ConfigError, InferstackError, ReplicaStartError
 from inferstack.process import group_alive, log_tail, pid_alive, stop_process_group
+from inferstack.stack.autoscaler import LocalAutoscaler
+from inferstack.stack.config import StackConfig, load_config
+from inferstack.stack.control import submit_request
+from inferstack.stack.state import StateFile
+from inferstack.stack.supervisor import Supervisor
 
-__all__ = ["register"]
+__all__ = ["register", "with_autoscaling"]
 
 _DETACH_WAIT_S = 900.0
 
@@ -105,12 +112,35 @@ def _gateway_factory(config: StackConfig, batch: BatchSettings | None = None):  
     return lambda endpoints_file, run_dir: Gateway(settings, endpoints_file=endpoints_file, run_dir=run_dir)
 
 
+def with_autoscaling(config: StackConfig, autoscale: bool, min_replicas: int | None,
+                     max_replicas: int | None) -> StackConfig:
+    """The config with the autoscaling policy `up --autoscale [--min A] [--max B]` asks for: the
+    config's own section, or else the default policy with one replica per core at most."""
+    if not autoscale and config.autoscaling is None:
+        if min_replicas is not None or max_replicas is not None:
+            raise ConfigError("--min/--max bound the autoscaler: add --autoscale (or an autoscaling: "
+                              "section to the config)")
+        return config
+    data = config.autoscaling.model_dump() if config.autoscaling is not None else {
+        "max_replicas": max(1, len(available_cores()))}
+    if min_replicas is not None:
+        data["min_replicas"] = min_replicas
+    if max_replicas is not None:
+        data["max_replicas"] = max_replicas
+    try:
+        policy = AutoscalingPolicy.model_validate(data)
+    except ValueError as exc:
+        raise ConfigError(f"autoscaling: {exc}") from exc
+    return config.model_copy(update={"autoscaling": policy})
+
+
 def _up(args: argparse.Namespace) -> int:
     config = load_config(args.config, _overrides(args))
+    config = with_autoscaling(config, args.autoscale, args.min, args.max)
     if config.autoscaling is not None:
-        print(f"[up] note: the autoscaling: section shapes `inferstack render`'s HPA and `inferstack autoscale "
-              f"simulate`; the local stack does not scale itself yet and runs {config.replicas} replica(s)",
-              flush=True)
+        p = config.autoscaling
+        print(f"[up] autoscaling {p.min_replicas}..{p.max_replicas} replicas on {p.label()} "
+              f"(sync every {p.sync_period_s:g}s)", flush=True)
     state = StateFile()
     running = state.live()
     if running:
@@ -128,7 +158,8 @@ def _up_foreground(config: StackConfig, state: StateFile, config_path: Path | No
     batch = _batch_settings(config, state)
     supervisor = Supervisor(config, engine_python, state, config_path=config_path,
                             front_end_factory=_gateway_factory(config, batch),
-                            batch_factory=_batch_factory(batch))
+                            batch_factory=_batch_factory(batch),
+                            autoscaler=LocalAutoscaler(config.autoscaling) if config.autoscaling else None)
     stop_event = threading.Event()
 
     def _on_signal(signum: int, _frame: object) -> None:
@@ -215,6 +246,12 @@ def _status(args: argparse.Namespace) -> int:
         return 0
     print(f"base_url: {data['base_url']}   model: {data['model']}   speculative: {data['speculative']}"
           f"   supervisor pid {data['supervisor_pid']} ({data['state']})")
+    print(f"replicas: {data['ready_replicas']} ready / {data['desired_replicas']} desired   "
+          f"config generation {data['generation']}")
+    auto = data.get("autoscaling")
+    if auto:
+        print(f"autoscaling: {auto['min_replicas']}..{auto['max_replicas']} on {auto['policy']}, every "
+              f"{auto['sync_period_s']:g}s; last: {auto['last_decision'] or '-'}")
     print(f"{'NAME':5} {'URL':24} {'STATE':9} {'PID':>7} {'UPTIME':>7} {'RUN':>4} {'WAIT':>4} "
           f"{'KV%':>5} {'ACCEPT':>6} RESTARTS LOG")
     for r in data["replicas"]:
@@ -237,6 +274,94 @@ def _status(args: argparse.Namespace) -> int:
     if batch:
         print(f"batch         {batch.get('state', '-'):9} pid {batch.get('pid') or '-'}  port {batch.get('port')}  "
               f"state {batch.get('state_dir')}  log {batch.get('log', '-')}")
+    events = data.get("events") or []
+    if events:
+        print("recent events:")
+        for e in events[-args.events:]:
+            print(f"  {time.strftime('%H:%M:%S', time.localtime(e['at']))} {e['kind']:15} {e['message']}")
+    return 0
+
+
+def _running_state() -> tuple[StateFile, dict[str, Any]]:
+    state = StateFile()
+    data = state.live()
+    if data is None or data.get("state") != "ready":
+        raise InferstackError("no running stack to change (start one with `inferstack up --detach`)"
+                              if data is None else f"the stack is {data.get('state')}, not ready; try again")
+    return state, data
+
+
+def _submit_and_wait(action: str, payload: dict[str, Any], timeout_s: float, what: str) -> dict[str, Any]:
+    """Queue a request, wait for the supervisor's answer, then until the stack has converged on it
+    (the desired count of ready replicas, all of the current generation, none left retiring)."""
+    state, _ = _running_state()
+    request_id = submit_request(state.run_dir, action, payload)
+    deadline = time.monotonic() + 30.0
+    answer = None
+    while answer is None:
+        data = state.live()
+        if data is None:
+            raise InferstackError("the stack stopped before answering")
+        answer = (data.get("requests") or {}).get(request_id)
+        if answer is None:
+            if time.monotonic() > deadline:
+                raise InferstackError(f"the supervisor did not take the {action} request within 30s "
+                                      f"(pid {data['supervisor_pid']}; log {state.run_dir / 'supervisor.log'})")
+            time.sleep(0.2)
+    if not answer["ok"]:
+        raise ConfigError(answer["message"])
+    print(f"[{action}] {answer['message']}", flush=True)
+    desired, generation = answer["desired_replicas"], answer["generation"]
+    begun = time.monotonic()
+    seen = {e["at"] for e in (state.read() or {}).get("events", []) if e["at"] < answer["at"]}
+    last_line = 0.0
+    while True:
+        data = state.live()
+        if data is None:
+            raise InferstackError("the stack stopped while converging")
+        for e in data.get("events", []):
+            if e["at"] not in seen:
+                seen.add(e["at"])
+                print(f"[{action}] {e['message']}", flush=True)
+        if data["desired_replicas"] != desired or data["generation"] != generation:
+            raise InferstackError(f"the stack's desired state changed meanwhile (now {data['desired_replicas']} "
+                                  f"replicas, generation {data['generation']})")
+        replicas = data["replicas"]
+        if len(replicas) == desired and all(r["state"] == "ready" and r["generation"] == generation
+                                             for r in replicas):
+            print(f"[{action}] done in {time.monotonic() - begun:.0f}s: {what.format(n=desired)}", flush=True)
+            return data
+        failing = [r for r in replicas if r["generation"] == generation and r["restarts"] >= 2]
+        if failing:
+            r = failing[0]
+            raise ReplicaStartError(f"replica {r['name']} ({r['url']}) keeps failing: {r['last_exit']} "
+                                    f"({r['restarts']} restarts; the stack retries with backoff); log: {r['log']}",
+                                    log_tail(Path(r["log"])))
+        elapsed = time.monotonic() - begun
+        if elapsed > timeout_s:
+            raise InferstackError(f"not converged within {timeout_s:.0f}s; see `inferstack status`")
+        if time.monotonic() - last_line >= 5.0:
+            ready = sum(r["state"] == "ready" and r["generation"] == generation for r in replicas)
+            print(f"[{action}] {ready}/{desired} ready ({elapsed:.0f}s)", flush=True)
+            last_line = time.monotonic()
+        time.sleep(0.3)
+
+
+def _scale(args: argparse.Namespace) -> int:
+    _submit_and_wait("scale", {"replicas": args.replicas}, args.timeout, "{n} replica(s) ready")
+    return 0
+
+
+def _reconfigure(args: argparse.Namespace) -> int:
+    changes: dict[str, Any] = read_yaml_mapping(args.config, "reconfigure file") if args.config else {}
+    for flag, key in (("spec", "method"), ("spec_tokens", "num_speculative_tokens"), ("spec_model", "model")):
+        value = getattr(args, flag)
+        if value is not None:
+            changes.setdefault("speculative", {})[key] = value
+    if args.max_num_seqs is not None:
+        changes.setdefault("engine", {})["max_num_seqs"] = args.max_num_seqs
+    _submit_and_wait("reconfigure", {"changes": changes}, args.timeout,
+                     "{n} replica(s) ready on the new settings")
     return 0
 
 
@@ -292,12 +417,32 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     up.add_argument("--gateway-port", type=int, help="Envoy listener port (default 8080)")
     up.add_argument("--no-gateway", action="store_true", help="serve from the replicas directly")
     up.add_argument("--no-batch", action="store_true", help="no batch service (/v1/files, /v1/batches)")
+    up.add_argument("--autoscale", action="store_true",
+                    help="run the local autoscaler (the config's autoscaling: section, else queue "
+                         "target 5, one replica per core at most)")
+    up.add_argument("--min", type=int, help="autoscaler: fewest replicas (0: scale to zero when idle)")
+    up.add_argument("--max", type=int, help="autoscaler: most replicas")
     up.add_argument("--detach", action="store_true", help="run in the background; stop with `down`")
     up.set_defaults(func=_up)
 
     status = subparsers.add_parser("status", help="show the running stack")
     status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.add_argument("--events", type=int, default=8, help="recent events to show (default 8)")
     status.set_defaults(func=_status)
+
+    scale = subparsers.add_parser("scale", help="set the number of replicas of the running stack")
+    scale.add_argument("replicas", type=int, help="replicas wanted (0: none until a request comes)")
+    scale.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for them to be ready")
+    scale.set_defaults(func=_scale)
+
+    reconf = subparsers.add_parser("reconfigure", help="change the replicas' settings with a rolling restart")
+    reconf.add_argument("--config", type=Path, help="YAML with speculative: and/or engine: sections")
+    reconf.add_argument("--spec", choices=SPEC_METHODS, help="speculative decoding method")
+    reconf.add_argument("--spec-tokens", type=int, help="num_speculative_tokens (k)")
+    reconf.add_argument("--spec-model", help="draft model (draft) or EAGLE head (eagle, eagle3)")
+    reconf.add_argument("--max-num-seqs", type=int, help="--max-num-seqs of each replica")
+    reconf.add_argument("--timeout", type=float, default=900.0, help="seconds to wait for the rollout")
+    reconf.set_defaults(func=_reconfigure)
 
     down = subparsers.add_parser("down", help="stop the stack started with --detach")
     down.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for a clean stop")

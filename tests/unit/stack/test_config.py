@@ -1,6 +1,6 @@
 import pytest
 
-from inferstack.config import StackConfig, load_config
+from inferstack.stack.config import StackConfig, load_config
 from inferstack.errors import ConfigError
 
 
@@ -26,7 +26,7 @@ def test_file_then_overrides(tmp_path):
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("replicas: 0\n", "'replicas' has value 0; Input should be greater than or equal to 1"),
+        ("replicas: -1\n", "'replicas' has value -1; Input should be greater than or equal to 0"),
         ("replica: 2\n", "unknown key 'replica'"),
         ("engine: {kv_cache_gb: 2}\n", "unknown key 'engine.kv_cache_gb'"),
         ("speculative: {method: eagle}\n", "needs an EAGLE head"),
@@ -53,7 +53,7 @@ def test_missing_file_is_a_config_error(tmp_path):
 def test_examples_load():
     from pathlib import Path
 
-    examples = sorted((Path(__file__).parents[2] / "examples").glob("stack*.yaml"))
+    examples = sorted((Path(__file__).parents[3] / "examples").glob("stack*.yaml"))
     assert examples, "examples/stack*.yaml should exist"
     for path in examples:
         load_config(path)

@@ -1,0 +1,218 @@
+"""The supervisor's reconcile loop with real (tiny) replica processes: scale out and in, drain
+before stop, rolling reconfigure without a gap in ready endpoints, failed starts, control requests."""
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from inferstack.autoscale.policy import AutoscalingPolicy
+from inferstack.process import free_port_block, group_alive
+from inferstack.stack.autoscaler import LocalAutoscaler
+from inferstack.stack.config import StackConfig
+from inferstack.stack.control import submit_request
+from inferstack.stack.state import StateFile
+from inferstack.stack.supervisor import Supervisor
+
+FAKE = Path(__file__).with_name("fake_replica.py")
+
+
+class FakeSupervisor(Supervisor):
+    def _argv(self, port: int) -> list[str]:
+        return [sys.executable, str(FAKE), str(port)]
+
+
+def _config(replicas=1, **engine):
+    settings = {"base_port": free_port_block(8, start=21000), "health_interval_s": 0.2,
+                "drain_timeout_s": 10, "restart_backoff_s": 0.2, "terminate_timeout_s": 3, **engine}
+    return StackConfig.model_validate({"model": "org/fake", "replicas": replicas, "engine": settings,
+                                       "gateway": {"enabled": False}})
+
+
+@pytest.fixture
+def make(tmp_path):
+    made = []
+
+    def _make(config, autoscaler=None):
+        sup = FakeSupervisor(config, Path(sys.executable), StateFile(tmp_path / "run" / "stack.json"),
+                             autoscaler=autoscaler)
+        made.append(sup)
+        sup.start(progress=lambda _: None)
+        return sup
+
+    yield _make
+    for sup in made:
+        sup.stop(drain=False)
+
+
+def _until(sup, cond, timeout=20.0, each=None):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        sup.tick()
+        if each is not None:
+            each()
+        if cond():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"not reached in {timeout}s: {json.dumps(sup.snapshot()['replicas'], indent=1)}")
+
+
+def _endpoints(sup):
+    return json.loads(sup.endpoints_path.read_text())["endpoints"]
+
+
+def _converged(sup, n):
+    return lambda: len(sup.members) == n and all(m.ready and m.generation == sup.generation for m in sup.members)
+
+
+def test_scale_out_gives_the_new_replica_its_own_slot_port_and_endpoint(make):
+    sup = make(_config(1))
+    assert len(_endpoints(sup)) == 1
+    sup.set_desired(2, "test", "scaled 1 -> 2")
+    _until(sup, _converged(sup, 2))
+    ports = sorted(m.replica.spec.port for m in sup.members)
+    assert ports == [sup.config.engine.base_port, sup.config.engine.base_port + 1]
+    assert sorted(_endpoints(sup)) == sorted(f"127.0.0.1:{p}" for p in ports)
+    assert [m.name for m in sup.members] == ["r0", "r1"]
+    messages = [e["message"] for e in sup.events]
+    assert any("replica r1 ready" in m for m in messages)
+
+
+def test_scale_in_takes_the_replica_out_of_routing_then_waits_for_its_requests(make, tmp_path, monkeypatch):
+    in_flight = tmp_path / "in-flight"
+    monkeypatch.setenv("FAKE_IN_FLIGHT_FILE", str(in_flight))
+    sup = make(_config(2))
+    r1 = next(m for m in sup.members if m.name == "r1")
+    in_flight.write_text("1")  # every replica reports one running request
+    sup.set_desired(1, "test", "scaled 2 -> 1")
+    sup.tick()
+    assert r1.retiring and r1.replica.state == "draining"
+    assert _endpoints(sup) == [f"127.0.0.1:{sup.members[0].replica.spec.port}"]  # out of routing at once
+    time.sleep(2.5)  # past the routing settle time: only the running request keeps it alive
+    sup.tick()
+    assert r1 in sup.members and group_alive(r1.replica.pid)
+    in_flight.write_text("0")
+    _until(sup, lambda: r1 not in sup.members)
+    assert not group_alive(r1.replica.pid)
+    assert [m.name for m in sup.members] == ["r0"]
+    assert any("replica r1 removed" in e["message"] for e in sup.events)
+
+
+def test_rolling_reconfigure_never_drops_below_the_desired_ready_count(make):
+    sup = make(_config(2))
+    old_pids = {m.replica.pid for m in sup.members}
+    submit_request(sup.run_dir, "reconfigure", {"changes": {"speculative": {"method": "none"}}})
+    least = []
+    _until(sup, _converged(sup, 2), timeout=40, each=lambda: least.append(len(_endpoints(sup))))
+    assert min(least) >= 2
+    assert sup.generation == 2 and sup.config.speculative.method == "none"
+    assert not old_pids & {m.replica.pid for m in sup.members}
+    answer = next(iter(sup.requests.values()))
+    assert answer["ok"] and "generation 2" in answer["message"]
+
+
+class NoGateway:
+    """The front-end protocol with nothing behind it (the gateway's own tests start Envoy)."""
+
+    url = "http://127.0.0.1:9"
+
+    def check_ports(self): ...
+    def start(self): ...
+    def stop(self): ...
+    def status(self): return {}
+    def heal(self): return []
+
+
+def test_scale_to_zero_and_back_by_request(tmp_path):
+    config = _config(1).model_copy(update={"gateway": StackConfig().gateway})
+    sup = FakeSupervisor(config, Path(sys.executable), StateFile(tmp_path / "stack.json"),
+                         front_end_factory=lambda *_: NoGateway())
+    sup.start(progress=lambda _: None)
+    try:
+        submit_request(sup.run_dir, "scale", {"replicas": 0})
+        _until(sup, lambda: not sup.members)
+        assert _endpoints(sup) == [] and sup.snapshot()["desired_replicas"] == 0
+        submit_request(sup.run_dir, "scale", {"replicas": 1})
+        _until(sup, _converged(sup, 1))
+    finally:
+        sup.stop(drain=False)
+
+
+def test_a_replica_that_fails_to_start_backs_off_and_the_stack_keeps_serving(make, monkeypatch):
+    sup = make(_config(1))
+    monkeypatch.setenv("FAKE_EXIT", "3")
+    sup.set_desired(2, "test", "scaled 1 -> 2")
+    r1 = None
+
+    def restarted():
+        nonlocal r1
+        r1 = next((m for m in sup.members if m.name == "r1"), None)
+        return r1 is not None and r1.replica.restarts >= 2
+
+    _until(sup, restarted)
+    assert r1.replica.last_exit == "exited with code 3 while starting"
+    assert any("fake replica: failing on purpose" in e["message"] for e in sup.events)
+    assert len(_endpoints(sup)) == 1  # r0 keeps serving
+    sup.set_desired(1, "test", "scaled 2 -> 1")
+    _until(sup, lambda: [m.name for m in sup.members] == ["r0"])
+
+
+def test_a_hanging_health_check_does_not_stall_the_loop(make, monkeypatch):
+    sup = make(_config(1))
+    monkeypatch.setenv("FAKE_HEALTH_HANG", "3")
+    sup.set_desired(2, "test", "scaled 1 -> 2")
+    slowest = 0.0
+    for _ in range(20):
+        t0 = time.monotonic()
+        sup.tick()
+        slowest = max(slowest, time.monotonic() - t0)
+        time.sleep(0.05)
+    assert slowest < 0.5  # the probes hang for 3 s each, in the pool
+
+
+@pytest.mark.parametrize(
+    ("action", "payload", "message"),
+    [
+        ("scale", {"replicas": -1}, "replicas must be an integer 0..64, got -1"),
+        ("scale", {"replicas": "2"}, "replicas must be an integer"),
+        ("scale", {"replicas": 0}, "0 replicas needs the gateway"),
+        ("reconfigure", {"changes": {"model": "org/other"}}, "cannot change model on a running stack"),
+        ("reconfigure", {"changes": {"engine": {"base_port": 9000}}}, "engine.base_port is fixed"),
+        ("reconfigure", {"changes": {"speculative": {"method": "bogus"}}}, "speculative"),
+        ("reconfigure", {"changes": {}}, "nothing to change"),
+        ("explode", {}, "unknown action 'explode'"),
+    ],
+)
+def test_bad_requests_are_answered_with_a_reason_and_change_nothing(make, action, payload, message):
+    sup = make(_config(1))
+    request_id = submit_request(sup.run_dir, action, payload)
+    sup.tick()
+    answer = sup.requests[request_id]
+    assert not answer["ok"] and message in answer["message"]
+    assert sup.desired == 1 and sup.generation == 1
+    assert StateFile(sup.state.path).read()["requests"][request_id]["ok"] is False
+
+
+def test_scale_is_refused_while_the_autoscaler_owns_the_count(make):
+    policy = AutoscalingPolicy(min_replicas=1, max_replicas=2, metric="waiting", target=3)
+    sup = make(_config(1), autoscaler=LocalAutoscaler(policy))
+    request_id = submit_request(sup.run_dir, "scale", {"replicas": 2})
+    sup.tick()
+    assert "autoscaling is on (min 1, max 2, waiting:3)" in sup.requests[request_id]["message"]
+
+
+def test_the_autoscaler_scales_out_on_a_queue_and_the_supervisor_applies_it(make, tmp_path, monkeypatch):
+    policy = AutoscalingPolicy(min_replicas=1, max_replicas=2, metric="running", target=2, sync_period_s=0.1)
+    in_flight = tmp_path / "in-flight"
+    monkeypatch.setenv("FAKE_IN_FLIGHT_FILE", str(in_flight))
+    sup = make(_config(1), autoscaler=LocalAutoscaler(policy))
+    in_flight.write_text("5")  # 5 running on 1 replica, target 2 -> ceil(2.5) = 3, capped at 2
+    sup._phase = "ready"
+    sup._autoscale()
+    assert sup.desired == 2
+    event = sup.events[-1]
+    assert event["kind"] == "autoscaler"
+    assert event["message"].startswith("scaled 1 -> 2: vllm:num_requests_running avg 5 > target 2")
+    _until(sup, _converged(sup, 2))
