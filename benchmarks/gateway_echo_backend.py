@@ -7,10 +7,13 @@ so gateway saturation can be made deterministic. ``POST /admin/fail`` with ``{"s
 makes inference answers fail with that status (0 = healthy again). Each answer carries
 ``x-echo-backend: <port>`` so a test can tell which backend served it. A streaming request with
 ``"echo_chunks": N, "echo_delay_s": D`` gets N SSE chunks D seconds apart (a long generation,
-for tests that break things while streams are in flight).
+for tests that break things while streams are in flight). ``GET /v1/models`` lists ``--models``
+(comma-separated; the first is the base model, the others LoRA adapters whose ``parent`` is it, as
+vLLM lists them); ``POST /admin/models`` with ``{"models": ["base", "adapter", ...]}`` replaces the
+list (an adapter loaded at runtime), with ``{"raw": "..."}`` serves that text instead.
 It is an asyncio Protocol over keep-alive connections, so it is never the benchmark's bottleneck.
 
-    python benchmarks/gateway_echo_backend.py --port 8201 [--host 127.0.0.1]
+    python benchmarks/gateway_echo_backend.py --port 8201 [--host 127.0.0.1] [--models base,adapter-a]
 """
 
 from __future__ import annotations
@@ -25,8 +28,9 @@ __all__ = ["EchoState", "main"]
 
 
 class EchoState:
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, models: list[str] | None = None) -> None:
         self.port = port
+        self.models_page = models_page(models or ["echo"])
         self.waiting = 0.0
         self.running = 0.0
         self.kv = 0.0
@@ -41,6 +45,15 @@ class EchoState:
             f'vllm:kv_cache_usage_perc{{model_name="echo"}} {self.kv}\n'
             f"echo_requests_served_total {self.served}\n"
         ).encode()
+
+
+def models_page(models: list[str]) -> bytes:
+    """vLLM's /v1/models shape: the base model first (parent null), then its adapters."""
+    base = models[0]
+    data = [{"id": m, "object": "model", "created": 0, "owned_by": "echo",
+             "root": m if i == 0 else f"/adapters/{m}", "parent": None if i == 0 else base}
+            for i, m in enumerate(models)]
+    return json.dumps({"object": "list", "data": data}).encode()
 
 
 def _response(status: int, body: bytes, port: int, ctype: bytes = b"application/json") -> bytes:
@@ -120,7 +133,11 @@ class _Http(asyncio.Protocol):
         if path == "/metrics":
             return _response(200, st.metrics(), st.port, b"text/plain")
         if path == "/v1/models":
-            return _response(200, b'{"object":"list","data":[{"id":"echo","object":"model"}]}', st.port)
+            return _response(200, st.models_page, st.port)
+        if method == "POST" and path == "/admin/models":
+            doc = json.loads(body)
+            st.models_page = doc["raw"].encode() if "raw" in doc else models_page(list(doc["models"]))
+            return _response(200, b"{}", st.port)
         if method == "POST" and path == "/admin/metrics":
             doc = json.loads(body)
             st.waiting, st.running, st.kv = (float(doc.get("waiting", st.waiting)),
@@ -145,8 +162,8 @@ class _Http(asyncio.Protocol):
         return _response(404, b'{"error":{"message":"not found"}}', st.port)
 
 
-async def _serve(host: str, port: int) -> None:
-    state = EchoState(port)
+async def _serve(host: str, port: int, models: list[str] | None = None) -> None:
+    state = EchoState(port, models)
     loop = asyncio.get_running_loop()
     server = await loop.create_server(lambda: _Http(state), host, port, backlog=1024)
     stop = asyncio.Event()
@@ -161,8 +178,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, required=True)
+    ap.add_argument("--models", default="echo", help="served model ids for GET /v1/models, comma-separated: "
+                    "the base model, then LoRA adapters (default: echo)")
     args = ap.parse_args()
-    asyncio.run(_serve(args.host, args.port))
+    asyncio.run(_serve(args.host, args.port, [m for m in args.models.split(",") if m]))
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ _COMPONENT_CLIS = (
     "inferstack.kube.cli",  # recommend, render
     "inferstack.autoscale.cli",  # autoscale simulate
     "inferstack.batch.cli",  # batch submit|list|status|cancel|results
+    "inferstack.lora.cli",  # adapters train
 )
 
 

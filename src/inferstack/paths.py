@@ -1,8 +1,8 @@
 """Where inferstack keeps things on disk.
 
 - the per-user cache (``$INFERSTACK_CACHE``, else ``$XDG_CACHE_HOME/inferstack``, else
-  ``~/.cache/inferstack``) holds the heavy environments and the prepared models, keyed by their
-  pinned versions so a fresh clone (and CI) reuses them;
+  ``~/.cache/inferstack``) holds the heavy environments, the prepared models and the bundled LoRA
+  adapter, keyed by their pinned versions so a fresh clone (and CI) reuses them;
 - the run state (``$INFERSTACK_STATE``, else ``~/.local/state/inferstack``) holds the detached
   stack's state file and process logs.
 """
@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["cache_dir", "state_dir", "envs_dir", "models_dir"]
+__all__ = ["adapters_dir", "cache_dir", "state_dir", "envs_dir", "models_dir"]
 
 
 def cache_dir() -> Path:
@@ -39,3 +39,7 @@ def envs_dir() -> Path:
 
 def models_dir() -> Path:
     return cache_dir() / "models"
+
+
+def adapters_dir() -> Path:
+    return cache_dir() / "adapters"

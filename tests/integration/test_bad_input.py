@@ -25,10 +25,10 @@ def _up(env, *args, timeout=300):
 
 def test_invalid_config_names_the_key(tmp_path, env):
     config = tmp_path / "bad.yaml"
-    config.write_text("replicas: 0\nengine: {kv_cache_gb: 2}\n")
+    config.write_text("replicas: -1\nengine: {kv_cache_gb: 2}\n")
     proc = _up(env, "--config", str(config))
     assert proc.returncode == 2
-    assert "'replicas' has value 0" in proc.stderr
+    assert "'replicas' has value -1" in proc.stderr
     assert "unknown key 'engine.kv_cache_gb'" in proc.stderr
     assert "Traceback" not in proc.stderr
 

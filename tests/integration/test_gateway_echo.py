@@ -25,7 +25,9 @@ CHAT = {"model": "echo", "messages": [{"role": "user", "content": "hello"}]}
 def pair():
     with echo_backends(2) as backends:
         addrs = [a for a, _ in backends]
+        # "batch" is a sheddable name for the served model (the backends list only "echo" at /v1/models)
         with running_gateway(addrs, objectives=[{"model": "batch", "priority": -1}],
+                             rewrites=[{"model": "batch", "targets": [{"model": "echo"}]}],
                              saturation={"queue_depth_threshold": 3, "metrics_staleness_ms": 500}) as gw:
             wait_ready(gw, addrs)
             yield gw, addrs
@@ -199,3 +201,41 @@ def test_cli_gateway_runs_in_the_foreground_until_interrupted(tmp_path):
         # both children are gone: nothing listens on the port any more
         with pytest.raises(httpx.ConnectError):
             httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=1)
+
+
+def test_requests_go_only_to_the_backends_serving_their_model(tmp_path):
+    """Backend a lists base + adapter "pirate" at /v1/models, b only base; b loads it later."""
+    with echo_backends(2, models=[["base", "pirate"], ["base"]]) as backends:
+        (a, _), (b, _) = backends
+        pa, pb_ = a.rsplit(":", 1)[1], b.rsplit(":", 1)[1]
+        split = {"model": "chat", "targets": [{"model": "base", "weight": 1}, {"model": "pirate", "weight": 1}]}
+        with running_gateway([a, b], run_dir=tmp_path / "run", models_interval_ms=200, rewrites=[split]) as gw:
+            wait_ready(gw, [a, b])
+            wait_until(lambda: (epp_gauge(gw, "inferstack_epp_endpoint_served_models", a),
+                                epp_gauge(gw, "inferstack_epp_endpoint_served_models", b)) == (2.0, 1.0),
+                       what="the EPP to read both backends' /v1/models")
+
+            def ask(model: str, i: int) -> httpx.Response:
+                return httpx.post(f"{gw.url}/v1/chat/completions",
+                                  json={"model": model, "messages": [{"role": "user", "content": f"q{i}"}]})
+
+            adapter = [ask("pirate", i) for i in range(20)]
+            assert all(r.status_code == 200 and r.json()["model"] == "pirate" for r in adapter)
+            assert {r.headers["x-echo-backend"] for r in adapter} == {pa}
+            assert {ask("base", i).headers["x-echo-backend"] for i in range(20)} == {pa, pb_}
+            by_target: dict[str, set[str]] = {}
+            for i in range(30):  # the 50/50 split "chat" -> base | pirate: filtered by the rewritten target
+                r = ask("chat", i)
+                by_target.setdefault(r.json()["model"], set()).add(r.headers["x-echo-backend"])
+            assert set(by_target) == {"base", "pirate"} and by_target["pirate"] == {pa}
+
+            r = ask("parrot", 0)
+            assert r.status_code == 404 and r.headers["content-type"] == "application/json"
+            assert r.json() == {"error": {
+                "message": "The model `parrot` does not exist on any model server; served: base, pirate",
+                "type": "NotFoundError", "param": "model", "code": 404}}
+
+            httpx.post(f"http://{b}/admin/models", json={"models": ["base", "pirate"]})  # loaded at runtime
+            wait_until(lambda: epp_gauge(gw, "inferstack_epp_endpoint_served_models", b) == 2.0,
+                       what="the EPP's next poll of b")
+            assert {ask("pirate", 100 + i).headers["x-echo-backend"] for i in range(20)} == {pa, pb_}

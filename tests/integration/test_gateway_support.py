@@ -41,12 +41,16 @@ def stop_process(proc: subprocess.Popen) -> None:  # type: ignore[type-arg]
 
 
 @contextlib.contextmanager
-def echo_backends(n: int) -> Iterator[list[tuple[str, subprocess.Popen]]]:  # type: ignore[type-arg]
+def echo_backends(n: int, models: list[list[str]] | None = None
+                  ) -> Iterator[list[tuple[str, subprocess.Popen]]]:  # type: ignore[type-arg]
+    """``n`` echo backends; ``models[i]``: what backend i lists at /v1/models (base model first)."""
     procs = []
     try:
-        for _ in range(n):
+        for i in range(n):
             port = free_port()
-            proc = subprocess.Popen([sys.executable, str(ECHO), "--port", str(port)], stdout=subprocess.DEVNULL)
+            extra = ["--models", ",".join(models[i])] if models else []
+            proc = subprocess.Popen([sys.executable, str(ECHO), "--port", str(port), *extra],
+                                    stdout=subprocess.DEVNULL)
             procs.append((f"127.0.0.1:{port}", proc))
         for addr, _ in procs:
             wait_until(lambda a=addr: _ok(f"http://{a}/health"), what=f"echo backend {addr}")

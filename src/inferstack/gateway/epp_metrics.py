@@ -4,9 +4,10 @@ Names are noun + unit; label sets are fixed and small (model, target model, endp
 The model names come from clients, so a ``model``/``target_model`` label is the name only for a
 known model, else ``other``: known are the configured names (objectives' models, rewrites' models
 and targets; ``set_known_models``) and the names the endpoints serve, learned from their scrapes
-(``observe_scrape``: vLLM's ``model_name`` label and the LoRA adapters in use; at most
-``MAX_SERVED_MODELS`` of them). Children are cached per label tuple, after that mapping, so the
-hot path does two set lookups, one dict lookup and one increment, and the cache stays bounded.
+(``observe_scrape``: vLLM's ``model_name`` label and the LoRA adapters in use) and their
+``/v1/models`` lists (``observe_models``); at most ``MAX_SERVED_MODELS`` of them. Children are
+cached per label tuple, after that mapping, so the hot path does two set lookups, one dict lookup
+and one increment, and the cache stays bounded.
 """
 
 from __future__ import annotations
@@ -56,6 +57,9 @@ class _StateCollector(Collector):
                                              "Estimated prompt tokens of those requests.", labels=["endpoint"])
         kv = GaugeMetricFamily("inferstack_epp_endpoint_kv_cache_usage_ratio",
                                "Scraped KV-cache usage of the endpoint (0..1).", labels=["endpoint"])
+        served = GaugeMetricFamily("inferstack_epp_endpoint_served_models",
+                                   "Models (base + LoRA adapters) the endpoint's /v1/models lists (-1: not "
+                                   "known yet; it then counts as serving every model).", labels=["endpoint"])
         pool_queue = pool_ready = 0.0
         for e in self._ds.all():
             if e.ready:
@@ -68,12 +72,14 @@ class _StateCollector(Collector):
             in_flight.add_metric([e.address], e.in_flight)
             in_flight_tokens.add_metric([e.address], e.in_flight_tokens)
             kv.add_metric([e.address], e.metrics.kv_usage)
+            served.add_metric([e.address], -1.0 if e.served_models is None else len(e.served_models))
         yield age
         yield ready
         yield queue
         yield in_flight
         yield in_flight_tokens
         yield kv
+        yield served
         yield GaugeMetricFamily("inferstack_epp_pool_queue_requests", "Waiting requests summed over the ready "
                                 "endpoints (each as inferstack_epp_endpoint_queue_requests).", value=pool_queue)
         yield GaugeMetricFamily("inferstack_epp_pool_ready_endpoints", "Ready endpoints (last scrape good).",
@@ -118,6 +124,10 @@ class EppMetrics:
         self.scrapes = Counter("inferstack_epp_scrapes", "Endpoint /metrics scrapes by outcome: ok, error "
                                "(no answer), parse_error (a page the picker cannot use).",
                                ["endpoint", "outcome"], registry=self.registry)
+        self.model_polls = Counter("inferstack_epp_model_polls", "Endpoint /v1/models polls by outcome: ok, "
+                                   "error (no answer, HTTP error), parse_error (not an OpenAI model list); "
+                                   "both failures keep the endpoint's last known models.",
+                                   ["endpoint", "outcome"], registry=self.registry)
         self.latency = Histogram("inferstack_epp_scheduling_latency_seconds",
                                  "Time from the EPP receiving a request to its answer.",
                                  buckets=_LATENCY_BUCKETS, registry=self.registry)
@@ -147,6 +157,14 @@ class EppMetrics:
     def observe_scrape(self, address: str, outcome: str, models: frozenset[str]) -> None:
         """Count one scrape of ``address`` and learn the models it serves."""
         self.scrapes.labels(address, outcome).inc()
+        self._learn(address, models)
+
+    def observe_models(self, address: str, outcome: str, models: frozenset[str]) -> None:
+        """Count one /v1/models poll of ``address`` and learn the models it lists."""
+        self.model_polls.labels(address, outcome).inc()
+        self._learn(address, models)
+
+    def _learn(self, address: str, models: frozenset[str]) -> None:
         new = models - self._known
         if new:
             room = MAX_SERVED_MODELS - len(self._served)

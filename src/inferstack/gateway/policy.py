@@ -4,6 +4,8 @@
   (InferenceModelRewrite semantics); models without a rewrite pass through unchanged.
 - ``Objectives.priority(model, target, objective)`` -> int; < 0 means sheddable (InferenceObjective
   semantics); ``objective`` is the x-gateway-inference-objective header's value.
+- ``serving(model, endpoints)``: the endpoints able to serve ``model`` (its ``/v1/models`` lists it,
+  or its list is not known yet); ``endpoints`` itself when all are, ``[]`` when none is.
 - ``is_saturated(endpoints, ...)``: True when no endpoint has capacity: fresh metrics, queue
   (waiting + the EPP's in-flight) <= threshold and KV usage <= threshold. Stale or missing
   metrics count as no capacity ("unknown" is not "idle").
@@ -19,7 +21,7 @@ import random
 from inferstack.gateway.datastore import Endpoint
 from inferstack.gateway.settings import ObjectiveSettings, RewriteSettings, SaturationSettings
 
-__all__ = ["Objectives", "Rewrites", "has_capacity", "is_saturated"]
+__all__ = ["Objectives", "Rewrites", "has_capacity", "is_saturated", "serving"]
 
 
 class Rewrites:
@@ -57,6 +59,18 @@ class Objectives:
         if target_model is not None:
             return self._by_model.get(target_model, 0)
         return 0
+
+
+def serving(model: str, endpoints: list[Endpoint]) -> list[Endpoint]:
+    """The endpoints that serve ``model`` or whose model list is unknown. The usual case (every
+    endpoint able) returns ``endpoints`` itself: one set lookup per endpoint, nothing allocated."""
+    for e in endpoints:
+        s = e.served_models
+        if s is not None and model not in s:
+            break
+    else:
+        return endpoints
+    return [e for e in endpoints if e.serves(model)]
 
 
 def has_capacity(e: Endpoint, s: SaturationSettings, now: float) -> bool:

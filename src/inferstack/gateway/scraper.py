@@ -26,7 +26,7 @@ import httpx
 from inferstack.engine.metrics import PickerFigures, UnreadablePage, parse_picker_figures
 from inferstack.gateway.datastore import Datastore, EndpointMetrics
 
-__all__ = ["MAX_PAGE_BYTES", "ScrapeObserver", "Scraper", "endpoint_metrics"]
+__all__ = ["MAX_PAGE_BYTES", "ScrapeObserver", "Scraper", "endpoint_metrics", "get_bounded"]
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +47,20 @@ def endpoint_metrics(figures: PickerFigures, scraped_at: float) -> EndpointMetri
     return EndpointMetrics(waiting=figures.waiting, running=figures.running, kv_usage=figures.kv_usage,
                            active_loras=figures.active_loras, waiting_loras=figures.waiting_loras,
                            max_loras=figures.max_loras, block_size=figures.block_size, scraped_at=scraped_at)
+
+
+
+async def get_bounded(client: httpx.AsyncClient, url: str, limit: int) -> bytes | None:
+    """GET ``url``'s body, or None when it is larger than ``limit`` bytes (raises for HTTP errors)."""
+    async with client.stream("GET", url) as resp:
+        resp.raise_for_status()
+        chunks, size = [], 0
+        async for chunk in resp.aiter_bytes():
+            size += len(chunk)
+            if size > limit:
+                return None
+            chunks.append(chunk)
+    return b"".join(chunks)
 
 
 class Scraper:
@@ -90,17 +104,8 @@ class Scraper:
             log.info("endpoint %s: /metrics usable again (after %s)", address, kind)
 
     async def _get(self, url: str) -> bytes | None:
-        """The page's bytes, or None when it is larger than ``MAX_PAGE_BYTES`` (the parse runs on
-        the event loop, so a runaway page must not reach it)."""
-        async with self._client.stream("GET", url) as resp:
-            resp.raise_for_status()
-            chunks, size = [], 0
-            async for chunk in resp.aiter_bytes():
-                size += len(chunk)
-                if size > MAX_PAGE_BYTES:
-                    return None
-                chunks.append(chunk)
-        return b"".join(chunks)
+        # the parse runs on the event loop, so a runaway page must not reach it
+        return await get_bounded(self._client, url, MAX_PAGE_BYTES)
 
     async def scrape_once(self, address: str) -> tuple[str, frozenset[str]]:
         """One scrape of ``address``: updates the datastore; returns the outcome ("ok", "error" or

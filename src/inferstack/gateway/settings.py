@@ -164,6 +164,15 @@ class EppSettings(_Strict):
     discovery: DiscoverySettings = Field(default_factory=StaticDiscovery, description="Where endpoints come from.")
     scrape_interval_ms: int = Field(default=75, ge=10, le=10_000, description="Period of the /metrics scrape.")
     scrape_timeout_ms: int = Field(default=500, ge=10, description="Timeout of one /metrics scrape.")
+    models_poll: bool = Field(
+        default=True, description="Poll each endpoint's GET /v1/models (the base model and the LoRA adapters it "
+        "serves) and route a request only to endpoints that serve its model (after rewrites); a model no "
+        "endpoint serves gets a 404 JSON error. An endpoint whose list is not known yet counts as serving "
+        "every model. Off: every endpoint counts as serving every model.")
+    models_interval_ms: int = Field(default=2000, ge=50, le=600_000, description="Period of the /v1/models "
+                                    "poll (also polled at once when an endpoint is added or becomes ready again).")
+    models_timeout_ms: int = Field(default=1000, ge=10, description="Timeout of one /v1/models poll; a failed "
+                                   "poll keeps the endpoint's last known model list.")
     scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings, description="Filters, scorers, picker.")
     objectives: list[ObjectiveSettings] = Field(default_factory=list, description="Priorities by model name.")
     rewrites: list[RewriteSettings] = Field(default_factory=list, description="Model rewrites / splits.")

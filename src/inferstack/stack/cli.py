@@ -37,7 +37,7 @@ from inferstack.stack.control import submit_request
 from inferstack.stack.state import StateFile
 from inferstack.stack.supervisor import Supervisor
 
-__all__ = ["register", "with_autoscaling"]
+__all__ = ["register", "register_adapter_commands", "with_autoscaling"]
 
 _DETACH_WAIT_S = 900.0
 
@@ -65,6 +65,8 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         values[("gateway", "enabled")] = False
     if getattr(args, "no_batch", False):
         values[("batch", "enabled")] = False
+    if getattr(args, "lora", False):
+        values[("lora", "enabled")] = True
     out: dict[str, Any] = {}
     for path, value in values.items():
         if value is None:
@@ -296,20 +298,7 @@ def _submit_and_wait(action: str, payload: dict[str, Any], timeout_s: float, wha
     (the desired count of ready replicas, all of the current generation, none left retiring)."""
     state, _ = _running_state()
     request_id = submit_request(state.run_dir, action, payload)
-    deadline = time.monotonic() + 30.0
-    answer = None
-    while answer is None:
-        data = state.live()
-        if data is None:
-            raise InferstackError("the stack stopped before answering")
-        answer = (data.get("requests") or {}).get(request_id)
-        if answer is None:
-            if time.monotonic() > deadline:
-                raise InferstackError(f"the supervisor did not take the {action} request within 30s "
-                                      f"(pid {data['supervisor_pid']}; log {state.run_dir / 'supervisor.log'})")
-            time.sleep(0.2)
-    if not answer["ok"]:
-        raise ConfigError(answer["message"])
+    answer = _await_answer(state, request_id, action, 30.0)
     print(f"[{action}] {answer['message']}", flush=True)
     desired, generation = answer["desired_replicas"], answer["generation"]
     begun = time.monotonic()
@@ -345,6 +334,78 @@ def _submit_and_wait(action: str, payload: dict[str, Any], timeout_s: float, wha
             print(f"[{action}] {ready}/{desired} ready ({elapsed:.0f}s)", flush=True)
             last_line = time.monotonic()
         time.sleep(0.3)
+
+
+def _await_answer(state: StateFile, request_id: str, action: str, timeout_s: float) -> dict[str, Any]:
+    """The supervisor's answer to a queued request (raises with its message when refused)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        data = state.live()
+        if data is None:
+            raise InferstackError("the stack stopped before answering")
+        answer = (data.get("requests") or {}).get(request_id)
+        if answer is not None:
+            if not answer["ok"]:
+                raise ConfigError(answer["message"])
+            return answer
+        if time.monotonic() > deadline:
+            raise InferstackError(f"the supervisor did not answer the {action} request within {timeout_s:.0f}s "
+                                  f"(pid {data['supervisor_pid']}; log {state.run_dir / 'supervisor.log'})")
+        time.sleep(0.2)
+
+
+def _adapter_request(args: argparse.Namespace) -> int:
+    state, _ = _running_state()
+    payload = {"name": args.name}
+    if args.action == "adapter-load":
+        payload["source"] = str(Path(args.source).resolve()) if Path(args.source).exists() else args.source
+    request_id = submit_request(state.run_dir, args.action, payload)
+    print(_await_answer(state, request_id, args.action, args.timeout)["message"], flush=True)
+    return 0
+
+
+def _adapters_list(args: argparse.Namespace) -> int:
+    from inferstack.lora import LoraClient
+
+    _, data = _running_state()
+    held: dict[str, dict[str, Any]] = {}
+    with LoraClient() as client:
+        for r in data["replicas"]:
+            if r["state"] != "ready":
+                continue
+            for adapter in client.list_adapters(r["url"]):
+                entry = held.setdefault(adapter.name, {"name": adapter.name, "source": adapter.source,
+                                                       "parent": adapter.parent, "replicas": []})
+                entry["replicas"].append(r["name"])
+    declared = (data.get("adapters") or {}).get("declared") or {}
+    for name, source in declared.items():
+        held.setdefault(name, {"name": name, "source": source, "parent": data["model"], "replicas": []})
+    rows = [dict(e, declared=e["name"] in declared) for e in held.values()]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    if not rows:
+        print("no adapters (load one with `inferstack adapters load NAME DIR`)")
+    for e in rows:
+        print(f"{e['name']:24} replicas {','.join(e['replicas']) or '-':10} "
+              f"{'runtime' if e['declared'] else 'static ':8} {e['source']}")
+    return 0
+
+
+def register_adapter_commands(sub: argparse._SubParsersAction) -> None:
+    """`adapters load|unload|list` on the running stack (added to the `adapters` command)."""
+    load = sub.add_parser("load", help="load an adapter on every replica (and every replica added later)")
+    load.add_argument("name", help="the name clients send as `model`")
+    load.add_argument("source", help="adapter folder (adapter_config.json + weights) or hub id org/name")
+    load.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for every replica")
+    load.set_defaults(func=_adapter_request, action="adapter-load")
+    unload = sub.add_parser("unload", help="stop serving an adapter on every replica")
+    unload.add_argument("name")
+    unload.add_argument("--timeout", type=float, default=60.0, help="seconds to wait")
+    unload.set_defaults(func=_adapter_request, action="adapter-unload")
+    listing = sub.add_parser("list", help="adapters served by the running stack, and where")
+    listing.add_argument("--json", action="store_true", help="a list of {name, source, parent, replicas, declared}")
+    listing.set_defaults(func=_adapters_list)
 
 
 def _scale(args: argparse.Namespace) -> int:
@@ -417,6 +478,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     up.add_argument("--gateway-port", type=int, help="Envoy listener port (default 8080)")
     up.add_argument("--no-gateway", action="store_true", help="serve from the replicas directly")
     up.add_argument("--no-batch", action="store_true", help="no batch service (/v1/files, /v1/batches)")
+    up.add_argument("--lora", action="store_true",
+                    help="serve LoRA adapters: static ones from the lora: section, runtime ones with "
+                         "`inferstack adapters load`")
     up.add_argument("--autoscale", action="store_true",
                     help="run the local autoscaler (the config's autoscaling: section, else queue "
                          "target 5, one replica per core at most)")

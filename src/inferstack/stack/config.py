@@ -20,7 +20,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from inferstack.autoscale.policy import AutoscalingPolicy
 from inferstack.batch.settings import BatchSettings
@@ -76,6 +76,26 @@ class StackConfig(BaseModel):
         default_factory=LoraSettings,
         description="LoRA adapters on every replica (default off): vLLM flags, static adapters, runtime API.",
     )
+
+    @model_validator(mode="after")
+    def _lora_with_speculation(self) -> StackConfig:
+        # vLLM refuses LoRA + speculative decoding unless a batch of max_num_seqs requests, each
+        # with k draft tokens, fits in max_num_batched_tokens (vllm/engine/arg_utils.py): say so
+        # here, not in a replica's log after it failed to start.
+        spec, engine = self.speculative, self.engine
+        if self.lora.enabled and spec.enabled and engine.engine == "vllm-cpu":
+            seqs = engine.max_num_seqs or _CPU_MAX_SEQS
+            if seqs * (spec.num_speculative_tokens + 1) > _CPU_BATCHED_TOKENS:
+                raise ValueError(
+                    f"LoRA with speculative decoding needs max_num_seqs x (num_speculative_tokens + 1) "
+                    f"<= {_CPU_BATCHED_TOKENS} (vLLM's batched-token limit): {seqs} x "
+                    f"{spec.num_speculative_tokens + 1} is more; lower engine.max_num_seqs or "
+                    "speculative.num_speculative_tokens")
+        return self
+
+
+# vLLM-CPU's defaults for the OpenAI server: --max-num-batched-tokens 2048, --max-num-seqs 128.
+_CPU_BATCHED_TOKENS, _CPU_MAX_SEQS = 2048, 128
 
 
 def load_config(path: Path | None = None, overrides: dict[str, Any] | None = None) -> StackConfig:

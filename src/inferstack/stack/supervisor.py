@@ -41,10 +41,11 @@ from pydantic import ValidationError
 from inferstack.engine.args import build_replica_argv, build_replica_env
 from inferstack.engine.cpus import available_cores, plan_core_sets
 from inferstack.engine.replica import Replica, ReplicaSpec
-from inferstack.errors import ConfigError, PortInUseError, ReplicaStartError
+from inferstack.errors import AdapterError, ConfigError, LoraUnavailable, PortInUseError, ReplicaStartError
 from inferstack.gateway.discovery import write_endpoints_file
 from inferstack.models.resolve import ResolvedModel, resolve_model
 from inferstack.process import log_tail, port_is_free
+from inferstack.stack.adapters import SYNC_PERIOD_S, StackAdapters
 from inferstack.stack.autoscaler import LocalAutoscaler, ReplicaView, held_requests
 from inferstack.stack.config import StackConfig, merge_config
 from inferstack.stack.control import ControlRequest, take_requests
@@ -97,8 +98,9 @@ class Member:
     slot: int
     generation: int
     retiring: bool = False  # chosen for removal: out of the endpoints file, being drained/stopped
-    probe: Future[bool] | None = None
+    probe: Future[bool] | None = None  # a health check, or (starting, LoRA) the adapter sync
     stopping: Future[None] | None = None
+    synced: bool = False  # its runtime adapters were brought to the declared set
 
     @property
     def name(self) -> str:
@@ -138,6 +140,9 @@ class Supervisor:
         self._batch_factory = batch_factory
         self.events: deque[dict[str, Any]] = deque(maxlen=_EVENTS_KEPT)
         self.requests: dict[str, dict[str, Any]] = {}
+        # Runtime LoRA adapters (lora.enabled): the declared set, synced onto every replica.
+        self.adapters = (StackAdapters(self.run_dir / "adapters.yaml", self.model.served_name, config.lora)
+                         if config.lora.enabled else None)
         self._lock = threading.RLock()
         self._pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="replica-work")
         self._phase = "starting"
@@ -285,15 +290,48 @@ class Supervisor:
                 message = self._request_scale(request.payload)
             elif request.action == "reconfigure":
                 message = self._request_reconfigure(request.payload)
+            elif request.action in ("adapter-load", "adapter-unload"):
+                self._request_adapter(request)
+                return  # answered by the pool when done
             else:
                 raise ConfigError(request.payload.get("error") or f"unknown action {request.action!r}")
             answer: dict[str, Any] = {"ok": True, "message": message}
         except ConfigError as exc:
             answer = {"ok": False, "message": str(exc)}
-        answer.update(desired_replicas=self.desired, generation=self.generation, at=time.time())
-        self.requests[request.id] = answer
-        while len(self.requests) > _REQUESTS_KEPT:
-            self.requests.pop(next(iter(self.requests)))
+        self._record_answer(request.id, answer)
+
+    def _record_answer(self, request_id: str, answer: dict[str, Any]) -> None:
+        with self._lock:
+            answer.update(desired_replicas=self.desired, generation=self.generation, at=time.time())
+            self.requests[request_id] = answer
+            while len(self.requests) > _REQUESTS_KEPT:
+                self.requests.pop(next(iter(self.requests)))
+
+    def _request_adapter(self, request: ControlRequest) -> None:
+        """Load/unload on every ready replica, in the pool (a load takes seconds)."""
+        if self.adapters is None:
+            self._record_answer(request.id, {"ok": False, "message": (
+                "this stack serves no LoRA adapters: start it with `inferstack up --lora` (or lora: "
+                "{enabled: true} in its config)")})
+            return
+        adapters = self.adapters
+        urls = [m.replica.spec.url for m in self.members if m.ready]
+        name, source = str(request.payload.get("name", "")), str(request.payload.get("source", ""))
+
+        def run() -> None:
+            try:
+                if request.action == "adapter-load":
+                    message = adapters.load(name, source, urls)
+                else:
+                    message = adapters.unload(name, urls)
+                self._event("adapters", message)
+                answer: dict[str, Any] = {"ok": True, "message": message}
+            except (AdapterError, ConfigError) as exc:
+                answer = {"ok": False, "message": str(exc)}
+            self._record_answer(request.id, answer)
+            self._publish()
+
+        self._pool.submit(run)
 
     def _request_scale(self, payload: dict[str, Any]) -> str:
         replicas = payload.get("replicas")
@@ -428,7 +466,12 @@ class Supervisor:
         r = m.replica
         engine = self.config.engine
         if r.state == "starting":
+            if ok and self.adapters is not None and not m.synced:
+                # a new or restarted vLLM has no runtime adapters: sync before it takes requests
+                m.probe = self._pool.submit(self._sync_new, m)
+                return
             if ok:
+                m.synced = False  # the next incarnation syncs again
                 r.state = "ready"
                 r.ready_at = r.last_check_at = time.time()
                 r.failed_checks = 0
@@ -451,6 +494,18 @@ class Supervisor:
         r.failed_checks += 1
         if r.failed_checks >= engine.health_failures:
             self._restart(m, f"{r.failed_checks} failed health checks")
+
+    def _sync_new(self, m: Member) -> bool:
+        """Runs in the pool: the starting replica's adapters; True = it may enter routing."""
+        assert self.adapters is not None
+        try:
+            failed = [o for o in self.adapters.sync(m.replica.spec.url) if not o.ok]
+        except LoraUnavailable:
+            return False  # not answering after all: probe again
+        for outcome in failed:
+            self._event("adapters", f"replica {m.name}: {outcome.error}")
+        m.synced = True
+        return True
 
     def _restart(self, m: Member, reason: str) -> None:
         r = m.replica
@@ -522,11 +577,14 @@ class Supervisor:
 
     # ----- autoscaler / scale-from-zero (their own thread) -------------------------------------
     def _watch(self, stop_event: threading.Event) -> None:
-        next_sync = time.monotonic()
+        next_sync = next_adapters = time.monotonic()
         while not stop_event.wait(_TICK_S):
             try:
                 if self._phase != "ready":
                     continue
+                if self.adapters is not None and (time.monotonic() >= next_adapters or self.adapters.changed()):
+                    next_adapters = time.monotonic() + SYNC_PERIOD_S
+                    self._sync_adapters()
                 if self.desired == 0 and self.front_end is not None:
                     self._wake_if_held()
                 elif self.autoscaler is not None and time.monotonic() >= next_sync:
@@ -534,6 +592,22 @@ class Supervisor:
                     self._autoscale()
             except Exception:  # the loop outlives one bad sync; the stack keeps serving
                 log.exception("autoscaler sync failed")
+
+    def _sync_adapters(self) -> None:
+        """The lora-syncer's periodic reconcile, on every ready replica."""
+        assert self.adapters is not None
+        with self._lock:
+            ready = [(m.name, m.replica.spec.url) for m in self.members if m.ready]
+        for name, url in ready:
+            try:
+                outcomes = self.adapters.sync(url)
+            except LoraUnavailable as exc:
+                log.warning("adapter sync of %s skipped: %s", name, exc)
+                continue
+            for o in outcomes:
+                self._event("adapters", f"replica {name}: {o.action.kind} '{o.action.name}'"
+                            + ("" if o.ok else f" failed: {o.error}"))
+        self._publish()
 
     def _views(self) -> list[ReplicaView]:
         with self._lock:
@@ -604,6 +678,8 @@ class Supervisor:
                 "generation": self.generation,
                 "replicas": [self._member_info(m) for m in self.members],
                 "autoscaling": self.autoscaler.status() if self.autoscaler is not None else None,
+                "adapters": ({"declared": dict(self.adapters.declared().ensure_exist),
+                              "file": str(self.adapters.path)} if self.adapters is not None else None),
                 "events": list(self.events),
                 "requests": dict(self.requests),
                 "gateway": self.front_end.status() if self.front_end is not None else None,

@@ -50,7 +50,7 @@ def test_kv_cache_scorer(ctx):
 
 @pytest.mark.parametrize(("model", "specs", "expected"), [
     ("ad", [dict(loras=frozenset({"ad"}), max_loras=2), dict(loras=frozenset(), max_loras=2),
-            dict(loras=frozenset({"x", "y"}), max_loras=2)], [1.0, 0.5, 0.0]),
+            dict(loras=frozenset({"x", "y"}), max_loras=2)], [1.0, 0.8, 0.0]),
     ("base", [dict(), dict()], [1.0, 1.0]),  # no adapters, no slots: neutral
 ])
 def test_lora_scorer(ctx, model, specs, expected):
@@ -62,7 +62,7 @@ def test_lora_scorer_waiting_adapter(ctx):
     ep = make_endpoint("a:1", max_loras=1, loras=frozenset({"x"}))
     ep.metrics.waiting_loras = frozenset({"ad"})
     other = make_endpoint("b:1", max_loras=1, loras=frozenset({"x"}))
-    assert LoraAffinityScorer(NoParams(), S).score(ctx, make_request(model="ad"), [ep, other]) == [0.8, 0.0]
+    assert LoraAffinityScorer(NoParams(), S).score(ctx, make_request(model="ad"), [ep, other]) == [0.6, 0.0]
 
 
 def test_fresh_metrics_filter(ctx):

@@ -57,3 +57,12 @@ def test_examples_load():
     assert examples, "examples/stack*.yaml should exist"
     for path in examples:
         load_config(path)
+
+
+def test_lora_with_speculation_must_fit_vllms_batched_token_limit():
+    with pytest.raises(ConfigError, match=r"128 x 17 is more; lower engine.max_num_seqs"):
+        load_config(None, {"lora": {"enabled": True}, "speculative": {"num_speculative_tokens": 16}})
+    ok = load_config(None, {"lora": {"enabled": True}, "engine": {"max_num_seqs": 64},
+                            "speculative": {"num_speculative_tokens": 16}})
+    assert ok.lora.enabled and ok.engine.max_num_seqs == 64
+    assert load_config(None, {"lora": {"enabled": True}}).speculative.num_speculative_tokens == 8

@@ -16,9 +16,13 @@
                replicas (llm-d's no-hit LRU); 1.0 everywhere for a warm request. Needs ``prefix``
                listed before it.
 Stale metrics are unknown, not idle: a scorer reading scraped metrics scores such an endpoint 0.
-- ``lora``     (consumes lora_requests_info): 1.0 adapter running, 0.8 adapter waiting,
-               0.5 a free adapter slot, 0.0 otherwise; 1.0 everywhere for a model no endpoint
-               serves as an adapter and that has no LoRA slots (base-model requests).
+- ``lora``     (consumes lora_requests_info, and the adapters /v1/models lists): for a LoRA
+               adapter, 1.0 where it is running (in a batch slot already), 0.8 where a slot is
+               free (fewer adapters running or waiting than max_lora, or no lora_requests_info
+               yet: vLLM exports it after a first adapter request), 0.6 where it only waits,
+               0.0 otherwise (or stale metrics); 1.0 everywhere for a base model (a model no
+               endpoint lists as an adapter nor has in flight as one). The EPP has already kept
+               only the endpoints that hold the adapter (``policy.serving``), so this orders them.
 YAML: ``scorers: [{type: queue, weight: 2, parameters: {max_queue: 8}}, {type: kv-cache, weight: 1}]``.
 """
 
@@ -160,17 +164,24 @@ class LoraAffinityScorer(Scorer):
 
     def score(self, ctx: SchedContext, request: InferenceRequest, endpoints: list[Endpoint]) -> list[float]:
         model = request.target_model
+        for e in endpoints:
+            m = e.metrics
+            if model in e.served_adapters or model in m.active_loras or model in m.waiting_loras:
+                break
+        else:  # a base model: adapter slots do not matter
+            return [1.0] * len(endpoints)
+        now, st = ctx.now, ctx.staleness_s
         out = []
         for e in endpoints:
             m = e.metrics
-            if model in m.active_loras:
+            if not e.fresh(st, now):
+                out.append(0.0)
+            elif model in m.active_loras:
                 out.append(1.0)
+            elif m.max_loras == 0 or len(m.active_loras | m.waiting_loras) < m.max_loras:
+                out.append(0.8)  # max_loras 0: vLLM shows lora_requests_info only after a first adapter request
             elif model in m.waiting_loras:
-                out.append(0.8)
-            elif len(m.active_loras | m.waiting_loras) < m.max_loras:
-                out.append(0.5)
+                out.append(0.6)
             else:
                 out.append(0.0)
-        if not any(out):  # no endpoint knows this model as an adapter nor has slots: base model
-            return [1.0] * len(endpoints)
         return out
