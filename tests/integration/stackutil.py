@@ -86,9 +86,9 @@ def detached_stack(state_dir: Path, config: dict, up_output: list[str] | None = 
     env = dict(os.environ, INFERSTACK_STATE=str(state_dir))
     listener, admin, grpc_port, metrics = free_ports(4)
     path = state_dir / "stack-under-test.yaml"
-    path.write_text(yaml.safe_dump({
-        **config, "gateway": {"port": listener, "admin_port": admin,
-                              "epp": {"grpc_port": grpc_port, "metrics_port": metrics}}}))
+    gateway = dict(config.get("gateway", {}), port=listener, admin_port=admin)
+    gateway["epp"] = dict(gateway.get("epp", {}), grpc_port=grpc_port, metrics_port=metrics)
+    path.write_text(yaml.safe_dump({**config, "gateway": gateway}))
     up = run_cli("up", "--detach", "--config", str(path), env=env, timeout=900)
     if up_output is not None:
         up_output.append(up.stdout)

@@ -40,6 +40,9 @@ def lora_stack(engine_python, adapter_dir, tmp_path_factory) -> Iterator[Running
         "engine": {"base_port": free_port_block(4, start=19700), "max_model_len": 1024, "dtype": "float32"},
         "batch": {"enabled": False},
         "lora": {"enabled": True, "max_loras": 2, "max_lora_rank": 8, "max_cpu_loras": 2},
+        # a canary: clients ask for `chat`, 90% go to the base model, 10% to the adapter
+        "gateway": {"epp": {"rewrites": [{"model": "chat", "targets": [
+            {"model": "smollm2-135m-instruct", "weight": 90}, {"model": "pirate", "weight": 10}]}]}},
     }) as stack:
         yield stack
 
@@ -144,3 +147,14 @@ def test_adapter_requests_go_to_the_replica_holding_it_while_base_requests_sprea
     finally:
         with LoraClient() as client:
             client.unload(r0, "solo")
+
+
+def test_a_90_10_canary_between_base_and_adapter(lora_stack, adapter_dir):
+    run_cli("adapters", "load", "pirate", str(adapter_dir), env=lora_stack.env)
+    try:
+        replies = [_text(_chat(lora_stack, "chat", f"Say hello, {i}.", max_tokens=6)) for i in range(100)]
+    finally:
+        run_cli("adapters", "unload", "pirate", env=lora_stack.env)
+    canary = sum(r.startswith(BUNDLED_ADAPTER.reply_prefix) for r in replies)
+    assert 1 <= canary <= 25, f"{canary}/100 answered by the adapter; expected ~10"
+    print(f"canary: {canary}/100 requests for `chat` answered by the adapter")

@@ -44,7 +44,9 @@ class EngineSettings(BaseModel):
     )
     terminate_timeout_s: float = Field(15.0, gt=0, description="SIGTERM -> SIGKILL grace.")
     health_interval_s: float = Field(2.0, gt=0, description="How often a ready replica is checked.")
-    health_timeout_s: float = Field(5.0, gt=0, description="A health check slower than this fails.")
+    health_timeout_s: float = Field(
+        10.0, gt=0, description="A health check slower than this fails. Generous: a saturated "
+        "one-core replica answered /health in over 5 s and was restarted mid-benchmark.")
     health_failures: int = Field(3, ge=1, description="Consecutive failed checks before a restart.")
     restart_backoff_s: float = Field(1.0, gt=0, description="First restart delay; doubles per crash.")
     restart_backoff_max_s: float = Field(30.0, gt=0, description="Cap of the restart delay.")

@@ -8,7 +8,9 @@ render: the Kubernetes/GKE manifests as a kustomize directory (or one file with 
 ``inferstack render ... --bucket B --project P --namespace N [--epp upstream|inferstack]``; a
 render without a bucket exits 2 and says what to pass. Autoscaling: ``--autoscale-metric
 waiting|running|kv|epp-queue --autoscale-target X [--autoscale-min A --autoscale-max B]
-[--autoscaler hpa|keda]`` shape the same ``autoscaling:`` policy the config file holds.
+[--autoscaler hpa|keda]`` shape the same ``autoscaling:`` policy the config file holds. LoRA:
+``--lora [NAME=SOURCE]`` (repeatable; SOURCE a hub id org/name or gs://BUCKET/adapters/...)
+``[--max-loras N] [--max-lora-rank R]`` shape the ``lora:`` section; adapters add to the file's.
 """
 
 from __future__ import annotations
@@ -83,11 +85,21 @@ def _cmd_render(args: argparse.Namespace) -> int:
         overrides["batch.enabled"] = True
     if args.no_autoscale:
         overrides["autoscaling.enabled"] = False
+    if args.lora is not None or args.max_loras is not None or args.max_lora_rank is not None:
+        overrides["lora.enabled"] = True
+    for attr in ("max_loras", "max_lora_rank"):
+        if getattr(args, attr) is not None:
+            overrides[f"lora.{attr}"] = getattr(args, attr)
     for attr, key in (("autoscale_min", "min_replicas"), ("autoscale_max", "max_replicas"),
                       ("autoscaler", "autoscaler")):
         if getattr(args, attr) is not None:
             overrides[f"autoscaling.{key}"] = getattr(args, attr)
+    cli_adapters = _adapters(args.lora or [])
     settings = load_settings(args.config, overrides)
+    if cli_adapters:
+        # Added to the file's adapters (a name given in both takes the flag's source).
+        overrides["lora.adapters"] = {**settings.lora.adapters, **cli_adapters}
+        settings = load_settings(args.config, overrides)
     if args.autoscale_metric is not None or args.autoscale_target is not None:
         overrides["autoscaling.metrics"] = [_one_metric(args, settings)]
         settings = load_settings(args.config, overrides,
@@ -113,6 +125,24 @@ def _cmd_render(args: argparse.Namespace) -> int:
         print(f"validated {len(objects)} objects offline (Kubernetes {KUBERNETES_VERSION} schemas + "
               f"shipped CRD schemas): OK")
     return 0
+
+
+def _adapters(values: list[str]) -> dict[str, str]:
+    """``--lora NAME=SOURCE`` values (a bare ``--lora`` gives ``""``) -> name -> source."""
+    adapters: dict[str, str] = {}
+    for value in values:
+        if not value:
+            continue
+        name, sep, source = value.partition("=")
+        if not sep or not name or not source:
+            raise ConfigError(
+                f"--lora has value {value!r}; expected NAME=SOURCE, SOURCE a hub id org/name or "
+                f"gs://BUCKET/adapters/<folder> (or --lora alone to enable LoRA without adapters)"
+            )
+        if name in adapters:
+            raise ConfigError(f"--lora names adapter '{name}' twice; give each adapter once")
+        adapters[name] = source
+    return adapters
 
 
 def _one_metric(args: argparse.Namespace, settings: RenderSettings) -> dict[str, Any]:
@@ -170,6 +200,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     ren.add_argument("--autoscale-max", type=int, help="most replicas (autoscaling.max_replicas, default 4)")
     ren.add_argument("--autoscaler", choices=("hpa", "keda"),
                      help="render a HorizontalPodAutoscaler (default) or a KEDA ScaledObject")
+    ren.add_argument("--lora", nargs="?", action="append", const="", metavar="NAME=SOURCE",
+                     help="serve LoRA adapters: vLLM's LoRA flags, the lora-syncer sidecar and its ConfigMap, "
+                     "an InferenceObjective per adapter; repeat NAME=SOURCE per adapter (SOURCE: a hub id "
+                     "org/name, copied into the bucket by a Job, or gs://BUCKET/adapters/<folder>); "
+                     "--lora alone enables LoRA with no adapter yet")
+    ren.add_argument("--max-loras", type=int, help="adapters in one batch (lora.max_loras, default 2; implies --lora)")
+    ren.add_argument("--max-lora-rank", type=int, choices=(1, 8, 16, 32, 64, 128, 256, 320, 512),
+                     help="largest adapter rank (lora.max_lora_rank, default 16; implies --lora)")
     ren.add_argument("--nodes", type=int, help="nodes per replica; > 1 renders a LeaderWorkerSet")
     ren.add_argument("--gpus", type=int, help="accelerators per node (default: recommended)")
     ren.add_argument("--bucket", help="GCS bucket of the model weights (required here or as model_bucket)")

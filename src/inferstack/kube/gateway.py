@@ -23,8 +23,9 @@ from typing import Any
 import yaml
 
 from inferstack.errors import ConfigError
-from inferstack.gateway.settings import SaturationSettings, SchedulerSettings
+from inferstack.gateway.settings import SaturationSettings, SchedulerSettings, ScorerSettings
 from inferstack.kube.batch import batch_objective_name
+from inferstack.kube.lora import adapter_objectives, adapter_priority
 from inferstack.kube.serving import CONTAINER_SECURITY, POD_SECURITY, pod_monitoring
 from inferstack.kube.stack import EPP_GRPC_HEALTH_PORT, EPP_GRPC_PORT, EPP_METRICS_PORT, VLLM_PORT, Stack
 from inferstack.kube.upstream_epp import check_picker_config, upstream_picker_config
@@ -40,15 +41,19 @@ def epp_name(stack: Stack) -> str:
     return f"{stack.name}-epp"
 
 
-def _scheduler() -> SchedulerSettings:
+def _scheduler(stack: Stack) -> SchedulerSettings:
     """The scheduler both pickers get: our local gateway's defaults (queue, kv-cache and prefix
-    scorers at weight 1, max-score picker)."""
-    return SchedulerSettings()
+    scorers at weight 1, max-score picker), plus the LoRA affinity scorer at weight 1 when the pods
+    serve adapters (upstream: lora-affinity-scorer)."""
+    scheduler = SchedulerSettings()
+    if stack.lora:
+        scheduler = scheduler.model_copy(update={"scorers": [*scheduler.scorers, ScorerSettings(type="lora")]})
+    return scheduler
 
 
 def epp_config(stack: Stack) -> dict[str, Any]:
     """epp.yaml: our endpoint picker's configuration (shared schema with the local gateway)."""
-    scheduler = _scheduler()
+    scheduler = _scheduler(stack)
     return {
         "grpc_port": EPP_GRPC_PORT,
         "grpc_host": "0.0.0.0",  # reachable by the gateway, not only on the pod's loopback
@@ -66,6 +71,7 @@ def epp_config(stack: Stack) -> dict[str, Any]:
             "picker": scheduler.picker,
         },
         "objectives": [{"model": stack.served_name, "priority": stack.settings.gateway.priority},
+                       *({"model": a.name, "priority": adapter_priority(stack)} for a in stack.adapters),
                        *([{"name": batch_objective_name(stack), "priority": stack.settings.batch.priority}]
                          if stack.settings.batch.enabled else [])],
     }
@@ -73,7 +79,7 @@ def epp_config(stack: Stack) -> dict[str, Any]:
 
 def upstream_epp_config(stack: Stack) -> dict[str, Any]:
     """The upstream EndpointPickerConfig, refused (ConfigError) unless it passes the checker."""
-    config = upstream_picker_config(_scheduler(), SaturationSettings())
+    config = upstream_picker_config(_scheduler(stack), SaturationSettings())
     problems = check_picker_config(config)
     if problems:
         raise ConfigError("upstream EndpointPickerConfig: " + "; ".join(problems))
@@ -310,6 +316,7 @@ def gateway_objects(stack: Stack) -> list[dict[str, Any]]:
             "metadata": stack.meta(stack.served_name, "inference-objective"),
             "spec": {"poolRef": {"name": stack.name}, "priority": gw.priority},
         },
+        *adapter_objectives(stack, stack.name),
         *_gke_policies(stack),
         {
             "apiVersion": "v1",

@@ -19,8 +19,8 @@ from inferstack.errors import ConfigError
 from inferstack.kube.serving import CONTAINER_SECURITY, POD_SECURITY, gcs_volume
 from inferstack.kube.stack import DONE_MARKER, VLLM_PORT, Stack
 
-__all__ = ["BENCH_DATASETS", "benchmark_objects", "dataset_for", "download_jobs", "inference_perf_config",
-           "secret_provider_class"]
+__all__ = ["BENCH_DATASETS", "benchmark_objects", "dataset_for", "download_job", "download_jobs",
+           "inference_perf_config", "secret_provider_class"]
 
 _TOKEN_DIR = "/var/run/secrets/huggingface.co"
 _DATASET_DIR = "/datasets"
@@ -111,7 +111,7 @@ def _token_volume(stack: Stack, gated: bool) -> dict[str, Any] | None:
     }
 
 
-def _download_job(stack: Stack, name: str, repo_id: str, target: str, size_bytes: float,
+def download_job(stack: Stack, name: str, repo_id: str, target: str, size_bytes: float,
                   gated: bool) -> dict[str, Any]:
     scratch_gi = max(10, math.ceil(size_bytes * 1.1 / 2**30) + 5)
     token = _token_volume(stack, gated)
@@ -165,13 +165,13 @@ def _download_job(stack: Stack, name: str, repo_id: str, target: str, size_bytes
 
 def download_jobs(stack: Stack) -> list[dict[str, Any]]:
     jobs = [
-        _download_job(stack, f"{stack.name}-dl-model", stack.model.hf_id, stack.model.gcs_path,
+        download_job(stack, f"{stack.name}-dl-model", stack.model.hf_id, stack.model.gcs_path,
                       stack.model.weight_bytes, stack.model.gated)
     ]
     if stack.draft:
         draft_bytes = stack.plan.chosen.draft * stack.plan.tensor_parallel_size
         jobs.append(
-            _download_job(stack, f"{stack.name}-dl-draft", stack.draft.hf_id, stack.draft.hf_id.lower(),
+            download_job(stack, f"{stack.name}-dl-draft", stack.draft.hf_id, stack.draft.hf_id.lower(),
                           draft_bytes, gated=False)
         )
     return jobs

@@ -6,11 +6,14 @@ Layout of the output directory::
     namespace.yaml        Namespace                                  (create_namespace)
     compute-class.yaml    our ComputeClasses (cluster-scoped): the accelerator shape and the
                           large-disk download nodes        (compute_class, our own class names)
-    model-download.yaml   [SecretProviderClass] + Job(s): model [+ draft head] HF -> GCS
-    serving.yaml          ServiceAccount, Deployment | LeaderWorkerSet, Service, PodMonitoring
+    model-download.yaml   [SecretProviderClass] + Job(s): model [+ draft head] [+ hub LoRA
+                          adapters] HF -> GCS
+    serving.yaml          ServiceAccount, [lora-syncer ConfigMap], Deployment | LeaderWorkerSet,
+                          Service, PodMonitoring
     autoscaling.yaml      HorizontalPodAutoscaler, or a KEDA ScaledObject (autoscaling.enabled,
                           autoscaling.autoscaler)
-    gateway.yaml          InferencePool, InferenceObjective, HealthCheckPolicy, GCPBackendPolicy,
+    gateway.yaml          InferencePool, InferenceObjective (+ one per LoRA adapter),
+                          HealthCheckPolicy, GCPBackendPolicy,
                           EPP (SA, Role, RoleBinding, ConfigMap, Deployment, Service,
                           PodMonitoring), Gateway, HTTPRoute         (gateway)
     batch.yaml            batch service: InferenceObjective, SA/Role/RoleBinding, ConfigMap, PVC,
@@ -32,7 +35,7 @@ from typing import Any
 import yaml
 
 from inferstack.errors import ConfigError
-from inferstack.kube import autoscaling, batch, gateway, jobs, serving
+from inferstack.kube import autoscaling, batch, gateway, jobs, lora, serving
 from inferstack.kube.settings import RenderSettings
 from inferstack.kube.stack import Stack, resolve_stack
 
@@ -89,12 +92,17 @@ def render(settings: RenderSettings) -> Rendered:
     downloads = jobs.download_jobs(stack)
     if settings.hf_token_source == "secret-manager":
         downloads.insert(0, jobs.secret_provider_class(stack))
+    downloads += lora.adapter_download_jobs(stack)
     out.files["model-download.yaml"] = downloads
+    monitoring = serving.pod_monitoring(stack, stack.name, stack.name)
+    if stack.lora:  # the syncer's lora_syncer_adapter_status gauge
+        monitoring["spec"]["endpoints"].append({"port": "syncer-metrics", "path": "/metrics", "interval": "15s"})
     out.files["serving.yaml"] = [
         serving.service_account(stack),
+        *([lora.syncer_configmap(stack)] if stack.lora else []),
         serving.vllm_workload(stack),
         serving.vllm_service(stack),
-        serving.pod_monitoring(stack, stack.name, stack.name),
+        monitoring,
     ]
     if settings.autoscaling.enabled:
         out.files["autoscaling.yaml"] = autoscaling.autoscaling_objects(stack)
@@ -179,8 +187,23 @@ def _readme(rendered: Rendered, single_file: bool) -> str:
         epp = settings.images.epp_upstream if gw.epp == "upstream" else settings.images.epp
         lines.append(f"- Gateway `{gw.gateway_name}` (class `{gw.gateway_class}`) -> InferencePool"
                      f" `{stack.name}` -> endpoint picker `{stack.name}-epp` ({gw.epp}: `{epp}`)")
+    if stack.lora:
+        lines.append(_lora_line(stack))
     lines += ["", "## Sizing", "", "```", explain, "```", ""]
     return "\n".join(lines)
+
+
+def _lora_line(stack: Stack) -> str:
+    lora = stack.settings.lora
+    names = ", ".join(f"`{a.name}`" for a in stack.adapters) or "none yet"
+    hub = ("; hub adapters are copied there by the `-dl-lora` Jobs" if stack.adapter_download_jobs else "")
+    objectives = "; each adapter has an InferenceObjective" if stack.settings.gateway.enabled else ""
+    cpu = f" --max-cpu-loras {lora.max_cpu_loras}" if lora.max_cpu_loras is not None else ""
+    return (f"- LoRA: `--max-loras {lora.max_loras} --max-lora-rank {lora.max_lora_rank}{cpu}`; adapters ({names})"
+            f" are folders under `gs://{stack.bucket}/{lora.adapters_folder}/` (mounted read-only at"
+            f" `/adapters`){hub}; the `lora-syncer` sidecar keeps each pod at the ConfigMap"
+            f" `{stack.adapters_configmap}`: `kubectl -n {stack.namespace} edit configmap"
+            f" {stack.adapters_configmap}` loads or unloads adapters without a restart{objectives}")
 
 
 _COLD_START = {

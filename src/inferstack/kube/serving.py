@@ -7,6 +7,9 @@ model weights come read-only from the user's bucket through a GCS FUSE volume, a
 plus every weight file its index names (a folder the reference's download Job filled); the
 optional prefetch sidecar only reads; nothing runs privileged; every pod uses seccomp
 RuntimeDefault; no secret is read by these pods (they never talk to Hugging Face: HF_HUB_OFFLINE=1).
+With LoRA (``lora.enabled``) the adapters come the same way, read-only from the bucket's adapters
+folder, and the lora-syncer sidecar loads the ConfigMap's set through vLLM's runtime API; vLLM
+gets no ``--lora-modules``, so the ConfigMap is the one list of adapters a pod holds.
 """
 
 from __future__ import annotations
@@ -15,11 +18,14 @@ import json
 import math
 from typing import Any
 
-from inferstack.kube.stack import DONE_MARKER, VLLM_PORT, Stack, gib
+from inferstack.kube.stack import ADAPTERS_DIR, DONE_MARKER, VLLM_PORT, Stack, gib
 
 __all__ = [
     "POD_SECURITY",
     "CONTAINER_SECURITY",
+    "SYNCER_CONFIG_DIR",
+    "SYNCER_CONFIG_FILE",
+    "SYNCER_METRICS_PORT",
     "compute_class",
     "download_compute_class",
     "folder_complete_check",
@@ -31,6 +37,12 @@ __all__ = [
     "vllm_service",
     "vllm_workload",
 ]
+
+# The lora-syncer reads DYNAMIC_LORA_ROLLOUT_CONFIG, a file of the ConfigMap mounted as a folder
+# (a subPath mount would never see edits), and serves Prometheus metrics on 8080.
+SYNCER_CONFIG_DIR = "/config"
+SYNCER_CONFIG_FILE = "configmap.yaml"
+SYNCER_METRICS_PORT = 8080
 
 POD_SECURITY: dict[str, Any] = {"seccompProfile": {"type": "RuntimeDefault"}}
 CONTAINER_SECURITY: dict[str, Any] = {
@@ -202,7 +214,21 @@ def _vllm_args(stack: Stack) -> list[str]:
     if stack.multi_node:
         args.append("--distributed-executor-backend=ray")
     args.extend(stack.speculative.to_vllm_args())
+    # --enable-lora --max-loras=N --max-lora-rank=R [--max-cpu-loras=M]: the local engine's flags,
+    # written like the others here.
+    args.extend(_joined(stack.settings.lora.engine_settings().to_vllm_args(stack.served_name)))
     return args
+
+
+def _joined(argv: list[str]) -> list[str]:
+    """``["--flag", "value", "--switch"]`` -> ``["--flag=value", "--switch"]``."""
+    out: list[str] = []
+    for arg in argv:
+        if out and not arg.startswith("--") and "=" not in out[-1]:
+            out[-1] = f"{out[-1]}={arg}"
+        else:
+            out.append(arg)
+    return out
 
 
 def _volumes(stack: Stack, cache_in_memory: bool) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -217,6 +243,9 @@ def _volumes(stack: Stack, cache_in_memory: bool) -> tuple[list[dict[str, Any]],
     if stack.draft:
         volumes.append(gcs_volume(stack, "draft", stack.draft.hf_id.lower()))
         mounts.append({"name": "draft", "mountPath": str(stack.draft_dir), "readOnly": True})
+    if stack.lora:
+        volumes.append(gcs_volume(stack, "adapters", stack.settings.lora.adapters_folder))
+        mounts.append({"name": "adapters", "mountPath": ADAPTERS_DIR, "readOnly": True})
     if cache_in_memory:
         # The GCS FUSE sidecar uses a volume named gke-gcsfuse-cache as its file cache.
         volumes.append({"name": "gke-gcsfuse-cache", "emptyDir": {"medium": "Memory"}})
@@ -291,10 +320,34 @@ def _prefetch_sidecar(stack: Stack, mounts: list[dict[str, Any]]) -> dict[str, A
     }
 
 
-def _init_containers(stack: Stack, mounts: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _lora_syncer(stack: Stack) -> dict[str, Any]:
+    """The GIE lora-syncer as a native sidecar (restartPolicy Always): it loads and unloads adapters
+    on the vLLM container next to it (localhost) until vLLM holds the ConfigMap's set, on each edit
+    of the ConfigMap and every 5 s (so also after vLLM restarted and lost its runtime adapters)."""
+    return {
+        "name": "lora-syncer",
+        "image": stack.settings.images.lora_syncer,
+        "restartPolicy": "Always",
+        "env": [{"name": "DYNAMIC_LORA_ROLLOUT_CONFIG", "value": f"{SYNCER_CONFIG_DIR}/{SYNCER_CONFIG_FILE}"}],
+        "ports": [{"name": "syncer-metrics", "containerPort": SYNCER_METRICS_PORT, "protocol": "TCP"}],
+        # Not a subPath mount: the kubelet updates a ConfigMap folder in place, never a subPath file.
+        "volumeMounts": [{"name": "lora-syncer-config", "mountPath": SYNCER_CONFIG_DIR, "readOnly": True}],
+        "resources": {"requests": {"cpu": "50m", "memory": "128Mi"}, "limits": {"memory": "256Mi"}},
+        "securityContext": CONTAINER_SECURITY,
+    }
+
+
+def _syncer_volume(stack: Stack) -> dict[str, Any]:
+    return {"name": "lora-syncer-config", "configMap": {"name": stack.adapters_configmap}}
+
+
+def _init_containers(stack: Stack, mounts: list[dict[str, Any]], *, server: bool = True) -> list[dict[str, Any]]:
+    """``server``: the pod that runs vLLM's API server (not a Ray worker) also gets the syncer."""
     init = [_wait_for_models(stack, mounts)]
     if stack.cold_start == "prefetch":
         init.append(_prefetch_sidecar(stack, mounts))
+    if stack.lora and server:
+        init.append(_lora_syncer(stack))
     return init
 
 
@@ -309,6 +362,8 @@ def _server_container(stack: Stack, resources: dict[str, Any], mounts: list[dict
         "env": [
             {"name": "HF_HUB_OFFLINE", "value": "1"},
             {"name": "VLLM_NO_USAGE_STATS", "value": "1"},
+            # VLLM_ALLOW_RUNTIME_LORA_UPDATING: the runtime load/unload API the syncer calls.
+            *({"name": k, "value": v} for k, v in stack.settings.lora.engine_settings().vllm_env().items()),
         ],
         "ports": [{"name": "metrics", "containerPort": VLLM_PORT, "protocol": "TCP"}],
         "startupProbe": {
@@ -374,6 +429,7 @@ def vllm_workload(stack: Stack) -> dict[str, Any]:
     resources, cache_in_memory = _resources(stack)
     volumes, mounts = _volumes(stack, cache_in_memory)
     init = _init_containers(stack, mounts)
+    server_volumes = volumes + ([_syncer_volume(stack)] if stack.lora else [])
     template_meta = {
         "labels": {**stack.labels("vllm"), "ai.gke.io/model": stack.served_name,
                    "ai.gke.io/inference-server": "vllm"},
@@ -392,7 +448,8 @@ def vllm_workload(stack: Stack) -> dict[str, Any]:
                 "selector": {"matchLabels": {"app": stack.name}},
                 # No surge: a second copy would need a second set of accelerators.
                 "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}},
-                "template": {"metadata": template_meta, "spec": _pod_spec(stack, [server], volumes, init)},
+                "template": {"metadata": template_meta,
+                             "spec": _pod_spec(stack, [server], server_volumes, init)},
             },
         }
     leader = _server_container(stack, resources, mounts, command=["/bin/sh", "-c", _LEADER_SCRIPT, "vllm-leader"])
@@ -424,8 +481,11 @@ def vllm_workload(stack: Stack) -> dict[str, Any]:
             "leaderWorkerTemplate": {
                 "size": stack.plan.nodes,
                 "restartPolicy": "RecreateGroupOnPodRestart",
-                "leaderTemplate": {"metadata": template_meta, "spec": _pod_spec(stack, [leader], volumes, init)},
-                "workerTemplate": {"metadata": worker_meta, "spec": _pod_spec(stack, [worker], volumes, init)},
+                "leaderTemplate": {"metadata": template_meta,
+                                   "spec": _pod_spec(stack, [leader], server_volumes, init)},
+                "workerTemplate": {"metadata": worker_meta,
+                                   "spec": _pod_spec(stack, [worker], volumes,
+                                                     _init_containers(stack, mounts, server=False))},
             },
         },
     }

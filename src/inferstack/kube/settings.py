@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from inferstack.autoscale.policy import AutoscalingPolicy
 from inferstack.configfile import read_yaml_mapping, validate
 from inferstack.errors import ConfigError
+from inferstack.lora.settings import LoraSettings, check_adapter_name
 
 __all__ = [
     "AutoscaleSettings",
@@ -24,6 +25,7 @@ __all__ = [
     "GATEWAY_CLASSES",
     "GatewaySettings",
     "ImageSettings",
+    "LoraRenderSettings",
     "RenderSettings",
     "SpeculativeOptions",
     "load_settings",
@@ -73,6 +75,12 @@ class ImageSettings(_Strict):
     )
     wait: str = Field(
         "docker.io/library/busybox:1.36", description="Init containers that wait for a file or URL."
+    )
+    lora_syncer: str = Field(
+        "registry.k8s.io/gateway-api-inference-extension/lora-syncer:v1.2.1",
+        description="The Gateway API Inference Extension's LoRA syncer (tools/dynamic-lora-sidecar), a "
+        "native sidecar of each vLLM pod with lora.enabled; v1.2.1 is the tag GIE v1.3.0-v1.4.0 deploy "
+        "(the sidecar was removed in GIE v1.5).",
     )
 
 
@@ -208,6 +216,99 @@ class BatchRenderSettings(_Strict):
     max_file_gib: float = Field(0.1, gt=0, description="Largest upload accepted.")
 
 
+# Adapter names in a cluster also name an InferenceObjective: a DNS-1123 subdomain.
+_OBJECT_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
+_GCS_URI = re.compile(r"^gs://([^/]+)/(.+)$")
+# A folder of the bucket: '/'-separated segments of letters, digits, '.', '_' and '-'.
+_OBJECT_FOLDER = re.compile(r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$")
+
+
+def _gcs_folder_problem(path: str) -> str | None:
+    """Why ``path`` (an object folder inside a bucket) is unusable, or None."""
+    if not _OBJECT_FOLDER.match(path.strip("/")) or any(p in (".", "..") for p in path.split("/")):
+        return "a folder path of letters, digits, '.', '_', '-' and '/' (no '.' or '..' segments)"
+    return None
+
+
+def check_adapter_source(name: str, source: str) -> str:
+    """``source`` if a vLLM pod can get the adapter from it (a hub id ``org/name``, copied into the
+    bucket by a download Job, or ``gs://BUCKET/FOLDER/...``); ValueError naming the adapter."""
+    if _HUB_ID.match(source):
+        return source
+    uri = _GCS_URI.match(source)
+    if uri:
+        bucket, path = uri.groups()
+        if not _BUCKET.match(bucket):
+            raise ValueError(f"adapter '{name}' has source {source!r}: '{bucket}' is not a GCS bucket name")
+        problem = _gcs_folder_problem(path)
+        if problem:
+            raise ValueError(f"adapter '{name}' has source {source!r}: after gs://{bucket}/ comes {problem}")
+        return source
+    if source.startswith(("/", "./", "../", "~")) or "://" not in source:
+        why = "a local folder cannot be read by pods in the cluster"
+    else:
+        why = "vLLM cannot load that scheme in the cluster"
+    raise ValueError(
+        f"adapter '{name}' has source {source!r}: {why}; use a hub id org/name (a download Job copies it "
+        f"into the bucket) or gs://BUCKET/adapters/<folder> (copy it there first: gcloud storage cp "
+        f"--recursive DIR gs://BUCKET/adapters/)"
+    )
+
+
+class LoraRenderSettings(LoraSettings):
+    """LoRA adapters on every vLLM pod (CLI: --lora [NAME=SOURCE], --max-loras, --max-lora-rank).
+
+    The vLLM knobs and their rules are the stack config's ``lora:`` section
+    (``inferstack.lora.LoraSettings``); in a cluster the adapters are not ``--lora-modules`` but the
+    lora-syncer's ConfigMap (edit it to load or unload adapters at runtime), their folders live in
+    the model bucket under ``adapters_folder`` (mounted read-only at /adapters), and each adapter
+    gets an InferenceObjective.
+    """
+
+    adapters: dict[str, str] = Field(
+        default_factory=dict,
+        description="Adapters every pod holds, name -> source: a hub id org/name (a download Job copies "
+        "it to gs://BUCKET/<adapters_folder>/<org>/<name>) or gs://BUCKET/<adapters_folder>/<path> already "
+        "in the model bucket. The name is what clients send as 'model' and names the adapter's "
+        "InferenceObjective, so it is lower-case (a DNS-1123 subdomain).",
+    )
+    adapters_folder: str = Field(
+        "adapters",
+        description="Folder of the model bucket mounted read-only at /adapters in every vLLM pod: adapters "
+        "copied there later can be loaded by editing the syncer's ConfigMap, without a restart.",
+    )
+    priority: int | None = Field(
+        None, description="InferenceObjective priority of each adapter; default: gateway.priority."
+    )
+
+    @field_validator("adapters")
+    @classmethod
+    def _check_adapters(cls, adapters: dict[str, str]) -> dict[str, str]:
+        for name, source in adapters.items():
+            check_adapter_name(name)
+            if not _OBJECT_NAME.match(name):
+                raise ValueError(
+                    f"adapter name {name!r} cannot name its InferenceObjective: use lower-case letters, "
+                    f"digits, '-' and '.', starting and ending with a letter or digit"
+                )
+            check_adapter_source(name, source)
+        return adapters
+
+    @field_validator("adapters_folder")
+    @classmethod
+    def _check_folder(cls, folder: str) -> str:
+        problem = _gcs_folder_problem(folder)
+        if problem:
+            raise ValueError(f"must be {problem}")
+        return folder.strip("/")
+
+    def engine_settings(self) -> LoraSettings:
+        """The vLLM knobs alone (no static adapters: the syncer loads those at runtime)."""
+        return LoraSettings(enabled=self.enabled, max_loras=self.max_loras, max_lora_rank=self.max_lora_rank,
+                            max_cpu_loras=self.max_cpu_loras)
+
+
 class RenderSettings(_Strict):
     """Everything one ``inferstack render`` needs; the model and accelerator come from the catalog."""
 
@@ -280,6 +381,7 @@ class RenderSettings(_Strict):
     )
     bench: BenchSettings = Field(default_factory=BenchSettings)
     batch: BatchRenderSettings = Field(default_factory=BatchRenderSettings)
+    lora: LoraRenderSettings = Field(default_factory=LoraRenderSettings)
 
     @model_validator(mode="before")
     @classmethod

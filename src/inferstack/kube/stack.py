@@ -20,6 +20,7 @@ from inferstack.models.catalog import GIB, Accelerator, DraftHead, ModelSpec, ge
 from inferstack.models.sizing import Plan, SizingPolicy, recommend
 
 __all__ = [
+    "ADAPTERS_DIR",
     "DONE_MARKER",
     "DOWNLOAD_COMPUTE_CLASS",
     "EPP_GRPC_HEALTH_PORT",
@@ -28,6 +29,7 @@ __all__ = [
     "OWN_PREFIX",
     "REFERENCE_DOWNLOAD_COMPUTE_CLASS",
     "Stack",
+    "StackAdapter",
     "VLLM_PORT",
     "resolve_stack",
 ]
@@ -46,8 +48,26 @@ OWN_PREFIX = "inferstack-"
 DOWNLOAD_COMPUTE_CLASS = f"{OWN_PREFIX}model-download"
 REFERENCE_DOWNLOAD_COMPUTE_CLASS = "model-download"
 
+# Where the model bucket's adapters folder (lora.adapters_folder) is mounted in every vLLM pod.
+ADAPTERS_DIR = "/adapters"
+
 _DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 _LONGEST_SUFFIX = "-dl-draft"
+
+
+@dataclass(frozen=True)
+class StackAdapter:
+    """One LoRA adapter of ``lora.adapters``, resolved against the model bucket."""
+
+    name: str  # served name = the InferenceObjective's name
+    source: str  # as configured: a hub id or gs://BUCKET/FOLDER/...
+    folder: str  # its folder relative to lora.adapters_folder (inside the mount)
+    hub_id: str | None  # set when a download Job copies it from the Hugging Face Hub
+
+    @property
+    def pod_path(self) -> str:
+        """What the syncer gives vLLM as the adapter's path."""
+        return f"{ADAPTERS_DIR}/{self.folder}"
 
 
 @dataclass(frozen=True)
@@ -66,6 +86,21 @@ class Stack:
     grace_s: int  # preStop + 30 s for vLLM to exit after SIGTERM
     request_timeout_s: int  # gateway route / benchmark per-request timeout: generation + 60 s
     startup_budget_s: int  # 600 s + 4 s per GB of weights (GCS FUSE at ~250 MB/s) (+900 s TPU)
+    adapters: tuple[StackAdapter, ...] = ()  # lora.adapters, in the config's order
+
+    @property
+    def lora(self) -> bool:
+        return self.settings.lora.enabled
+
+    @property
+    def adapters_configmap(self) -> str:
+        """The lora-syncer's ConfigMap (edited to load or unload adapters at runtime)."""
+        return f"{self.name}-adapters"
+
+    @property
+    def adapter_download_jobs(self) -> list[tuple[str, str]]:
+        """(Job name, hub id) per distinct hub id among the adapters."""
+        return _adapter_jobs(self.name, self.adapters)
 
     @property
     def namespace(self) -> str:
@@ -202,6 +237,51 @@ def _require(settings: RenderSettings) -> str:
     return settings.model_bucket
 
 
+def _adapters(settings: RenderSettings, bucket: str, name: str, served_name: str,
+              acc: Accelerator) -> tuple[StackAdapter, ...]:
+    """lora.adapters against the bucket and the other object names; ConfigError naming the key."""
+    lora = settings.lora
+    if not lora.enabled:
+        return ()
+    if acc.kind == "tpu":
+        raise ConfigError(
+            f"lora.enabled on {acc.short_name}: LoRA is rendered for the GPU image (vllm/vllm-openai) only; "
+            f"the pinned vllm-tpu image's LoRA support is not verified here: use a GPU accelerator"
+        )
+    folder = lora.adapters_folder
+    taken = {served_name: "the base model's served name"}
+    if settings.batch.enabled:
+        taken[f"{name}-batch"] = "the batch service's InferenceObjective"
+    out = []
+    for adapter, source in lora.adapters.items():
+        key = f"lora.adapters.{adapter}"
+        if adapter in taken:
+            raise ConfigError(f"'{key}': the name '{adapter}' is {taken[adapter]}; rename the adapter")
+        if source.startswith("gs://"):
+            prefix = f"gs://{bucket}/{folder}/"
+            rest = source.rstrip("/")[len(prefix):] if source.startswith(prefix) else ""
+            if not rest:
+                raise ConfigError(
+                    f"'{key}' has value {source!r}; the vLLM pods mount {prefix} (lora.adapters_folder of the "
+                    f"model bucket) at {ADAPTERS_DIR} and read adapters from there only: copy it into a "
+                    f"folder there (gcloud storage cp --recursive {source.rstrip('/')} {prefix}) and give "
+                    f"that URI, or give its hub id"
+                )
+            out.append(StackAdapter(adapter, source, rest, None))
+        else:
+            out.append(StackAdapter(adapter, source, source.lower(), source))
+    for job, _ in _adapter_jobs(name, out):
+        if len(job) > 63:
+            raise ConfigError(f"'lora.adapters': download Job '{job}' is longer than 63 characters; set a "
+                              f"shorter 'name' in the render config or list fewer hub adapters")
+    return tuple(out)
+
+
+def _adapter_jobs(name: str, adapters: tuple[StackAdapter, ...] | list[StackAdapter]) -> list[tuple[str, str]]:
+    hub_ids = list(dict.fromkeys(a.hub_id for a in adapters if a.hub_id))
+    return [(f"{name}-dl-lora{i}", hub_id) for i, hub_id in enumerate(hub_ids, 1)]
+
+
 def resolve_stack(settings: RenderSettings, policy: SizingPolicy | None = None) -> Stack:
     """Look up the catalog entries, size the deployment and derive the shared values."""
     policy = policy or SizingPolicy()
@@ -258,6 +338,7 @@ def resolve_stack(settings: RenderSettings, policy: SizingPolicy | None = None) 
         grace_s=prestop + 30,
         request_timeout_s=generation + 60,
         startup_budget_s=startup,
+        adapters=_adapters(settings, bucket, name, model.name, acc),
     )
 
 

@@ -2,7 +2,8 @@
 
 Covers each accelerator, each speculative method, gateway on/off, autoscaling on/off (HPA and a
 KEDA ScaledObject with several metrics and a behavior), multi-node,
-both endpoint pickers, each cold-start mode, both token sources, both compute-class namings, and
+both endpoint pickers, each cold-start mode, both token sources, both compute-class namings, LoRA
+adapters (flags, syncer sidecar and ConfigMap, adapter download Job, objectives), and
 the three stacks the issue compares with the reference architecture (h100 + Llama 3.3 70B + EAGLE,
 h100 + Gemma 3 27B + ngram, l4 + Qwen3 32B), each with a user bucket, project and namespace.
 A change in the output shows up as a diff here; when it is intended, regenerate:
@@ -54,6 +55,11 @@ CASES: dict[str, dict[str, Any]] = {
                                      "scale_down": {"stabilization_window_s": 600, "select_policy": "Min",
                                                     "policies": [{"type": "Pods", "value": 1, "period_s": 120}]}}}},
     "v6e-qwen3-32b-no-gateway": {"model": "qwen3-32b", "accelerator": "v6e", "gateway": {"enabled": False}},
+    "h100-qwen3-32b-lora": {
+        "model": "qwen3-32b", "accelerator": "h100",
+        "lora": {"enabled": True, "max_loras": 2, "max_lora_rank": 16, "max_cpu_loras": 4,
+                 "adapters": {"sql-lora": "Some-Org/Qwen3-32B-SQL-LoRA",
+                              "support-v3": "gs://acme-llm-weights/adapters/support/v3"}}},
     "l4-smollm2-bare": {"model": "smollm2-135m-instruct", "accelerator": "l4", "gateway": {"enabled": False},
                         "autoscaling": {"enabled": False}, "compute_class": False, "cold_start": {"mode": "fuse"}},
 }

@@ -370,7 +370,7 @@ def test_public_surfaces_are_declared() -> None:
     import importlib
 
     for name in ("inferstack.kube", "inferstack.kube.cli", "inferstack.kube.gateway", "inferstack.kube.jobs",
-                 "inferstack.kube.render", "inferstack.kube.serving", "inferstack.kube.settings",
+                 "inferstack.kube.lora", "inferstack.kube.render", "inferstack.kube.serving", "inferstack.kube.settings",
                  "inferstack.kube.stack", "inferstack.kube.upstream_epp", "inferstack.kube.validate"):
         module = importlib.import_module(name)
         for public in module.__all__:
