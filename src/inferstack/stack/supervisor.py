@@ -36,8 +36,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from pydantic import ValidationError
-
 from inferstack.engine.args import build_replica_argv, build_replica_env
 from inferstack.engine.cpus import available_cores, plan_core_sets
 from inferstack.engine.replica import Replica, ReplicaSpec
@@ -364,8 +362,6 @@ class Supervisor:
                               "and `inferstack up` again")
         try:
             config = merge_config(self.config, changes)
-        except ValidationError as exc:
-            raise ConfigError(f"reconfigure: {exc.errors()[0]['loc']}: {exc.errors()[0]['msg']}") from exc
         except ConfigError as exc:
             raise ConfigError(f"reconfigure: {exc}") from exc
         if config == self.config:
