@@ -1,12 +1,14 @@
 """Serving numbers for the local stack (prints them; not a pass/fail test).
 
 1. replica time-to-ready: eager vs compiled (torch.compile) mode;
-2. single-stream output tok/s on a copy-heavy prompt: no speculation vs ngram (several k / lookup
-   windows), with the acceptance rate and mean acceptance length from the replica's own counters;
-   all measured in this run, one replica at a time on the same cores, same prompts;
+2. single-stream output tok/s on a copy-heavy prompt: no speculation vs speculative configs (ngram
+   k / lookup windows, suffix decoding; the ``tune-spec`` candidate syntax), with the acceptance
+   rate and mean acceptance length from the replica's own counters; all measured in this run, one
+   replica at a time on the same cores, same prompts (each replica warmed up by the supervisor);
 3. `inferstack up --detach` (2 replicas + gateway) to the first answer through the gateway.
 
-    .venv/bin/python benchmarks/serving_spec_decode.py [--skip-compiled] [--skip-up] [--tokens 256]
+    .venv/bin/python benchmarks/serving_spec_decode.py [--skip-compiled] [--skip-up] [--tokens 256] \
+        [--variants ngram:k=8 ngram:k=12 suffix:k=24]
 """
 
 from __future__ import annotations
@@ -23,11 +25,13 @@ from pathlib import Path
 
 import httpx
 
-from inferstack.stack.config import StackConfig
 from inferstack.engine.metrics import fetch_figures
+from inferstack.envs.environments import ENGINE_ENV, env_python
+from inferstack.errors import ConfigError
+from inferstack.spectune.candidates import Candidate, parse_candidates
+from inferstack.stack.config import StackConfig
 from inferstack.stack.state import StateFile
 from inferstack.stack.supervisor import Supervisor
-from inferstack.envs.environments import ENGINE_ENV, env_python
 
 DOCUMENT = (
     "The river town of Elmford sits where two valleys meet. Every spring the snow on the northern "
@@ -46,18 +50,6 @@ PROMPTS = [
 
 
 
-def ngram_variant(k: int, lookup_min: int, lookup_max: int) -> dict:
-    return {"method": "ngram", "num_speculative_tokens": k, "prompt_lookup_min": lookup_min,
-            "prompt_lookup_max": lookup_max}
-
-
-def parse_variant(text: str) -> dict:
-    """``K`` or ``K:MIN-MAX`` (lookup window; default 2-5)."""
-    k, _, window = text.partition(":")
-    lo, _, hi = (window or "2-5").partition("-")
-    return ngram_variant(int(k), int(lo), int(hi))
-
-
 def start_replica(spec: dict, eager: bool, port: int, state_root: Path,
                   dtype: str = "bfloat16") -> tuple[Supervisor, float]:
     config = StackConfig.model_validate({
@@ -65,7 +57,7 @@ def start_replica(spec: dict, eager: bool, port: int, state_root: Path,
         "engine": {"base_port": port, "enforce_eager": eager, "ready_timeout_s": 900, "dtype": dtype},
         "gateway": {"enabled": False},
     })
-    state = StateFile(state_root / f"{spec['method']}-{port}" / "stack.json")
+    state = StateFile(state_root / f"{spec['method']}-{time.monotonic_ns()}" / "stack.json")
     supervisor = Supervisor(config, env_python(ENGINE_ENV), state)
     began = time.monotonic()
     supervisor.start(progress=lambda line: None)
@@ -142,8 +134,9 @@ def main() -> int:
     parser.add_argument("--tokens", type=int, default=256, help="max_tokens per request")
     parser.add_argument("--repeats", type=int, default=2, help="passes over the prompts")
     parser.add_argument("--port", type=int, default=8151)
-    parser.add_argument("--ngram", default="4:2-4,6,8,10,12",
-                        help="ngram variants, comma-separated K or K:MIN-MAX (lookup window)")
+    parser.add_argument("--variants", nargs="+", default=["ngram:k=4,max=4", "ngram:k=8", "ngram:k=12",
+                                                          "ngram:k=16", "suffix:k=16", "suffix:k=24"],
+                        help="speculative configs (tune-spec syntax: METHOD[:k=K,min=A,max=B,...])")
     parser.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"],
                         help="bf16 is the default; float32 makes greedy outputs match exactly")
     parser.add_argument("--skip-compiled", action="store_true", help="skip the ~150 s compiled start")
@@ -156,19 +149,21 @@ def main() -> int:
           f"{args.dtype}", flush=True)
     results = []
     baseline_ready = None
-    variants = [parse_variant(v) for v in args.ngram.split(",")]
-    for spec in [{"method": "none"}, *variants]:
-        supervisor, ready_s = start_replica(spec, True, args.port, root, args.dtype)
+    candidates: list[Candidate] = parse_candidates(args.variants)
+    for candidate in candidates:
         try:
-            url = supervisor.replicas[0].spec.url
-            single_stream(url, model, 16, 1)  # warm-up
+            supervisor, ready_s = start_replica(candidate.section(), True, args.port, root, args.dtype)
+        except ConfigError as exc:  # e.g. suffix without its compiled suffix tree
+            print(f"  {candidate.name:24} skipped: {exc}", flush=True)
+            continue
+        try:
+            url = supervisor.members[0].replica.spec.url
             result = single_stream(url, model, args.tokens, args.repeats)
         finally:
             supervisor.stop(drain=False)
         baseline_ready = baseline_ready or ready_s
-        results.append((spec, ready_s, result))
-        label = spec["method"] if spec["method"] == "none" else (
-            f"ngram k={spec['num_speculative_tokens']} lookup {spec['prompt_lookup_min']}-{spec['prompt_lookup_max']}")
+        results.append((candidate, ready_s, result))
+        label = candidate.name
         acc = result["acceptance"]
         print(f"  {label:24} ready {ready_s:5.1f}s  {result['tok_s']:6.1f} tok/s e2e  "
               f"{result['decode_tok_s']:6.1f} tok/s decode  TTFT {result['ttft_s'] * 1000:4.0f} ms  "
@@ -177,9 +172,9 @@ def main() -> int:
 
     base = results[0][2]
     print("\nspeedup vs no speculation (same run, same prompts):")
-    for spec, _, result in results[1:]:
+    for candidate, _, result in results[1:]:
         same = result["outputs"] == base["outputs"]
-        print(f"  k={spec['num_speculative_tokens']} lookup {spec['prompt_lookup_min']}-{spec['prompt_lookup_max']}: "
+        print(f"  {candidate.describe()}: "
               f"{result['tok_s'] / base['tok_s']:.2f}x e2e, {result['decode_tok_s'] / base['decode_tok_s']:.2f}x "
               f"decode  (greedy outputs identical: {same})")
     if args.dtype == "bfloat16":
@@ -188,7 +183,7 @@ def main() -> int:
     best = max(results[1:], key=lambda r: r[2]["tok_s"])
     target = best[2]["tok_s"] / base["tok_s"]
     decode = best[2]["decode_tok_s"] / base["decode_tok_s"]
-    print(f"  best (by e2e): {target:.2f}x e2e, {decode:.2f}x decode (target >= 3x: "
+    print(f"  best (by e2e): {best[0].name}, {target:.2f}x e2e, {decode:.2f}x decode (target >= 3x: "
           f"{'met' if target >= 3 else 'NOT met'} e2e, {'met' if decode >= 3 else 'NOT met'} decode)")
 
     print("\nreplica time-to-ready:")

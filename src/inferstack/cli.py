@@ -27,7 +27,8 @@ _COMPONENT_CLIS = (
     "inferstack.kube.cli",  # recommend, render
     "inferstack.autoscale.cli",  # autoscale simulate
     "inferstack.batch.cli",  # batch submit|list|status|cancel|results
-    "inferstack.lora.cli",  # adapters train
+    "inferstack.lora.cli",  # adapters train|load|unload|list
+    "inferstack.spectune.cli",  # tune-spec
 )
 
 

@@ -1,15 +1,19 @@
-"""A second, detached stack without speculation: lossless speculation, then `down` leaves nothing."""
+"""A second, detached stack without speculation: every speculative method that runs here is lossless
+against it (greedy, float32), the ones that cannot run fail before anything starts, then `down`
+leaves nothing."""
 
 from __future__ import annotations
 
 import json
 import os
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import yaml
-from stackutil import RunningStack, chat, run_cli
+from stackutil import RunningStack, chat, detached_stack, run_cli
 
+from inferstack.engine.metrics import fetch_figures
 from inferstack.process import free_port_block, group_alive
 
 pytestmark = pytest.mark.integration
@@ -44,6 +48,69 @@ def test_ngram_speculation_is_lossless(stack, plain_stack):
         with_spec = chat(f"{stack.replica_urls[0]}/v1", stack.served_model, prompt, max_tokens=64)
         without = chat(f"{plain_stack.replica_urls[0]}/v1", plain_stack.served_model, prompt, max_tokens=64)
         assert with_spec["choices"][0]["message"]["content"] == without["choices"][0]["message"]["content"], prompt
+
+
+def _answers(stack: RunningStack, prompts: list[str] = PROMPTS, concurrent: bool = False) -> list[str]:
+    def one(prompt: str) -> str:
+        reply = chat(f"{stack.replica_urls[0]}/v1", stack.served_model, prompt, max_tokens=64)
+        return reply["choices"][0]["message"]["content"]
+
+    if not concurrent:
+        return [one(p) for p in prompts]
+    with ThreadPoolExecutor(len(prompts)) as pool:
+        return list(pool.map(one, prompts))
+
+
+def _spec_stack(tmp_path, speculative: dict):  # one float32 replica, served directly
+    return detached_stack(tmp_path, {
+        "replicas": 1, "speculative": speculative, "gateway": {"enabled": False}, "batch": {"enabled": False},
+        "engine": {"base_port": free_port_block(1, start=19150), "dtype": "float32"}})
+
+
+def _drafts(stack: RunningStack) -> tuple[float, float]:
+    figures = fetch_figures(stack.replica_urls[0], timeout_s=5.0)
+    assert figures is not None
+    return figures.spec_draft_tokens, figures.spec_accepted_tokens
+
+
+def test_draft_model_speculation_is_lossless(plain_stack, tmp_path):
+    # the bundled model drafts for itself: the only weights here with its vocabulary
+    with _spec_stack(tmp_path, {"method": "draft", "model": "smollm2-135m-instruct",
+                                "num_speculative_tokens": 2}) as draft:
+        assert draft.status()["speculative"] == "draft"
+        assert _answers(draft) == _answers(plain_stack)
+        drafted, accepted = _drafts(draft)
+        assert drafted > 0 and accepted / drafted > 0.9  # a model agrees with itself (float32, greedy)
+
+
+def test_suffix_decoding_is_lossless(plain_stack, tmp_path):
+    with _spec_stack(tmp_path, {"method": "suffix", "num_speculative_tokens": 8}) as suffix:
+        assert _answers(suffix) == _answers(plain_stack)
+        assert _drafts(suffix)[0] > 0
+
+
+def test_load_aware_ngram_is_lossless_and_drafts_only_at_low_batch(plain_stack, tmp_path):
+    prompts = [p for p in PROMPTS for _ in range(2)]
+    with _spec_stack(tmp_path, {"method": "ngram", "num_speculative_tokens": 4, "off_above_batch": 1}) as ngram:
+        before = _drafts(ngram)[0]
+        assert _answers(ngram, prompts) == _answers(plain_stack, prompts)  # one at a time: batch 1
+        alone = _drafts(ngram)[0] - before
+        assert _answers(ngram, prompts, concurrent=True) == _answers(plain_stack, prompts)
+        together = _drafts(ngram)[0] - before - alone
+    # batch 1 drafts every step; 8 at once only once the others have finished
+    assert alone > 0 and together < 0.5 * alone, (alone, together)
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--spec", "mtp"], "smollm2-135m-instruct has none"),
+    (["--spec", "eagle3"], "needs an EAGLE head trained for the target model"),
+])
+def test_methods_that_cannot_run_with_this_model_fail_before_anything_starts(tmp_path, flags, message):
+    env = dict(os.environ, INFERSTACK_STATE=str(tmp_path / "state"))
+    proc = run_cli("up", "--detach", "--no-gateway", *flags, env=env, timeout=120, check=False)
+    assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+    assert "nearest working method here is ngram" in proc.stderr or "ngram (prompt lookup)" in proc.stderr
+    assert not (tmp_path / "state").exists() or not list((tmp_path / "state").rglob("replica-*.log"))
 
 
 def test_a_second_up_in_the_same_state_dir_is_refused(plain_stack):

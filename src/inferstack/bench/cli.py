@@ -29,7 +29,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
                    "concurrency); stages rise linearly to it. A list R1,R2,... gives every stage's rate")
     b.add_argument("--duration", type=int, default=30, help="seconds per stage (default 30)")
     b.add_argument("--stages", type=int, default=7, help="number of stages (default 7)")
-    b.add_argument("--dataset", default="synthetic", help="synthetic | shared-prefix | PATH (ShareGPT .json or text folder)")
+    b.add_argument("--dataset", default="synthetic", help="synthetic | shared-prefix | documents (copy/summarize "
+                   "prompts shipped with inferstack) | PATH (ShareGPT .json or text folder)")
     b.add_argument("--target", help="server base URL, e.g. http://127.0.0.1:8101 (default: the local stack)")
     b.add_argument("--model", help="served model name (default: the one the target serves)")
     b.add_argument("--tokenizer", type=Path, help="local tokenizer folder (default: the bundled model's)")

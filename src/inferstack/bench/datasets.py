@@ -1,7 +1,8 @@
 """Datasets of a run, turned into inference-perf's ``data`` section.
 
 Kinds: ``synthetic`` (normal input/output length distributions), ``shared-prefix`` (groups x
-prompts sharing a system prompt), a ShareGPT-style JSON file, or a folder of text documents.
+prompts sharing a system prompt), ``documents`` (the folder of text documents shipped in the package,
+``BUNDLED_DOCUMENTS``), a ShareGPT-style JSON file, or a folder of text documents.
 A folder becomes a ShareGPT-style JSON file inside the run directory: each chunk of a document
 yields a *copy* prompt (the answer repeats the prompt: where n-gram speculation shines) and a
 *summarize* prompt (answer length a quarter of the chunk). Output lengths are counted in words /
@@ -22,12 +23,14 @@ from typing import Any
 from inferstack.bench.settings import BenchSettings
 from inferstack.errors import ConfigError
 
-__all__ = ["TEXT_SUFFIXES", "data_section", "documents_to_sharegpt", "validate_sharegpt"]
+__all__ = ["BUNDLED_DOCUMENTS", "TEXT_SUFFIXES", "data_section", "documents_to_sharegpt", "validate_sharegpt"]
 
 logger = logging.getLogger(__name__)
 
 TEXT_SUFFIXES = (".txt", ".md", ".rst", ".text")
 WORDS_PER_TOKEN = 0.75
+# Copy/summarize prompts over the project's own docs: where n-gram speculation helps (``documents``).
+BUNDLED_DOCUMENTS = Path(__file__).with_name("data") / "documents"
 
 
 def data_section(settings: BenchSettings, run_dir: Path) -> dict[str, Any]:
@@ -53,10 +56,10 @@ def data_section(settings: BenchSettings, run_dir: Path) -> dict[str, Any]:
                 "seed": p.seed,
             },
         }
-    path = Path(kind).expanduser()
+    path = BUNDLED_DOCUMENTS if kind == "documents" else Path(kind).expanduser()
     if not path.exists():
         raise ConfigError(
-            f"dataset '{kind}' is neither 'synthetic', 'shared-prefix' nor an existing path "
+            f"dataset '{kind}' is neither 'synthetic', 'shared-prefix', 'documents' nor an existing path "
             "(a ShareGPT-style .json file or a folder of text documents)"
         )
     if path.is_dir():

@@ -20,7 +20,7 @@ from pathlib import Path
 from inferstack.bench.plots import write_charts
 from inferstack.bench.results import SCHEDULE_DELAY_P99_LIMIT_S, RunResult, StageResult, load_run
 
-__all__ = ["compare_runs", "markdown_summary", "render_html", "write_report"]
+__all__ = ["compare_runs", "embed_png", "markdown_summary", "render_html", "write_report"]
 
 _COLUMNS = (
     "stage",
@@ -102,7 +102,8 @@ def markdown_summary(runs: Sequence[RunResult]) -> str:
     return "\n".join(parts).rstrip() + "\n"
 
 
-def _img(path: Path) -> str:
+def embed_png(path: Path) -> str:
+    """A <figure> with the PNG inlined (pages stay one self-contained file)."""
     data = base64.b64encode(path.read_bytes()).decode("ascii")
     alt = html.escape(path.stem.replace("_", " "))
     return f'<figure><img alt="{alt}" src="data:image/png;base64,{data}"><figcaption>{html.escape(path.name)}</figcaption></figure>'
@@ -132,7 +133,7 @@ def render_html(runs: Sequence[RunResult], charts: Sequence[Path]) -> str:
             + (f'<p class="warn">{html.escape(note)}</p>' if note else "")
             + "</section>"
         )
-    figures = "".join(_img(p) for p in charts)
+    figures = "".join(embed_png(p) for p in charts)
     return (
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
         "<title>inferstack benchmark report</title><style>"

@@ -75,7 +75,8 @@ class BenchSettings(_Strict):
     duration_s: int = Field(default=30, ge=1, description="Duration of each stage in seconds.")
     stages: int = Field(default=7, ge=1, le=50, description="Number of stages.")
     dataset: str = Field(
-        default="synthetic", description="'synthetic', 'shared-prefix', or a path (ShareGPT JSON / text folder)."
+        default="synthetic", description="'synthetic', 'shared-prefix', 'documents' (shipped copy/summarize "
+        "prompts), or a path (ShareGPT JSON / text folder)."
     )
     target: str = Field(description="Base URL of the OpenAI-compatible server (no /v1).")
     model: str | None = Field(default=None, description="Served model name; default: the one the server serves.")

@@ -72,6 +72,11 @@ def build_replica_env(
         preload = _cpu_preload(engine_python)
         if preload:
             env["LD_PRELOAD"] = ":".join([*preload, *filter(None, [env.get("LD_PRELOAD")])])
+        # vLLM's n-gram proposer is a numba kernel run every step; numba's default OpenMP threading
+        # layer (with Intel OpenMP preloaded) then fights torch's OpenMP threads: measured at 32
+        # concurrent streams, generation ran at 0.63x of no speculation even with no drafts at all,
+        # 1.02x with numba's own workqueue layer (benchmarks/spec_saturation.py).
+        env.setdefault("NUMBA_THREADING_LAYER", "workqueue")
     return env
 
 

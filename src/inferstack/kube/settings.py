@@ -92,6 +92,9 @@ class SpeculativeOptions(_Strict):
     )
     prompt_lookup_min: int = Field(2, ge=1, description="ngram: smallest n-gram matched.")
     prompt_lookup_max: int = Field(4, ge=1, description="ngram: largest n-gram matched.")
+    off_above_batch: int | None = Field(
+        None, ge=1, description="Speculate only while at most this many requests share a step (vLLM's "
+        "num_speculative_tokens_per_batch_size); none: at every batch size.")
 
 
 class GatewaySettings(_Strict):

@@ -315,6 +315,7 @@ def resolve_stack(settings: RenderSettings, policy: SizingPolicy | None = None) 
             num_speculative_tokens=k,
             prompt_lookup_min=opts.prompt_lookup_min,
             prompt_lookup_max=opts.prompt_lookup_max,
+            off_above_batch=opts.off_above_batch if settings.spec != "none" else None,
             model=f"{GCS_ROOT}/{draft.hf_id.lower()}" if draft else None,
         )
     except ValueError as exc:

@@ -27,9 +27,11 @@ from inferstack.batch.settings import BatchSettings
 from inferstack.configfile import read_yaml_mapping
 from inferstack.engine.cpus import available_cores
 from inferstack.engine.metrics import fetch_figures
+from inferstack.engine.spec_support import resolve_speculation
 from inferstack.engine.speculative import SPEC_METHODS
 from inferstack.envs.environments import engine_env_for, env_python
 from inferstack.errors import ConfigError, InferstackError, ReplicaStartError
+from inferstack.models.resolve import resolve_model
 from inferstack.process import group_alive, log_tail, pid_alive, stop_process_group
 from inferstack.stack.autoscaler import LocalAutoscaler
 from inferstack.stack.config import StackConfig, load_config
@@ -150,6 +152,9 @@ def _up(args: argparse.Namespace) -> int:
             f"a stack is already running (supervisor pid {running['supervisor_pid']}, "
             f"{running.get('base_url')}); stop it with `inferstack down` first"
         )
+    # A method this model or engine cannot run fails here, before anything starts (detached too).
+    resolve_speculation(config.speculative, resolve_model(config.model, config.served_model_name),
+                        env_python(engine_env_for(config.engine.engine)))
     if args.detach:
         return _up_detached(config, state)
     return _up_foreground(config, state, args.config)

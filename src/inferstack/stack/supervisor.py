@@ -5,7 +5,8 @@ members, each one vLLM process (``engine.Replica``) in a numbered slot (port ``b
 started from some generation. Every ``tick()`` (0.5 s, one thread) advances each member and then
 reconciles:
 
-    starting --/health 200--> ready --exit or N failed checks--> backoff --delay--> starting
+    starting --/health 200 (+ adapters synced, + warm-up answered)--> ready
+    ready --exit or N failed checks--> backoff --delay--> starting
     retire: out of the endpoints file (the picker stops routing to it) -> settle -> drain
             (vLLM running + waiting -> 0, bounded) -> SIGTERM --grace--> SIGKILL -> removed
 
@@ -36,9 +37,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+import httpx
+
 from inferstack.engine.args import build_replica_argv, build_replica_env
 from inferstack.engine.cpus import available_cores, plan_core_sets
 from inferstack.engine.replica import Replica, ReplicaSpec
+from inferstack.engine.spec_support import resolve_speculation
 from inferstack.errors import AdapterError, ConfigError, LoraUnavailable, PortInUseError, ReplicaStartError
 from inferstack.gateway.discovery import write_endpoints_file
 from inferstack.models.resolve import ResolvedModel, resolve_model
@@ -99,6 +103,7 @@ class Member:
     probe: Future[bool] | None = None  # a health check, or (starting, LoRA) the adapter sync
     stopping: Future[None] | None = None
     synced: bool = False  # its runtime adapters were brought to the declared set
+    warmed: bool = False  # its warm-up completion was answered
 
     @property
     def name(self) -> str:
@@ -121,12 +126,12 @@ class Supervisor:
         batch_factory: Callable[[Path], FrontEnd] | None = None,
         autoscaler: LocalAutoscaler | None = None,
     ) -> None:
-        self.config = config  # the current generation's settings
         self.generation = 1
         self.engine_python = engine_python
         self.state = state or StateFile()
         self.config_path = config_path
         self.model: ResolvedModel = resolve_model(config.model, config.served_model_name)
+        self.config = self._runnable(config)  # the current generation's settings
         self.autoscaler = autoscaler
         self.desired = autoscaler.clamp(config.replicas) if autoscaler else config.replicas
         self.members: list[Member] = []
@@ -361,7 +366,7 @@ class Supervisor:
             raise ConfigError(f"reconfigure: engine.{fixed[0]} is fixed for a running stack; stop it "
                               "and `inferstack up` again")
         try:
-            config = merge_config(self.config, changes)
+            config = self._runnable(merge_config(self.config, changes))
         except ConfigError as exc:
             raise ConfigError(f"reconfigure: {exc}") from exc
         if config == self.config:
@@ -371,6 +376,12 @@ class Supervisor:
         self._event("reconfigure", f"generation {self.generation}: {json.dumps(changes, sort_keys=True)}; "
                     "rolling restart, one replica at a time")
         return f"generation {self.generation}: rolling restart of {self.desired} replica(s)"
+
+    def _runnable(self, config: StackConfig) -> StackConfig:
+        """``config`` with its speculative method checked against the model and the engine (a
+        ConfigError naming the limitation and the nearest working method) and its draft resolved."""
+        speculative = resolve_speculation(config.speculative, self.model, self.engine_python)
+        return config if speculative == config.speculative else config.model_copy(update={"speculative": speculative})
 
     # ----- members ----------------------------------------------------------------------------
     def _cores(self, slot: int) -> list[int]:
@@ -439,6 +450,7 @@ class Supervisor:
             return
         if r.state == "backoff":
             if time.monotonic() >= r.next_start_at:
+                m.synced = m.warmed = False  # a new incarnation: no adapters, not warm
                 r.start()
             return
         code = r.exited()
@@ -466,8 +478,10 @@ class Supervisor:
                 # a new or restarted vLLM has no runtime adapters: sync before it takes requests
                 m.probe = self._pool.submit(self._sync_new, m)
                 return
+            if ok and engine.warm_up and not m.warmed:
+                m.probe = self._pool.submit(self._warm_up, m)
+                return
             if ok:
-                m.synced = False  # the next incarnation syncs again
                 r.state = "ready"
                 r.ready_at = r.last_check_at = time.time()
                 r.failed_checks = 0
@@ -503,6 +517,21 @@ class Supervisor:
         m.synced = True
         return True
 
+    def _warm_up(self, m: Member) -> bool:
+        """Runs in the pool: the warm-up completion; True = it may enter routing. A replica that
+        answers with an error still enters (its health is what decides): the event says why."""
+        t0 = time.monotonic()
+        try:
+            problem = m.replica.warm_up(self.model.served_name, self.config.engine.ready_timeout_s)
+        except httpx.HTTPError:
+            return False  # not answering after all: probe again
+        m.warmed = True
+        if problem is not None:
+            self._event("replica", f"replica {m.name}: the warm-up completion failed ({problem})")
+        else:
+            log.info("replica %s warmed up in %.2fs", m.name, time.monotonic() - t0)
+        return True
+
     def _restart(self, m: Member, reason: str) -> None:
         r = m.replica
         engine = self.config.engine
@@ -516,6 +545,9 @@ class Supervisor:
         r.restarts += 1
         r.last_exit = reason
         r.state = "backoff"
+        # A probe still in flight belongs to the incarnation that just ended: its answer (a /health
+        # 200 sent just before a SIGKILL) must not mark the next incarnation ready before it listens.
+        m.probe = None
         last_line = (log_tail(r.spec.log_path, 1) or "").strip()[:200]
         self._event("replica", f"replica {m.name} (pid {r.pid}) {reason}; restart {r.restarts} in "
                     f"{r.backoff_s:.1f}s" + (f"; log: {last_line}" if last_line else ""))

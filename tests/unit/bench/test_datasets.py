@@ -47,7 +47,7 @@ def test_empty_folder_is_a_clear_error(tmp_path: Path) -> None:
 
 
 def test_missing_path_and_bad_json_are_clear_errors(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="neither 'synthetic', 'shared-prefix' nor an existing path"):
+    with pytest.raises(ConfigError, match="neither 'synthetic', 'shared-prefix', 'documents' nor an existing path"):
         data_section(_settings(str(tmp_path / "nope")), tmp_path)
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")
@@ -65,3 +65,5 @@ def test_sections_for_named_datasets(tmp_path: Path) -> None:
     assert sp["type"] == "shared_prefix" and sp["shared_prefix"]["system_prompt_len"] == 256
     folder = data_section(_settings(str(EXAMPLES / "documents")), tmp_path)
     assert folder["type"] == "shareGPT" and Path(folder["path"]).is_file()
+    shipped = data_section(_settings("documents"), tmp_path / "shipped")  # inside the package, no repo needed
+    assert shipped["type"] == "shareGPT" and len(json.loads(Path(shipped["path"]).read_text())) >= 6

@@ -54,12 +54,17 @@ def test_env_sets_kv_cache_and_core_binding(tmp_path):
     assert env["VLLM_CPU_OMP_THREADS_BIND"] == "2,3"
     assert env["LD_PRELOAD"].split(":")[0] == str(tmp_path / "lib" / "libiomp5.so")
     assert env["PATH"] == "/bin"
+    # the n-gram proposer's numba kernel off OpenMP (it slowed torch's OpenMP threads by ~1/3)
+    assert env["NUMBA_THREADING_LAYER"] == "workqueue"
+    mine = build_replica_env(EngineSettings(), [0], py, base_env={"NUMBA_THREADING_LAYER": "tbb"})
+    assert mine["NUMBA_THREADING_LAYER"] == "tbb"  # a user's own choice stands
 
 
 def test_env_on_gpu_engine_has_no_cpu_settings():
     env = build_replica_env(EngineSettings(engine="vllm"), [0], PY, base_env={})
     assert "VLLM_CPU_KVCACHE_SPACE" not in env
     assert "VLLM_CPU_OMP_THREADS_BIND" not in env
+    assert "NUMBA_THREADING_LAYER" not in env
 
 
 def test_lora_flags_come_before_the_extras_and_name_the_served_model_as_parent():

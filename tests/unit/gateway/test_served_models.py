@@ -233,6 +233,49 @@ def test_a_held_request_for_an_unknown_model_gets_404_when_released():
     asyncio.run(main())
 
 
+class RecheckPoller:
+    """Stands in for ModelsPoller's ``refresh``: each recheck applies ``after`` to the datastore."""
+
+    def __init__(self, p: EndpointPicker, after: dict[str, frozenset[str]]) -> None:
+        self.p, self.after, self.rechecks = p, after, 0
+
+    async def refresh(self, addresses: list[str], timeout_s: float) -> None:
+        self.rechecks += 1
+        await asyncio.sleep(0.01)
+        for a in addresses:
+            if a in self.after:
+                self.p.datastore.set_served_models(a, self.after[a], self.after[a] - {BASE})
+
+
+def test_a_model_loaded_since_the_last_poll_is_routed_after_a_recheck_not_404():
+    async def main() -> None:
+        p = picker({A: frozenset({BASE}), B: frozenset({BASE})})
+        p.models_poller = poller = RecheckPoller(p, {B: frozenset({BASE, PIRATE})})  # type: ignore[assignment]
+        stream = StreamContext(1)
+        first = pb.ProcessingResponse.FromString(p.handle(body_msg(PIRATE), stream))
+        assert first.HasField("override_message_timeout")  # Envoy waits; the decision follows
+        routed = pb.ProcessingResponse.FromString(await stream.later)  # type: ignore[arg-type]
+        assert destinations(routed) == [B] and poller.rechecks == 1
+        assert count(p, "routed", B) == 1 and count(p, "unknown_model") == 0
+
+    asyncio.run(main())
+
+
+def test_a_flood_of_unknown_models_shares_rechecks_and_each_gets_404():
+    async def main() -> None:
+        p = picker({A: frozenset({BASE})})
+        p.models_poller = poller = RecheckPoller(p, {})  # type: ignore[assignment]
+        streams = [StreamContext(i) for i in range(50)]
+        for i, stream in enumerate(streams):
+            p.handle(body_msg(f"ghost-{i}"), stream)
+        answers = await asyncio.gather(*(asyncio.ensure_future(s.later) for s in streams))  # type: ignore[arg-type]
+        assert all(error_of(pb.ProcessingResponse.FromString(a))[0] == 404 for a in answers)
+        assert poller.rechecks <= 2  # the first request's recheck, then one shared by the other 49
+        assert count(p, "unknown_model") == 50
+
+    asyncio.run(main())
+
+
 def test_an_endpoint_that_becomes_ready_again_is_polled_at_once():
     class Poller:
         def __init__(self) -> None:
@@ -382,6 +425,9 @@ def test_poller_polls_at_once_on_add_and_on_poke_then_at_its_interval():
         poller.poke(address)
         await _until(lambda: ds.get(address).served_models == {BASE, PIRATE})
         assert srv.served == 2
+        srv.body = page(BASE)
+        await poller.refresh([address], timeout_s=1.0)  # the EPP's recheck before a 404: now, awaited
+        assert ds.get(address).served_models == {BASE} and srv.served == 3
         ds.set_addresses([])
         poller.sync()  # the endpoint left: its task ends
         assert address not in poller._tasks

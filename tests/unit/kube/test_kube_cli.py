@@ -159,3 +159,30 @@ def test_settings_file_equivalents_of_the_flags(tmp_path: Path) -> None:
     config.write_text("model: qwen3-32b\naccelerator: h100\nbucket: b-models\n")
     with pytest.raises(ConfigError, match="unknown key 'bucket'"):
         load_settings(config, {})
+
+
+def test_render_takes_the_speculative_config_tune_spec_recommended(capsys, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    recommended = tmp_path / "recommended.yaml"
+    recommended.write_text("# inferstack tune-spec: ngram-k12 ...\nreplicas: 2\nspeculative:\n  method: ngram\n"
+                           "  num_speculative_tokens: 12\n  prompt_lookup_min: 3\n  prompt_lookup_max: 8\n")
+    out_dir = tmp_path / "out"
+    code, _, err = run(capsys, "render", "--model", "qwen3-32b", "--accelerator", "h100", "--bucket", "acme",
+                       "--spec-from", str(recommended), "--output", str(out_dir), "--check")
+    assert code == 0, err
+    text = "".join(p.read_text() for p in sorted(out_dir.rglob("*.yaml")))
+    assert '{"method":"ngram","num_speculative_tokens":12,"prompt_lookup_min":3,"prompt_lookup_max":8}' in text
+    assert "cnn_dailymail" in text  # the benchmark Job's prompts suit n-gram speculation
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    ("replicas: 2\n", "has no speculative: section"),
+    ("speculative: {method: draft, model: /m}\n", "method 'draft' cannot be rendered"),
+    ("speculative: {method: suffix}\n", "suffix decoding needs arctic-inference"),
+    ("speculative: {method: ngram, num_speculative_tokens: 0}\n", "'num_speculative_tokens' has value 0"),
+])
+def test_render_spec_from_a_file_it_cannot_use_says_why(capsys, tmp_path: Path, content: str, message: str) -> None:  # type: ignore[no-untyped-def]
+    source = tmp_path / "stack.yaml"
+    source.write_text(content)
+    code, _, err = run(capsys, "render", "--model", "qwen3-32b", "--accelerator", "h100", "--bucket", "acme",
+                       "--spec-from", str(source), "--output", str(tmp_path / "out"))
+    assert code == 2 and message in err, err

@@ -2,7 +2,8 @@
 
 Argument: the port. Environment: FAKE_IN_FLIGHT_FILE (its content, if present, is the running
 request count the page reports), FAKE_EXIT (exit with this code at once), FAKE_HEALTH_HANG (seconds
-/health takes to answer). The supervisor's logic is tested against it; real vLLM is started by the
+/health takes to answer), FAKE_START_DELAY (seconds before it listens), FAKE_WARM_UP_FILE (each
+POST /v1/completions, the warm-up, appends a line to it). The supervisor's logic is tested against it; real vLLM is started by the
 integration tests.
 """
 
@@ -36,9 +37,25 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
+    def do_POST(self):  # noqa: N802 (http.server's name)
+        if self.path != "/v1/completions":  # the supervisor's warm-up request
+            self.send_error(404)
+            return
+        self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        marker = os.environ.get("FAKE_WARM_UP_FILE")
+        if marker:
+            with open(marker, "a") as f:
+                f.write("warm-up\n")
+        body = b'{"choices": [{"text": "ok"}]}'
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
     def log_message(self, *args):
         pass
 
 
+time.sleep(float(os.environ.get("FAKE_START_DELAY", "0")))
 print("fake replica up", flush=True)
 ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Handler).serve_forever()

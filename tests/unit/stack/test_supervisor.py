@@ -2,8 +2,11 @@
 before stop, rolling reconfigure without a gap in ready endpoints, failed starts, control requests."""
 
 import json
+import os
+import signal
 import sys
 import time
+from concurrent.futures import Future
 from pathlib import Path
 
 import pytest
@@ -157,6 +160,43 @@ def test_a_replica_that_fails_to_start_backs_off_and_the_stack_keeps_serving(mak
     assert len(_endpoints(sup)) == 1  # r0 keeps serving
     sup.set_desired(1, "test", "scaled 2 -> 1")
     _until(sup, lambda: [m.name for m in sup.members] == ["r0"])
+
+
+def test_a_health_answer_from_a_killed_incarnation_does_not_make_the_next_one_ready(make):
+    sup = make(_config(1))
+    member = sup.members[0]
+    old_pid = member.replica.pid
+    member.replica.spec.env["FAKE_START_DELAY"] = "3"  # the next incarnation listens only after 3 s
+    os.killpg(old_pid, signal.SIGKILL)
+    member.replica.proc.wait()
+    answered: Future = Future()
+    answered.set_result(True)
+    member.probe = answered  # a /health 200 sent just before the kill, collected after it
+    _until(sup, lambda: member.replica.pid != old_pid and member.replica.state == "starting")
+    deadline = time.monotonic() + 1.5
+    while time.monotonic() < deadline:  # not listening yet: never ready
+        sup.tick()
+        assert member.replica.state == "starting", member.replica.state
+        time.sleep(0.05)
+    _until(sup, lambda: member.ready)
+    assert member.replica.restarts == 1 and "exited with code -9" in member.replica.last_exit
+
+
+def test_a_replica_enters_routing_only_after_its_warm_up_answered(make, tmp_path, monkeypatch):
+    warmed = tmp_path / "warm-ups"
+    monkeypatch.setenv("FAKE_WARM_UP_FILE", str(warmed))
+    sup = make(_config(1))
+    assert warmed.read_text() == "warm-up\n"  # r0 before `start` returned (it was ready)
+    sup.set_desired(2, "test", "scaled 1 -> 2")
+    _until(sup, _converged(sup, 2))
+    assert warmed.read_text().count("warm-up") == 2 and len(_endpoints(sup)) == 2
+
+
+def test_warm_up_can_be_turned_off(make, tmp_path, monkeypatch):
+    warmed = tmp_path / "warm-ups"
+    monkeypatch.setenv("FAKE_WARM_UP_FILE", str(warmed))
+    make(_config(1, warm_up=False))
+    assert not warmed.exists()
 
 
 def test_a_hanging_health_check_does_not_stall_the_loop(make, monkeypatch):
