@@ -81,8 +81,10 @@ def test_sheddable_request_gets_429_when_both_backends_are_saturated(pair):
         httpx.post(f"http://{addrs[0]}/admin/metrics", json={"waiting": 0})  # one backend has room again
         wait_until(lambda: epp_gauge(gw, "inferstack_epp_endpoint_queue_requests", addrs[0]) == 0.0,
                    what="EPP to scrape the drained queue")
+        # the pool has room again: served, not shed. Which backend serves it is the scorers' call
+        # (prefix affinity and no-hit LRU weigh as much as the queue: either may win)
         r = httpx.post(f"{gw.url}/v1/chat/completions", json={**CHAT, "model": "batch"})
-        assert r.status_code == 200 and r.headers["x-echo-backend"] == addrs[0].rsplit(":", 1)[1]
+        assert r.status_code == 200 and r.json()["model"] == "echo"
     finally:
         for a in addrs:
             httpx.post(f"http://{a}/admin/metrics", json={"waiting": 0})

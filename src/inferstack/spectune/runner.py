@@ -33,8 +33,9 @@ import yaml
 from inferstack.bench.results import load_run
 from inferstack.bench.runner import run_bench
 from inferstack.bench.settings import BenchSettings
-from inferstack.bench.stack import local_stack_defaults
+from inferstack.bench.stack import StackDefaults, local_stack_defaults
 from inferstack.configfile import read_yaml_mapping
+from inferstack.errors import ConfigError
 from inferstack.process import free_port_block
 from inferstack.spectune.candidates import Candidate, TuningPlan
 from inferstack.spectune.recommend import Measured, Recommendation, measured_from_run, recommend
@@ -98,7 +99,8 @@ def _down(state_dir: Path) -> None:
     _cli(["down"], state_dir, 180.0)
 
 
-def _bench_settings(opts: TuneOptions, target: Any, candidate: Candidate, rates: tuple[float, ...]) -> BenchSettings:
+def _bench_settings(opts: TuneOptions, target: StackDefaults, candidate: Candidate,
+                    rates: tuple[float, ...]) -> BenchSettings:
     plan = opts.plan
     common: dict[str, Any] = dict(
         duration_s=plan.stage_s, dataset=opts.dataset, target=target.target, model=target.model,
@@ -157,6 +159,8 @@ def _say(line: str) -> None:
 def tune(opts: TuneOptions, say: Callable[[str], None] = _say) -> TuneOutcome:
     """Measure every candidate of the plan, write the report, the evidence and the recommendation."""
     out = opts.output
+    if (out / "runs").exists() and any((out / "runs").iterdir()):
+        raise ConfigError(f"--output '{out}' already holds a tuning run; choose a new directory")
     out.mkdir(parents=True, exist_ok=True)
     say(f"[tune-spec] plan: {opts.plan.describe()}; dataset {opts.dataset}; output {out}")
     measured: list[Measured] = []

@@ -49,12 +49,13 @@ class RawPeer:
         self.sock.sendall(PREFACE + frame(SETTINGS, 0, 0, b""))
         self.buf = b""
         self.closed = False
+        self.reset = False  # a write failed: the server closed while we were still writing
 
     def send(self, data: bytes) -> None:
         try:
             self.sock.sendall(data)
         except OSError:  # the server may close while we are still writing an attack
-            self.closed = True
+            self.closed = self.reset = True
 
     def frames(self, quiet_s: float = 0.3, limit_s: float = 5.0) -> list[tuple[int, int, int, bytes]]:
         """Read until the server closes, or sends nothing for ``quiet_s``; parse its frames."""
@@ -242,7 +243,9 @@ def test_buffered_partial_messages_are_bounded(grpc_server):
         for _ in range(12):
             peer.send(frame(DATA, 0, sid, b"x" * 16384))
     got = peer.frames()
-    assert peer.goaway_code(got) == "ENHANCE_YOUR_CALM"
+    # the GOAWAY, unless the server's close reset the connection while we were still writing: the
+    # kernel then drops what we had not read yet, GOAWAY included
+    assert peer.goaway_code(got) == "ENHANCE_YOUR_CALM" or (peer.reset and not got)
     peer.close()
     assert_still_serving(grpc_server.port)
 

@@ -2,10 +2,12 @@
 
 from pathlib import Path
 
+import pytest
 import yaml
 
-from inferstack.spectune.candidates import parse_candidates
-from inferstack.spectune.runner import load_base, measurement_config, recommended_config
+from inferstack.errors import ConfigError
+from inferstack.spectune.candidates import parse_candidates, plan_budget
+from inferstack.spectune.runner import TuneOptions, load_base, measurement_config, recommended_config, tune
 from inferstack.stack.config import StackConfig
 
 USER = {"replicas": 2, "engine": {"max_model_len": 1024, "extra_args": ["--seed", "7"]},
@@ -34,3 +36,12 @@ def test_the_recommendation_is_the_users_config_with_the_winners_section(tmp_pat
     path = tmp_path / "stack.yaml"
     path.write_text(yaml.safe_dump(USER))
     assert load_base(path) == USER and load_base(None) == {}
+
+
+def test_an_output_that_holds_a_tuning_run_is_refused_before_anything_starts(tmp_path: Path):
+    (tmp_path / "runs" / "none").mkdir(parents=True)
+    plan = plan_budget(parse_candidates(["ngram:k=8"]), budget_s=60, loads=2)
+    said: list[str] = []
+    with pytest.raises(ConfigError, match="already holds a tuning run; choose a new directory"):
+        tune(TuneOptions(tmp_path, {}, plan), say=said.append)
+    assert said == []
