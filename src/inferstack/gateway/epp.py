@@ -84,6 +84,7 @@ _CONTINUE_HEADERS = pb.ProcessingResponse(request_headers=pb.HeadersResponse()).
 _MAX_LISTED_MODELS = 20  # served names a 404 lists
 _MAX_ECHOED_NAME = 200  # characters of the client's model name a 404 repeats
 _MODELS_RECHECK_MAX_S = 1.0  # bound of the poll before a 404: half Envoy's default message timeout
+_MODELS_RECHECK_WAIT_S = 1.5  # and of the wait for it (one started earlier may still run)
 
 
 def _error_response(code: int, message: str, err_type: str, param: str | None = None) -> bytes:
@@ -341,7 +342,10 @@ class EndpointPicker:
                                    arrived: float) -> bytes:
         """The 404 path: poll the ready endpoints' /v1/models (a recheck started after this request
         arrived, shared with other requests), then decide again, without another recheck."""
-        await self._refresh_models(arrived)
+        try:
+            await asyncio.wait_for(self._refresh_models(arrived), _MODELS_RECHECK_WAIT_S)
+        except asyncio.TimeoutError:
+            pass  # decide on what is known: Envoy's message timer must not fire first
         ready = self._routable() if self.hold is not None else self.datastore.ready()
         if not ready:
             self.metrics.count(req.model, req.target_model, "", "unavailable")
