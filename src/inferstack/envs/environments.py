@@ -176,10 +176,7 @@ def env_python(spec: EnvSpec) -> Path:
 
 
 def _marker_matches(marker: Path, spec: EnvSpec) -> bool:
-    try:
-        return json.loads(marker.read_text()).get("fingerprint") == spec.fingerprint()
-    except (OSError, ValueError):
-        return False
+    return _marker_matches_value(marker, spec.fingerprint())
 
 
 def _pip(python: Path, args: list[str], what: str, env: dict[str, str] | None = None) -> None:
