@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import signal
 import socket
 import time
@@ -110,8 +111,75 @@ def port_is_free(host: str, port: int) -> bool:
     return True
 
 
-def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
-    """``count`` distinct ports the kernel says are free now (all held open while choosing)."""
+# Ports the kernel hands out by itself (outgoing connections, vLLM's torch-distributed and ZMQ
+# ports, anything bound to port 0) come from this range; a port chosen inside it and bound a minute
+# later (the batch API once the replicas are ready) can be taken by then, so we choose outside it.
+EPHEMERAL_RANGE_FILE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+# Chosen ports start here: replicas take consecutive ports below (free_port_block, 18100..30000).
+CHOSEN_PORTS_START = 30000
+
+
+class _Chosen:
+    """This process's walk over the pool: where it stands and what it handed out."""
+
+    cursor: int | None = None
+    handed_out: set[int] = set()
+
+
+def ephemeral_port_range(path: Path = EPHEMERAL_RANGE_FILE) -> tuple[int, int]:
+    """The kernel's ephemeral port range (Linux's default when it cannot be read)."""
+    try:
+        low, high = (int(v) for v in path.read_text().split())
+        return low, high
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
+def chosen_port_pool(ephemeral: tuple[int, int]) -> list[int]:
+    """Ports ``free_ports`` may choose: CHOSEN_PORTS_START..65535 less the ephemeral range."""
+    low, high = ephemeral
+    return [p for p in range(CHOSEN_PORTS_START, 65536) if not low <= p <= high]
+
+
+def free_ports(count: int, host: str = "127.0.0.1", pool: list[int] | None = None) -> list[int]:
+    """``count`` distinct ports that are free now, outside the kernel's ephemeral range (so no
+    connection or port-0 bind takes them before our server binds), none handed out before by this
+    process; all held open while choosing. Walks the pool from a random start, as the kernel does,
+    so two processes choosing at once rarely meet. Without room outside the ephemeral range
+    (a machine configured so) the kernel chooses."""
+    pool = chosen_port_pool(ephemeral_port_range()) if pool is None else pool
+    if len(pool) < 64:
+        return _kernel_ports(count, host)
+    if _Chosen.cursor is None:
+        _Chosen.cursor = random.randrange(len(pool))
+    socks: list[socket.socket] = []
+    ports: list[int] = []
+    try:
+        for _ in range(len(pool)):
+            if len(ports) == count:
+                break
+            port = pool[_Chosen.cursor % len(pool)]
+            _Chosen.cursor += 1
+            if port in _Chosen.handed_out:
+                continue
+            sock = socket.socket()
+            try:
+                sock.bind((host, port))
+            except OSError:
+                sock.close()
+                continue
+            socks.append(sock)
+            ports.append(port)
+    finally:
+        for sock in socks:
+            sock.close()
+    if len(ports) < count:
+        raise RuntimeError(f"no {count} free ports in {pool[0]}..{pool[-1]} outside the ephemeral range")
+    _Chosen.handed_out.update(ports)
+    return ports
+
+
+def _kernel_ports(count: int, host: str) -> list[int]:
     socks = [socket.socket() for _ in range(count)]
     try:
         for sock in socks:
