@@ -122,3 +122,45 @@ def grpc_server(request) -> Iterator[ServerThread]:  # type: ignore[no-untyped-d
     asyncio.run_coroutine_threadsafe(srv.stop(grace_s=0.5), loop).result(5)
     loop.call_soon_threadsafe(loop.stop)
     t.join(5)
+
+
+class PageServer:
+    """A real HTTP server on a free loopback port whose answer to ``GET path`` we control."""
+
+    def __init__(self, path: str, body: bytes, content_type: bytes) -> None:
+        self.path = path.encode()
+        self.body = body
+        self.status = 200
+        self.content_type = content_type
+        self.served = 0
+        self.address = ""
+        self._server: asyncio.base_events.Server | None = None
+
+    async def start(self) -> str:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        self.address = f"127.0.0.1:{self._server.sockets[0].getsockname()[1]}"
+        return self.address
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+
+    async def wait_closed(self) -> None:
+        if self._server is not None:
+            await self._server.wait_closed()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        assert head.startswith(b"GET " + self.path + b" ")
+        self.served += 1
+        writer.write(b"HTTP/1.1 %d X\r\ncontent-type: %s\r\ncontent-length: %d\r\nconnection: close\r\n\r\n"
+                     % (self.status, self.content_type, len(self.body)) + self.body)
+        await writer.drain()
+        writer.close()
+
+
+async def until(cond, timeout: float = 5.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, "condition not reached"
+        await asyncio.sleep(0.01)

@@ -10,6 +10,8 @@ from inferstack.gateway.scheduling import Scheduler
 from inferstack.gateway.scraper import Scraper, endpoint_metrics
 from inferstack.gateway.settings import SchedulerSettings
 
+from .conftest import PageServer, until
+
 RECORDED = (Path(__file__).parent / "data" / "vllm-0.32-metrics.txt").read_text()
 GOOD = (b'vllm:num_requests_waiting{engine="0",model_name="m"} 7.0\n'
         b'vllm:num_requests_running{engine="0",model_name="m"} 1.0\n'
@@ -40,52 +42,30 @@ def test_datastore_membership_and_readiness():
     assert ds.version == v
 
 
-class _MetricsServer:
-    """A real HTTP server whose /metrics answer we control."""
-
-    def __init__(self) -> None:
-        self.body = GOOD
-        self.status = 200
-        self.content_type = b"text/plain; version=0.0.4"
-        self.served = 0
-
-    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await reader.readuntil(b"\r\n\r\n")
-        self.served += 1
-        writer.write(b"HTTP/1.1 %d X\r\ncontent-type: %s\r\ncontent-length: %d\r\nconnection: close\r\n\r\n"
-                     % (self.status, self.content_type, len(self.body)) + self.body)
-        await writer.drain()
-        writer.close()
+def _metrics_server() -> PageServer:
+    return PageServer("/metrics", GOOD, b"text/plain; version=0.0.4")
 
 
-async def _until(cond, timeout=5.0):
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, "condition not reached"
-        await asyncio.sleep(0.01)
-
-
-async def _start(srv: _MetricsServer, **kw):
-    server = await asyncio.start_server(srv.handle, "127.0.0.1", 0)
-    address = f"127.0.0.1:{server.sockets[0].getsockname()[1]}"
+async def _start(srv: PageServer, **kw):
+    address = await srv.start()
     ds = Datastore()
     ds.set_addresses([address])
     scraper = Scraper(ds, interval_s=0.02, timeout_s=0.5, **kw)
     scraper.sync()
-    return server, address, ds, scraper
+    return srv, address, ds, scraper
 
 
 def test_scraper_tracks_an_endpoint_dropping_out_and_back():
     async def main() -> None:
-        srv = _MetricsServer()
+        srv = _metrics_server()
         results: list[bool] = []
         server, _, ds, scraper = await _start(srv, on_scrape=lambda a, ok: results.append(ok))
-        await _until(lambda: len(ds.ready()) == 1)
+        await until(lambda: len(ds.ready()) == 1)
         assert ds.ready()[0].metrics.waiting == 7.0
         srv.status = 500
-        await _until(lambda: not ds.ready())
+        await until(lambda: not ds.ready())
         srv.status = 200
-        await _until(lambda: len(ds.ready()) == 1)
+        await until(lambda: len(ds.ready()) == 1)
         assert False in results and results[-1] is True
         ds.set_addresses([])
         scraper.sync()
@@ -106,7 +86,7 @@ BAD_BODIES = {
 
 def test_unusable_pages_make_metrics_stale_counted_and_logged_once(caplog):
     async def main() -> None:
-        srv = _MetricsServer()
+        srv = _metrics_server()
         metrics = EppMetrics(Datastore(), Scheduler(SchedulerSettings()))
         server, address, ds, scraper = await _start(srv, observer=metrics)
         reg = metrics.registry
@@ -114,7 +94,7 @@ def test_unusable_pages_make_metrics_stale_counted_and_logged_once(caplog):
         def count(outcome: str) -> float:
             return reg.get_sample_value("inferstack_epp_scrapes_total", {"endpoint": address, "outcome": outcome}) or 0
 
-        await _until(lambda: len(ds.ready()) == 1)
+        await until(lambda: len(ds.ready()) == 1)
         assert metrics.model_label("m") == "m"  # learned from the scraped model_name label
         for kind, body in BAD_BODIES.items():
             caplog.clear()
@@ -122,7 +102,7 @@ def test_unusable_pages_make_metrics_stale_counted_and_logged_once(caplog):
             before = count("parse_error")
             srv.body = body
             srv.content_type = b"text/html" if kind == "html" else b"text/plain"
-            await _until(lambda: count("parse_error") >= before + 5)
+            await until(lambda: count("parse_error") >= before + 5)
             ep = ds.get(address)
             assert ep.metrics.scraped_at == good_at, kind  # not updated: it ages into "unknown"
             assert not ep.fresh(0.05), kind
@@ -130,7 +110,7 @@ def test_unusable_pages_make_metrics_stale_counted_and_logged_once(caplog):
             assert len(warnings) == 1 and "unusable" in warnings[0].getMessage(), (kind, warnings)
             srv.body = GOOD
             n = count("ok")
-            await _until(lambda: count("ok") >= n + 1)
+            await until(lambda: count("ok") >= n + 1)
             assert ds.get(address).fresh(1.0)
         assert scraper._tasks[address].done() is False
         await scraper.stop()
@@ -142,7 +122,7 @@ def test_unusable_pages_make_metrics_stale_counted_and_logged_once(caplog):
 
 def test_an_exception_in_one_iteration_does_not_end_the_scrape_task(caplog):
     async def main() -> None:
-        srv = _MetricsServer()
+        srv = _metrics_server()
         calls: list[str] = []
 
         class Flaky:
@@ -152,7 +132,7 @@ def test_an_exception_in_one_iteration_does_not_end_the_scrape_task(caplog):
                     raise RuntimeError("observer bug")
 
         server, address, ds, scraper = await _start(srv, observer=Flaky())
-        await _until(lambda: len(calls) >= 8)
+        await until(lambda: len(calls) >= 8)
         assert not scraper._tasks[address].done()
         await scraper.stop()
         server.close()
@@ -160,7 +140,7 @@ def test_an_exception_in_one_iteration_does_not_end_the_scrape_task(caplog):
     with caplog.at_level(logging.ERROR, logger="inferstack.gateway.scraper"):
         asyncio.run(main())
     errors = [r for r in caplog.records if r.levelno == logging.ERROR]
-    assert len(errors) == 1 and "scraping goes on" in errors[0].getMessage()
+    assert len(errors) == 1 and "scrape goes on" in errors[0].getMessage()
 
 
 def test_a_runaway_page_is_refused_unread(monkeypatch):
@@ -169,7 +149,7 @@ def test_a_runaway_page_is_refused_unread(monkeypatch):
     monkeypatch.setattr(scraper_module, "MAX_PAGE_BYTES", 1000)
 
     async def main() -> None:
-        srv = _MetricsServer()
+        srv = _metrics_server()
         srv.body = GOOD + b"# padding\n" * 200
         outcomes: list[str] = []
 
@@ -178,7 +158,7 @@ def test_a_runaway_page_is_refused_unread(monkeypatch):
                 outcomes.append(outcome)
 
         server, address, ds, scraper = await _start(srv, observer=Record())
-        await _until(lambda: len(outcomes) >= 2)
+        await until(lambda: len(outcomes) >= 2)
         assert set(outcomes) == {"parse_error"} and not ds.ready()
         await scraper.stop()
         server.close()

@@ -23,7 +23,7 @@ from inferstack.gateway.served_models import ModelsPoller, UnreadableModels, par
 from inferstack.gateway.settings import (EppSettings, HoldSettings, RewriteSettings, RewriteTarget,
                                          SchedulerSettings)
 
-from .conftest import make_endpoint, make_request
+from .conftest import PageServer, make_endpoint, make_request, until
 
 A, B, C = "10.0.0.1:8000", "10.0.0.2:8000", "10.0.0.3:8000"
 BASE, PIRATE = "base", "pirate"
@@ -330,45 +330,23 @@ def test_lora_scorer_picks_the_replica_with_the_adapter_running(ctx):
 
 # --- the poller -------------------------------------------------------------------------------
 
-class _ModelsServer:
-    """A real HTTP server whose /v1/models answer we control."""
-
-    def __init__(self) -> None:
-        self.body = page(BASE)
-        self.status = 200
-        self.served = 0
-
-    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        head = await reader.readuntil(b"\r\n\r\n")
-        assert head.startswith(b"GET /v1/models ")
-        self.served += 1
-        writer.write(b"HTTP/1.1 %d X\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
-                     b"connection: close\r\n\r\n" % (self.status, len(self.body)) + self.body)
-        await writer.drain()
-        writer.close()
+def _models_server() -> PageServer:
+    return PageServer("/v1/models", page(BASE), b"application/json")
 
 
-async def _until(cond, timeout=5.0):
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, "condition not reached"
-        await asyncio.sleep(0.01)
-
-
-async def _start(srv: _ModelsServer, interval_s: float = 0.02, **kw):
-    server = await asyncio.start_server(srv.handle, "127.0.0.1", 0)
-    address = f"127.0.0.1:{server.sockets[0].getsockname()[1]}"
+async def _start(srv: PageServer, interval_s: float = 0.02, **kw):
+    address = await srv.start()
     ds = Datastore()
     ds.set_addresses([address])
     metrics = EppMetrics(ds, Scheduler(SchedulerSettings()))
     poller = ModelsPoller(ds, interval_s=interval_s, timeout_s=0.5, observer=metrics, **kw)
     poller.sync()
-    return server, address, ds, poller, metrics
+    return srv, address, ds, poller, metrics
 
 
 def test_poller_reads_the_list_keeps_it_through_trouble_and_follows_changes(caplog):
     async def main() -> None:
-        srv = _ModelsServer()
+        srv = _models_server()
         server, address, ds, poller, metrics = await _start(srv)
 
         def polls(outcome: str) -> float:
@@ -378,34 +356,34 @@ def test_poller_reads_the_list_keeps_it_through_trouble_and_follows_changes(capl
         def gauge() -> float | None:
             return metrics.registry.get_sample_value("inferstack_epp_endpoint_served_models", {"endpoint": address})
 
-        await _until(lambda: ds.get(address).served_models is not None)
+        await until(lambda: ds.get(address).served_models is not None)
         assert ds.get(address).served_models == {BASE} and gauge() == 1
         srv.body = VLLM_MODELS  # an adapter loaded at runtime
-        await _until(lambda: ds.get(address).served_models == {BASE, PIRATE})
+        await until(lambda: ds.get(address).served_models == {BASE, PIRATE})
         assert ds.get(address).served_adapters == {PIRATE} and metrics.model_label(PIRATE) == PIRATE
         for kind, body in MALFORMED.items():
             caplog.clear()
             before = polls("parse_error")
             srv.body = body
-            await _until(lambda: polls("parse_error") >= before + 3)
+            await until(lambda: polls("parse_error") >= before + 3)
             assert ds.get(address).served_models == {BASE, PIRATE}, kind  # kept, not cleared
             warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
             assert len(warnings) == 1 and "keeping its last known models" in warnings[0].getMessage(), kind
             srv.body = VLLM_MODELS
             n = polls("ok")
-            await _until(lambda: polls("ok") >= n + 1)
+            await until(lambda: polls("ok") >= n + 1)
         for status in (404, 500):  # a server without the route, a failing one
             srv.status = status
             before = polls("error")
-            await _until(lambda: polls("error") >= before + 3)
+            await until(lambda: polls("error") >= before + 3)
             assert ds.get(address).served_models == {BASE, PIRATE}
         srv.status = 200
         srv.body = page(BASE)  # the adapter unloaded
-        await _until(lambda: ds.get(address).served_models == {BASE})
+        await until(lambda: ds.get(address).served_models == {BASE})
         server.close()
         await server.wait_closed()
         before = polls("error")
-        await _until(lambda: polls("error") >= before + 3)  # no answer at all: kept too
+        await until(lambda: polls("error") >= before + 3)  # no answer at all: kept too
         assert ds.get(address).served_models == {BASE}
         assert not poller._tasks[address].done()
         await poller.stop()
@@ -416,14 +394,14 @@ def test_poller_reads_the_list_keeps_it_through_trouble_and_follows_changes(capl
 
 def test_poller_polls_at_once_on_add_and_on_poke_then_at_its_interval():
     async def main() -> None:
-        srv = _ModelsServer()
+        srv = _models_server()
         server, address, ds, poller, _ = await _start(srv, interval_s=30.0)
-        await _until(lambda: srv.served == 1)  # at once when added
+        await until(lambda: srv.served == 1)  # at once when added
         await asyncio.sleep(0.1)
         assert srv.served == 1
         srv.body = VLLM_MODELS
         poller.poke(address)
-        await _until(lambda: ds.get(address).served_models == {BASE, PIRATE})
+        await until(lambda: ds.get(address).served_models == {BASE, PIRATE})
         assert srv.served == 2
         srv.body = page(BASE)
         await poller.refresh([address], timeout_s=1.0)  # the EPP's recheck before a 404: now, awaited
@@ -444,10 +422,10 @@ def test_a_runaway_models_answer_is_refused(monkeypatch):
     monkeypatch.setattr(module, "MAX_MODELS_BYTES", 1000)
 
     async def main() -> None:
-        srv = _ModelsServer()
+        srv = _models_server()
         srv.body = page(BASE, *(f"adapter-{i}" for i in range(100)))
         server, address, ds, poller, metrics = await _start(srv)
-        await _until(lambda: (metrics.registry.get_sample_value(
+        await until(lambda: (metrics.registry.get_sample_value(
             "inferstack_epp_model_polls_total", {"endpoint": address, "outcome": "parse_error"}) or 0) >= 2)
         assert ds.get(address).served_models is None
         await poller.stop()
