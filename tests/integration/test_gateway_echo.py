@@ -237,6 +237,17 @@ def test_requests_go_only_to_the_backends_serving_their_model(tmp_path):
                 "message": "The model `parrot` does not exist on any model server; served: base, pirate",
                 "type": "NotFoundError", "param": "model", "code": 404}}
 
+            def listed() -> list[tuple[str, str | None]]:
+                r = httpx.get(f"{gw.url}/v1/models")
+                assert r.status_code == 200 and r.headers["content-type"] == "application/json", r.text
+                return [(m["id"], m["parent"]) for m in r.json()["data"]]
+
+            # the gateway's list is the union of the backends' (pirate is on a only), whoever asks
+            assert {tuple(listed()) for _ in range(6)} == {(("base", None), ("pirate", "base"))}
+            httpx.post(f"http://{b}/admin/models", json={"models": ["base", "poet"]})
+            # listed at once, not at the next 200 ms poll: the EPP polls the lists again first
+            assert listed() == [("base", None), ("pirate", "base"), ("poet", "base")]
+
             httpx.post(f"http://{b}/admin/models", json={"models": ["base", "pirate"]})  # loaded at runtime
             wait_until(lambda: epp_gauge(gw, "inferstack_epp_endpoint_served_models", b) == 2.0,
                        what="the EPP's next poll of b")

@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 
 import httpx
+import openai
 import pytest
 from stackutil import RunningStack, detached_stack, run_cli
 
@@ -58,6 +59,12 @@ def _listing(stack: RunningStack) -> dict[str, dict]:
     return {e["name"]: e for e in json.loads(out.stdout)}
 
 
+def _gateway_models(stack: RunningStack) -> dict[str, object]:
+    """The gateway's GET /v1/models, read by the official OpenAI client: id -> parent."""
+    client = openai.OpenAI(base_url=stack.base_url, api_key="unused", timeout=30)
+    return {m.id: getattr(m, "parent", None) for m in client.models.list()}
+
+
 def _text(response: httpx.Response) -> str:
     assert response.status_code == 200, response.text
     return response.json()["choices"][0]["message"]["content"]
@@ -69,11 +76,14 @@ def test_a_runtime_adapter_answers_with_its_training_and_unload_gives_404(lora_s
     assert sorted(listing["pirate"]["replicas"]) == ["r0", "r1"] and listing["pirate"]["declared"]
     models = httpx.get(f"{lora_stack.replica_urls[0]}/v1/models").json()["data"]
     assert any(m["id"] == "pirate" and m["parent"] == lora_stack.served_model for m in models), models
+    # the gateway lists it at once (the picker polls the replicas' lists again for GET /v1/models)
+    assert _gateway_models(lora_stack) == {lora_stack.served_model: None, "pirate": lora_stack.served_model}
     marker = BUNDLED_ADAPTER.reply_prefix
     for _ in range(4):  # both replicas serve it
         assert _text(_chat(lora_stack, "pirate")).startswith(marker)
     assert not _text(_chat(lora_stack, lora_stack.served_model)).startswith(marker)
     run_cli("adapters", "unload", "pirate", env=lora_stack.env)
+    assert "pirate" not in _gateway_models(lora_stack)
     gone = _chat(lora_stack, "pirate")
     assert gone.status_code == 404, gone.text
     assert "pirate" in gone.json()["error"]["message"]
@@ -135,6 +145,8 @@ def test_adapter_requests_go_to_the_replica_holding_it_while_base_requests_sprea
         client.load(r0, "solo", str(adapter_dir))
     try:
         time.sleep(3)  # the picker polls /v1/models every 2 s
+        for _ in range(4):  # the gateway's list is the union of the replicas', whichever Envoy asks
+            assert _gateway_models(lora_stack).get("solo") == lora_stack.served_model
         before = (_successes(r0), _successes(r1))
         for _ in range(8):
             assert _text(_chat(lora_stack, "solo", max_tokens=8)).startswith(BUNDLED_ADAPTER.reply_prefix)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 __all__ = ["Datastore", "Endpoint", "EndpointMetrics"]
 
@@ -46,6 +47,7 @@ class Endpoint:
     # ids listed by the endpoint's GET /v1/models (base models and LoRA adapters); None: not known yet
     served_models: frozenset[str] | None = None
     served_adapters: frozenset[str] = frozenset()  # those of them with a parent model (LoRA adapters)
+    model_entries: tuple[dict[str, Any], ...] = ()  # the list's entries as served (for the union)
 
     def serves(self, model: str) -> bool:
         """True unless the endpoint's model list is known and lacks ``model``."""
@@ -113,10 +115,15 @@ class Datastore:
         if self._reset_in_flight:
             ep.in_flight = ep.in_flight_tokens = 0
 
-    def set_served_models(self, address: str, models: frozenset[str], adapters: frozenset[str]) -> bool:
-        """Record what ``address`` serves (from its /v1/models); True when that changed."""
+    def set_served_models(self, address: str, models: frozenset[str], adapters: frozenset[str],
+                          entries: tuple[dict[str, Any], ...] = ()) -> bool:
+        """Record what ``address`` serves (from its /v1/models); True when the ids changed (the
+        entries are kept either way: vLLM stamps ``created`` at every answer)."""
         ep = self._endpoints.get(address)
-        if ep is None or (ep.served_models == models and ep.served_adapters == adapters):
+        if ep is None:
+            return False
+        ep.model_entries = entries
+        if ep.served_models == models and ep.served_adapters == adapters:
             return False
         before = ep.served_models
         ep.served_models, ep.served_adapters = models, adapters

@@ -4,7 +4,7 @@ endpoint-picker protocol.
 Per request Envoy opens one stream and sends the request headers, then (without waiting for our
 answer) the buffered body. Headers with a body to follow get a cached "continue" (we keep the
 request id and the x-gateway-inference-objective header); the decision is made once, on the body
-(or on the headers of a body-less request such as GET /v1/models):
+(or on the headers of a body-less request):
 - routed:  header ``x-gateway-destination-endpoint: ip:port[,fallback...]`` and the same key under
            dynamic metadata namespace ``envoy.lb`` (+ a body mutation when a rewrite changed the model);
 - 400 (malformed body), 404 (no endpoint serves the requested model), 429 (sheddable and
@@ -15,7 +15,10 @@ ready endpoint's list is known and none has it (``models_poll: false`` turns thi
 the EPP polls the ready endpoints' lists once more (bounded, coalesced across requests): an adapter
 loaded a moment ago is routed, not refused until the next periodic poll; meanwhile Envoy gets only
 ``override_message_timeout``, which it ignores unless ``max_message_timeout`` is set, and the
-recheck ends well within the default 2 s per-message timeout.
+recheck ends well within the default 2 s per-message timeout. ``GET /v1/models`` is answered by the
+EPP: the union of the ready endpoints' lists, polled once more after the request arrived (the same
+shared recheck), so an adapter loaded on one replica only, or a moment ago, is listed; while a
+list is unknown it is routed to a replica like any request.
 Then the EPP ends the gRPC stream itself: Envoy marks the request's processing complete, so a
 routed stream never depends on the EPP again (an EPP crash or restart cuts no response).
 With ``completion: access-log`` Envoy's gRPC access log (same port) reports each response's end,
@@ -92,9 +95,13 @@ def _error_response(code: int, message: str, err_type: str, param: str | None = 
     if param is not None:
         error["param"] = param
     error["code"] = code
-    body = json.dumps({"error": error}).encode()
+    return _immediate_json(code, json.dumps({"error": error}).encode(), err_type)
+
+
+def _immediate_json(code: int, body: bytes, details: str) -> bytes:
+    """Envoy answers the client with ``code`` and the JSON ``body`` itself (no model server)."""
     resp = pb.ProcessingResponse(immediate_response=pb.ImmediateResponse(
-        status={"code": code}, body=body, details=err_type,
+        status={"code": code}, body=body, details=details,
         headers=pb.HeaderMutation(set_headers=[base_pb2.HeaderValueOption(
             header=base_pb2.HeaderValue(key="content-type", raw_value=b"application/json"),
             append_action=_OVERWRITE)])))
@@ -242,18 +249,31 @@ class EndpointPicker:
             else:
                 out = self._decide(req, "body", msg.request_body.body, request_id, objective, stream)
         elif which == "request_headers":
-            request_id = objective = ""
+            request_id = objective = path = ""
+            body_less = msg.request_headers.end_of_stream
             for h in msg.request_headers.headers.headers:
                 if h.key == "x-request-id":
                     request_id = (h.raw_value or h.value.encode()).decode("latin-1")
                 elif h.key == OBJECTIVE_HEADER:
                     objective = (h.raw_value or h.value.encode()).decode("latin-1")
-            if not msg.request_headers.end_of_stream:  # the body follows: route on it
+                elif body_less and h.key == ":path":
+                    path = (h.raw_value or h.value.encode()).decode("latin-1")
+            if not body_less:  # the body follows: route on it
                 if stream is not None:
                     stream.data = (request_id, objective)
                 return _CONTINUE_HEADERS
-            req = InferenceRequest(model="", prompt="", stream=False, max_tokens=None, kind="other")
-            out = self._decide(req, "headers", b"", request_id, objective, stream)
+            listed = None
+            if path.split("?", 1)[0] == "/v1/models" and self.datastore.ready():
+                if stream is not None and self.models_poller is not None:  # answered once the lists are polled
+                    stream.later = self._models_list_after_refresh(time.monotonic(), request_id, objective)
+                    listed = self._hold_timer
+                else:
+                    listed = self._models_list()
+            if listed is not None:
+                out = listed
+            else:
+                req = InferenceRequest(model="", prompt="", stream=False, max_tokens=None, kind="other")
+                out = self._decide(req, "headers", b"", request_id, objective, stream)
         else:  # a phase we did not ask for: let it continue unchanged
             out = pb.ProcessingResponse(**{which: {}}).SerializeToString() if which else b""
         if stream is not None and which in ("request_body", "request_headers"):
@@ -367,6 +387,38 @@ class EndpointPicker:
             await asyncio.shield(task)  # one request's cancellation must not cancel the others' recheck
             if started >= since:
                 return
+
+    async def _models_list_after_refresh(self, arrived: float, request_id: str, objective: str) -> bytes:
+        """``GET /v1/models``: the union of lists polled after the request arrived (shared with the
+        404 path's rechecks), so an adapter loaded a moment ago is listed; routed to a replica as
+        before if a list is still unknown."""
+        try:
+            await asyncio.wait_for(self._refresh_models(arrived), _MODELS_RECHECK_WAIT_S)
+        except asyncio.TimeoutError:
+            pass  # answer with what is known: Envoy's message timer must not fire first
+        listed = self._models_list()
+        if listed is not None:
+            return listed
+        req = InferenceRequest(model="", prompt="", stream=False, max_tokens=None, kind="other")
+        return self._decide(req, "headers", b"", request_id, objective)
+
+    def _models_list(self) -> bytes | None:
+        """``GET /v1/models`` answered by the EPP: the union of the ready endpoints' lists (an
+        adapter loaded on one replica only is listed too), base models first; None (the request
+        goes to a replica as any other) while an endpoint's list is not known (always, with
+        ``models_poll`` off) or none is ready."""
+        ready = sorted(self.datastore.ready(), key=lambda e: e.address)
+        if not ready or any(e.served_models is None for e in ready):
+            return None
+        bases: dict[str, dict[str, object]] = {}
+        adapters: dict[str, dict[str, object]] = {}
+        for ep in ready:
+            for entry in ep.model_entries:
+                mid = entry["id"]
+                (adapters if mid in ep.served_adapters else bases).setdefault(mid, entry)
+        self.metrics.count("", "", "", "models_list")
+        body = json.dumps({"object": "list", "data": [*bases.values(), *adapters.values()]}).encode()
+        return _immediate_json(200, body, "models_list")
 
     def _unknown_model(self, model: str, target: str) -> bytes:
         """404: every ready endpoint's model list is known and none has ``target`` (a rare path)."""

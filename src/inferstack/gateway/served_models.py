@@ -22,14 +22,14 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from typing import Protocol
+from typing import Any, NamedTuple, Protocol
 
 import httpx
 
 from inferstack.gateway.datastore import Datastore
 from inferstack.gateway.endpoint_loops import EndpointLoops, get_bounded
 
-__all__ = ["MAX_MODELS_BYTES", "ModelsObserver", "ModelsPoller", "UnreadableModels", "parse_models"]
+__all__ = ["MAX_MODELS_BYTES", "ModelList", "ModelsObserver", "ModelsPoller", "UnreadableModels", "parse_models"]
 
 log = logging.getLogger(__name__)
 
@@ -47,10 +47,19 @@ class ModelsObserver(Protocol):
     def observe_models(self, address: str, outcome: str, models: frozenset[str]) -> None: ...
 
 
-def parse_models(body: bytes) -> tuple[frozenset[str], frozenset[str]]:
-    """(every model id, the ids that have a parent, i.e. LoRA adapters) of an OpenAI ``/v1/models``
-    answer; ``UnreadableModels`` unless it is ``{"data": [{"id": "...", ...}, ...]}``. An entry
-    without a string id makes the whole page unusable: dropping it could hide a served model."""
+class ModelList(NamedTuple):
+    """One endpoint's ``/v1/models``: every model id, the ids with a parent (LoRA adapters), and the
+    entries themselves as served (the gateway's own ``GET /v1/models`` lists their union)."""
+
+    ids: frozenset[str]
+    adapters: frozenset[str]
+    entries: tuple[dict[str, Any], ...]
+
+
+def parse_models(body: bytes) -> ModelList:
+    """The ``ModelList`` of an OpenAI ``/v1/models`` answer; ``UnreadableModels`` unless it is
+    ``{"data": [{"id": "...", ...}, ...]}``. An entry without a string id makes the whole page
+    unusable: dropping it could hide a served model."""
     try:
         doc = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
@@ -68,7 +77,7 @@ def parse_models(body: bytes) -> tuple[frozenset[str], frozenset[str]]:
         parent = item.get("parent")
         if isinstance(parent, str) and parent and parent != mid:
             adapters.add(mid)
-    return frozenset(ids), frozenset(adapters)
+    return ModelList(frozenset(ids), frozenset(adapters), tuple(data))
 
 
 class ModelsPoller(EndpointLoops):
@@ -97,14 +106,14 @@ class ModelsPoller(EndpointLoops):
         try:
             if body is None:
                 raise UnreadableModels(f"answer larger than {MAX_MODELS_BYTES} bytes")
-            models, adapters = parse_models(body)
+            listed = parse_models(body)
         except UnreadableModels as exc:
             self.log_trouble(address, "parse_error", "endpoint %s: %s unusable (%s); keeping its last known models",
                              address, url, exc)
             return "parse_error", frozenset()
-        self._ds.set_served_models(address, models, adapters)
+        self._ds.set_served_models(address, listed.ids, listed.adapters, listed.entries)
         self.log_recovered(address, "/v1/models usable again")
-        return "ok", models
+        return "ok", listed.ids
 
     async def refresh(self, addresses: list[str], timeout_s: float) -> None:
         """Poll ``addresses`` now, concurrently, for at most ``timeout_s`` (the EPP's recheck before a

@@ -10,6 +10,7 @@ import random
 import time
 
 import pytest
+from envoy.config.core.v3 import base_pb2
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 
 from inferstack.gateway.datastore import Datastore, EndpointMetrics
@@ -45,8 +46,10 @@ def page(*models: str) -> bytes:
 # --- parsing ----------------------------------------------------------------------------------
 
 def test_parse_a_vllm_model_list():
-    assert parse_models(VLLM_MODELS) == (frozenset({BASE, PIRATE}), frozenset({PIRATE}))
-    assert parse_models(b'{"object": "list", "data": []}') == (frozenset(), frozenset())
+    listed = parse_models(VLLM_MODELS)
+    assert (listed.ids, listed.adapters) == (frozenset({BASE, PIRATE}), frozenset({PIRATE}))
+    assert listed.entries == tuple(json.loads(VLLM_MODELS)["data"])
+    assert parse_models(b'{"object": "list", "data": []}') == (frozenset(), frozenset(), ())
     # a parent equal to the id, or empty, is not an adapter
     assert parse_models(b'{"data": [{"id": "x", "parent": "x"}, {"id": "y", "parent": ""}]}')[1] == frozenset()
 
@@ -83,6 +86,10 @@ def test_datastore_records_served_models_and_reports_changes():
     assert ds.set_served_models(A, frozenset({BASE}), frozenset()) is False
     assert not ds.get(A).serves(PIRATE)
     assert ds.set_served_models("10.9.9.9:1", frozenset({BASE}), frozenset()) is False  # not a member
+    # entries are kept at every poll (vLLM stamps "created" per answer), a change is one of ids
+    entry = {"id": BASE, "created": 2}
+    assert ds.set_served_models(A, frozenset({BASE}), frozenset(), (entry,)) is False
+    assert ds.get(A).model_entries == (entry,)
 
 
 def test_serving_keeps_the_able_and_the_unknown():
@@ -104,8 +111,14 @@ def picker(served: dict[str, frozenset[str] | None], **kw) -> EndpointPicker:
     for a, models in served.items():
         p.datastore.update_metrics(a, EndpointMetrics(scraped_at=time.monotonic()))
         if models is not None:
-            p.datastore.set_served_models(a, models, models - {BASE})
+            p.datastore.set_served_models(a, models, models - {BASE}, entries(a, models))
     return p
+
+
+def entries(address: str, models: frozenset[str]) -> tuple[dict, ...]:
+    """The /v1/models entries ``address`` would list (root: the address, to tell whose entry)."""
+    return tuple({"id": m, "object": "model", "root": address, "parent": None if m == BASE else BASE}
+                 for m in sorted(models))
 
 
 def body_msg(model: str, content: str = "hi") -> bytes:
@@ -185,10 +198,45 @@ def test_a_404_lists_a_bounded_number_of_names_and_of_the_requested_name():
 def test_a_request_without_a_model_is_unaffected():
     p = picker({A: frozenset({BASE}), B: frozenset({"other"})})
     raw = pb.ProcessingRequest(request_headers=pb.HttpHeaders(end_of_stream=True)).SerializeToString()
-    r = pb.ProcessingResponse.FromString(p.handle(raw))  # GET /v1/models: routed on its headers
+    r = pb.ProcessingResponse.FromString(p.handle(raw))  # a body-less request: routed on its headers
     assert r.WhichOneof("response") == "request_headers"
     r = pb.ProcessingResponse.FromString(p.handle(body_msg("")))
     assert r.immediate_response.status.code == 400  # an empty model is a bad request, as before
+
+
+def get_models_msg(path: str = "/v1/models") -> bytes:
+    headers = [base_pb2.HeaderValue(key=":method", raw_value=b"GET"),
+               base_pb2.HeaderValue(key=":path", raw_value=path.encode())]
+    return pb.ProcessingRequest(request_headers=pb.HttpHeaders(
+        headers=base_pb2.HeaderMap(headers=headers), end_of_stream=True)).SerializeToString()
+
+
+def get_models(p: EndpointPicker, path: str = "/v1/models") -> pb.ProcessingResponse:
+    """Without a stream (nor a poller): answered at once from the lists known."""
+    return pb.ProcessingResponse.FromString(p.handle(get_models_msg(path)))
+
+
+def test_get_v1_models_lists_the_union_of_the_ready_endpoints_lists():
+    # an adapter loaded by hand on A only, another on C only; B serves only the base
+    p = picker({A: frozenset({BASE, PIRATE}), B: frozenset({BASE}), C: frozenset({BASE, "poet"})})
+    for path in ("/v1/models", "/v1/models?limit=5"):
+        code, doc = error_of(get_models(p, path))
+        assert code == 200 and doc["object"] == "list"
+        assert [m["id"] for m in doc["data"]] == [BASE, PIRATE, "poet"]  # base models first
+        assert doc["data"][0]["root"] == A and doc["data"][1]["parent"] == BASE  # entries as served
+    assert count(p, "models_list") == 2
+    p.datastore.mark_failed(C, "down")  # only ready endpoints count
+    assert [m["id"] for m in error_of(get_models(p))[1]["data"]] == [BASE, PIRATE]
+    # other paths are routed as before
+    assert get_models(p, "/v1/models/base").WhichOneof("response") == "request_headers"
+
+
+def test_get_v1_models_goes_to_a_replica_while_a_list_is_unknown_or_none_is_ready():
+    p = picker({A: frozenset({BASE}), B: None})  # B not polled yet (or models_poll off)
+    assert get_models(p).WhichOneof("response") == "request_headers"
+    p = picker({A: frozenset({BASE})})
+    p.datastore.mark_failed(A, "down")
+    assert error_of(get_models(p))[0] == 503  # no ready endpoint: the usual answer
 
 
 def test_rewrites_filter_by_the_rewritten_target():
@@ -244,7 +292,7 @@ class RecheckPoller:
         await asyncio.sleep(0.01)
         for a in addresses:
             if a in self.after:
-                self.p.datastore.set_served_models(a, self.after[a], self.after[a] - {BASE})
+                self.p.datastore.set_served_models(a, self.after[a], self.after[a] - {BASE}, entries(a, self.after[a]))
 
 
 def test_a_model_loaded_since_the_last_poll_is_routed_after_a_recheck_not_404():
@@ -272,6 +320,30 @@ def test_a_flood_of_unknown_models_shares_rechecks_and_each_gets_404():
         assert all(error_of(pb.ProcessingResponse.FromString(a))[0] == 404 for a in answers)
         assert poller.rechecks <= 2  # the first request's recheck, then one shared by the other 49
         assert count(p, "unknown_model") == 50
+
+    asyncio.run(main())
+
+
+def test_get_v1_models_polls_the_lists_again_so_an_adapter_loaded_a_moment_ago_is_listed():
+    async def main() -> None:
+        p = picker({A: frozenset({BASE}), B: frozenset({BASE})})
+        p.models_poller = poller = RecheckPoller(p, {B: frozenset({BASE, PIRATE})})  # type: ignore[assignment]
+        streams = [StreamContext(i) for i in range(20)]
+        for stream in streams:
+            first = pb.ProcessingResponse.FromString(p.handle(get_models_msg(), stream))
+            assert first.HasField("override_message_timeout")  # Envoy waits; the list follows
+        answers = await asyncio.gather(*(asyncio.ensure_future(s.later) for s in streams))  # type: ignore[arg-type]
+        for a in answers:
+            code, doc = error_of(pb.ProcessingResponse.FromString(a))
+            assert code == 200 and [m["id"] for m in doc["data"]] == [BASE, PIRATE]
+        assert poller.rechecks <= 2  # shared, like the 404 path's
+        # a list still unknown after the recheck: the request goes to a replica, as before
+        p.datastore.set_addresses([A, B, C])
+        p.datastore.update_metrics(C, EndpointMetrics(scraped_at=time.monotonic()))
+        stream = StreamContext(99)
+        p.handle(get_models_msg(), stream)
+        routed = pb.ProcessingResponse.FromString(await stream.later)  # type: ignore[arg-type]
+        assert routed.WhichOneof("response") == "request_headers"
 
     asyncio.run(main())
 
