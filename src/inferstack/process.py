@@ -13,6 +13,7 @@ import random
 import signal
 import socket
 import time
+from collections.abc import Collection
 from pathlib import Path
 
 __all__ = ["group_alive", "log_tail", "pid_alive", "port_is_free", "stop_process_group"]
@@ -141,10 +142,12 @@ def chosen_port_pool(ephemeral: tuple[int, int]) -> list[int]:
     return [p for p in range(CHOSEN_PORTS_START, 65536) if not low <= p <= high]
 
 
-def free_ports(count: int, host: str = "127.0.0.1", pool: list[int] | None = None) -> list[int]:
+def free_ports(count: int, host: str = "127.0.0.1", pool: list[int] | None = None,
+               avoid: Collection[int] = ()) -> list[int]:
     """``count`` distinct ports that are free now, outside the kernel's ephemeral range (so no
     connection or port-0 bind takes them before our server binds), none handed out before by this
-    process; all held open while choosing. Walks the pool from a random start, as the kernel does,
+    process nor in ``avoid`` (ports configured for servers that have not bound yet); all held
+    open while choosing. Walks the pool from a random start, as the kernel does,
     so two processes choosing at once rarely meet. Without room outside the ephemeral range
     (a machine configured so) the kernel chooses."""
     pool = chosen_port_pool(ephemeral_port_range()) if pool is None else pool
@@ -160,7 +163,7 @@ def free_ports(count: int, host: str = "127.0.0.1", pool: list[int] | None = Non
                 break
             port = pool[_Chosen.cursor % len(pool)]
             _Chosen.cursor += 1
-            if port in _Chosen.handed_out:
+            if port in _Chosen.handed_out or port in avoid:
                 continue
             sock = socket.socket()
             try:
@@ -190,8 +193,8 @@ def _kernel_ports(count: int, host: str) -> list[int]:
             sock.close()
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    return free_ports(1, host)[0]
+def free_port(host: str = "127.0.0.1", avoid: Collection[int] = ()) -> int:
+    return free_ports(1, host, avoid=avoid)[0]
 
 
 def free_port_block(count: int, start: int = 18100, end: int = 30000, host: str = "127.0.0.1") -> int:

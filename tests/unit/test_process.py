@@ -82,3 +82,9 @@ def test_range_file_parsing(tmp_path: Path) -> None:
     # a machine whose ephemeral range covers everything: the kernel chooses
     assert len(chosen_port_pool((1024, 65535))) == 0
     assert free_ports(2, pool=[]) != []
+
+
+def test_ports_to_avoid_are_not_chosen() -> None:
+    pool = chosen_port_pool(ephemeral_port_range())[1000:1100]
+    chosen = free_ports(2, pool=pool, avoid=set(pool[:95]))
+    assert set(chosen) <= set(pool[95:])

@@ -1,7 +1,7 @@
 """How the local stack wires the batch service in (used by ``inferstack up``).
 
-- ``resolve_batch(batch, gateway_url, state_root)``: the service's settings with a concrete port
-  (a free loopback port unless configured), its state dir (``<state dir>/batch`` unless
+- ``resolve_batch(batch, gateway_url, state_root, taken)``: the service's settings with a concrete
+  port (a free loopback port, none of the stack's configured ``taken`` ones, unless configured), its state dir (``<state dir>/batch`` unless
   configured; it outlives ``down``, so an ``up`` resumes the batches in progress) and the gateway
   URL its lines go to.
 - ``gateway_with_batch(gateway, batch)``: the gateway's settings with ``batch_port`` (Envoy's route
@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from pathlib import Path
 
 from inferstack.batch.settings import BatchSettings
@@ -20,9 +21,11 @@ from inferstack.process import free_port
 __all__ = ["gateway_with_batch", "resolve_batch"]
 
 
-def resolve_batch(batch: BatchSettings, gateway_url: str, state_root: Path) -> BatchSettings:
+def resolve_batch(batch: BatchSettings, gateway_url: str, state_root: Path,
+                  taken: Collection[int] = ()) -> BatchSettings:
+    """``taken``: ports the stack's other servers are configured to bind (not bound yet)."""
     data = batch.model_dump(exclude={"enabled"})
-    data["port"] = batch.port or free_port(batch.host)
+    data["port"] = batch.port or free_port(batch.host, avoid=taken)
     data["state_dir"] = batch.state_dir or Path(state_root) / "batch"
     data["gateway_url"] = batch.gateway_url or gateway_url
     return BatchSettings.model_validate(data)

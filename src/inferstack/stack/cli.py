@@ -88,7 +88,9 @@ def _batch_settings(config: StackConfig, state: StateFile) -> BatchSettings | No
 
     host = config.gateway.listen_host
     host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
-    return resolve_batch(config.batch, f"http://{host}:{config.gateway.port}", state.run_dir)
+    gw = config.gateway
+    taken = {gw.port, gw.admin_port, gw.epp.grpc_port, gw.epp.metrics_port}
+    return resolve_batch(config.batch, f"http://{host}:{gw.port}", state.run_dir, taken)
 
 
 def _batch_factory(batch: BatchSettings | None):  # type: ignore[no-untyped-def]
