@@ -1,9 +1,9 @@
 """How the local stack wires the batch service in (used by ``inferstack up``).
 
 - ``resolve_batch(batch, gateway_url, state_root, taken)``: the service's settings with a concrete
-  port (a free loopback port, none of the stack's configured ``taken`` ones, unless configured), its state dir (``<state dir>/batch`` unless
-  configured; it outlives ``down``, so an ``up`` resumes the batches in progress) and the gateway
-  URL its lines go to.
+  port (unless configured, a free loopback port, none of the stack's configured ``taken`` ones),
+  its state dir (``<state dir>/batch`` unless configured; it outlives ``down``, so an ``up``
+  resumes the batches in progress) and the gateway URL its lines go to.
 - ``gateway_with_batch(gateway, batch)``: the gateway's settings with ``batch_port`` (Envoy's route
   to the service) and the sheddable ``batch`` objective declared to the picker (unless the config
   declares an objective of that name itself).

@@ -4,10 +4,11 @@ Parsing is ``inferstack.engine.metrics.parse_picker_figures`` (the one reader of
 this module maps its figures onto the datastore's ``EndpointMetrics``.
 
 Invariants (the loop's own are in ``endpoint_loops``): a failed scrape (no answer, HTTP error)
-drops the endpoint out of the ready set (it comes back on the next success); a page that answers but cannot be used (not Prometheus text, without the ``vllm:`` series the picker
-needs, with a malformed line of one, or larger than ``MAX_PAGE_BYTES``) leaves the endpoint's
-metrics as they were, so they age past the staleness bound and the endpoint counts as unknown,
-never idle; observers count it as outcome ``parse_error``.
+drops the endpoint out of the ready set (it comes back on the next success); a page that answers
+but cannot be used (not Prometheus text, without the ``vllm:`` series the picker needs, with a
+malformed line of one, or larger than ``MAX_PAGE_BYTES``) leaves the endpoint's metrics as they
+were, so they age past the staleness bound and the endpoint counts as unknown, never idle;
+observers count it as outcome ``parse_error``.
 """
 
 from __future__ import annotations

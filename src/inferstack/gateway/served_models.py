@@ -8,10 +8,10 @@ first request), so this list is what tells which replica *holds* an adapter. The
 request only to endpoints whose list has its (rewritten) model (``policy.serving``).
 
 Invariants (the loop's own are in ``endpoint_loops``): nothing here runs on the hot path; an
-endpoint is polled when added, when ``poke``d (the EPP does when an endpoint becomes
-ready again: a restarted vLLM has lost its runtime adapters), every interval, and by ``refresh``
-(the EPP, before it answers 404 for a model); a poll is bounded
-by its timeout and the page by ``MAX_MODELS_BYTES``. A failed poll (no answer, an HTTP error such
+endpoint is polled when added, when ``poke``d (the EPP does when an endpoint becomes ready again:
+a restarted vLLM has lost its runtime adapters), every interval, and by ``refresh`` (the EPP,
+before it answers 404 for a model or answers ``GET /v1/models``); a poll is bounded by its
+timeout and the page by ``MAX_MODELS_BYTES``. A failed poll (no answer, an HTTP error such
 as 404 from a server without the route) or an unusable page (not JSON, not the OpenAI list shape)
 keeps the endpoint's last known set (an unknown one stays unknown, so the endpoint keeps counting
 as able to serve any model); observers count it as outcome ``error`` or ``parse_error``.
