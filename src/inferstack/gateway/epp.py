@@ -362,10 +362,7 @@ class EndpointPicker:
                                    arrived: float) -> bytes:
         """The 404 path: poll the ready endpoints' /v1/models (a recheck started after this request
         arrived, shared with other requests), then decide again, without another recheck."""
-        try:
-            await asyncio.wait_for(self._refresh_models(arrived), _MODELS_RECHECK_WAIT_S)
-        except asyncio.TimeoutError:
-            pass  # decide on what is known: Envoy's message timer must not fire first
+        await self._refresh_models(arrived)
         ready = self._routable() if self.hold is not None else self.datastore.ready()
         if not ready:
             self.metrics.count(req.model, req.target_model, "", "unavailable")
@@ -373,9 +370,16 @@ class EndpointPicker:
         return self._route(req, phase, body, request_id, ready, time.monotonic())
 
     async def _refresh_models(self, since: float) -> None:
-        """Wait for a served-models recheck that started at or after ``since``: at most one runs and
-        the requests arriving meanwhile share the next one, so a flood of unknown names costs one
-        poll per endpoint per recheck, not one per request."""
+        """Wait, at most ``_MODELS_RECHECK_WAIT_S``, for a served-models recheck that started at or
+        after ``since``: at most one runs and the requests arriving meanwhile share the next one, so
+        a flood of unknown names costs one poll per endpoint per recheck, not one per request. After
+        the wait the caller decides on what is known: Envoy's message timer must not fire first."""
+        try:
+            await asyncio.wait_for(self._recheck_started_since(since), _MODELS_RECHECK_WAIT_S)
+        except asyncio.TimeoutError:
+            pass
+
+    async def _recheck_started_since(self, since: float) -> None:
         assert self.models_poller is not None
         while True:
             task, started = self._models_refresh, self._models_refresh_at
@@ -392,10 +396,7 @@ class EndpointPicker:
         """``GET /v1/models``: the union of lists polled after the request arrived (shared with the
         404 path's rechecks), so an adapter loaded a moment ago is listed; routed to a replica as
         before if a list is still unknown."""
-        try:
-            await asyncio.wait_for(self._refresh_models(arrived), _MODELS_RECHECK_WAIT_S)
-        except asyncio.TimeoutError:
-            pass  # answer with what is known: Envoy's message timer must not fire first
+        await self._refresh_models(arrived)
         listed = self._models_list()
         if listed is not None:
             return listed

@@ -154,10 +154,11 @@ def _up(args: argparse.Namespace) -> int:
             f"a stack is already running (supervisor pid {running['supervisor_pid']}, "
             f"{running.get('base_url')}); stop it with `inferstack down` first"
         )
-    # A method this model or engine cannot run fails here, before anything starts (detached too).
-    resolve_speculation(config.speculative, resolve_model(config.model, config.served_model_name),
-                        env_python(engine_env_for(config.engine.engine)))
     if args.detach:
+        # A method this model or engine cannot run fails here, before the supervisor detaches (in
+        # the foreground the supervisor's own check does, before anything starts).
+        resolve_speculation(config.speculative, resolve_model(config.model, config.served_model_name),
+                            env_python(engine_env_for(config.engine.engine)))
         return _up_detached(config, state)
     return _up_foreground(config, state, args.config)
 
