@@ -10,6 +10,8 @@ must not send an adapter request to a replica without it.
 ``load`` is all or nothing: the adapter is loaded on every ready replica first, and only added to
 the file when all succeeded (else unloaded again from those that took it), so a bad adapter (a
 missing folder, a rank above ``max_lora_rank``) is an error with vLLM's reason and changes nothing.
+Syncs, loads and unloads take turns (one lock): a sync plans from the declared set and the
+replica's list, and a load or unload landing between the two would be undone by that plan.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from typing import Any
 
 import yaml
 
-from inferstack.errors import AdapterError, AdapterNotFound, ConfigError
+from inferstack.errors import AdapterAlreadyLoaded, AdapterError, AdapterNotFound, ConfigError
 from inferstack.lora import (
     DesiredAdapters,
     LoraClient,
@@ -47,7 +49,7 @@ class StackAdapters:
         self.base_model = base_model
         self.settings = settings
         self.client = client or LoraClient()
-        self._lock = threading.Lock()  # one writer of the file at a time
+        self._lock = threading.Lock()  # syncs, loads and unloads take turns (see above)
         self._mtime: float | None = None
         self._declared = DesiredAdapters({}, frozenset())
         if not path.exists():
@@ -77,7 +79,8 @@ class StackAdapters:
 
     def sync(self, url: str) -> list[Outcome]:
         """Bring one replica to the declared set (LoraUnavailable if it does not answer)."""
-        return reconcile(url, self.declared(), self.client)
+        with self._lock:
+            return reconcile(url, self.declared(), self.client)
 
     def load(self, name: str, source: str, urls: list[str]) -> str:
         """Load ``name`` on every replica in ``urls``, then declare it; all or nothing."""
@@ -99,7 +102,7 @@ class StackAdapters:
             done: list[str] = []
             try:
                 for url in urls:
-                    self.client.load(url, name, source, replace=name in declared.ensure_exist)
+                    self._load_on(url, name, source, replace=name in declared.ensure_exist)
                     done.append(url)
             except AdapterError:
                 for url in done:
@@ -118,19 +121,33 @@ class StackAdapters:
                 static = " (it is a static adapter of the lora: section)" if name in self.settings.adapters else ""
                 raise ConfigError(f"adapter '{name}' is not loaded at runtime{static}; "
                                   f"loaded: {', '.join(declared.ensure_exist) or 'none'}")
-            for url in urls:
-                self._unload_quietly(url, name)
+            failed = [problem for url in urls if (problem := self._unload_quietly(url, name))]
             exist = {n: s for n, s in declared.ensure_exist.items() if n != name}
             self._write(DesiredAdapters(exist, declared.ensure_not_exist | {name}))
+        if failed:
+            return (f"adapter '{name}' unloaded from {len(urls) - len(failed)} of {len(urls)} replica(s) and "
+                    f"declared absent; the sync retries the others every {SYNC_PERIOD_S:.0f} s: {'; '.join(failed)}")
         return f"adapter '{name}' unloaded from {len(urls)} replica(s)"
 
-    def _unload_quietly(self, url: str, name: str) -> None:
+    def _load_on(self, url: str, name: str, source: str, *, replace: bool) -> None:
+        try:
+            self.client.load(url, name, source, replace=replace)
+        except AdapterAlreadyLoaded:
+            # held but not declared (loaded on the replica by hand): the user asks for this source
+            # under this name, so its weights are swapped in place
+            self.client.load(url, name, source, replace=True)
+
+    def _unload_quietly(self, url: str, name: str) -> str | None:
+        """Unload from one replica; what went wrong, if anything (the declared set makes the sync
+        retry)."""
         try:
             self.client.unload(url, name)
         except AdapterNotFound:
             pass
-        except AdapterError as exc:  # the declared set makes the syncer retry
+        except AdapterError as exc:
             log.warning("unloading '%s' from %s failed: %s", name, url, exc)
+            return str(exc)
+        return None
 
     def _write(self, desired: DesiredAdapters) -> None:
         body: dict[str, Any] = {"name": "inferstack", "defaultBaseModel": self.base_model}

@@ -31,10 +31,18 @@ class FakeVllm:
         self.adapters: dict[str, str] = {}  # name -> path, in load order
         self.calls: list[tuple[str, dict[str, Any]]] = []
         self.models_status = 200
+        # hold_listing(): a GET /v1/models sets listing_arrived, then waits for listing_gate before
+        # it reads the adapters (a slow listing, answered with the state after the wait)
+        self.listing_arrived = threading.Event()
+        self.listing_gate = threading.Event()
+        self.listing_gate.set()
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+                if self.path == "/v1/models":
+                    fake.listing_arrived.set()
+                    fake.listing_gate.wait(10)
                 if self.path == "/v1/models" and fake.models_status == 200:
                     self._send(200, fake.models())
                 elif self.path == "/v1/models":
@@ -75,6 +83,10 @@ class FakeVllm:
     def __exit__(self, *exc: object) -> None:
         self._server.shutdown()
         self._server.server_close()
+
+    def hold_listing(self) -> None:
+        self.listing_arrived.clear()
+        self.listing_gate.clear()
 
     def restart(self) -> None:
         """A restarted vLLM has lost its runtime adapters."""

@@ -1,6 +1,8 @@
 """The stack's declared adapter set (``stack.adapters.StackAdapters``) against two fake replicas:
 all-or-nothing loads, slot limits, unload, hand edits of the file, re-sync of a restarted replica."""
 
+import threading
+
 import pytest
 from fake_vllm import FakeVllm, make_adapter
 
@@ -87,3 +89,46 @@ def test_unloading_an_adapter_a_replica_lost_is_not_an_error(pair, stack_adapter
     stack_adapters.unload("pirate", [a.url, b.url])
     with LoraClient() as c, pytest.raises(AdapterNotFound):
         c.unload(b.url, "pirate")
+
+
+def test_an_unload_during_a_sync_waits_for_it_and_is_not_undone(pair, stack_adapters, tmp_path):
+    # The periodic sync read the declared set (pirate in it), then listed the replica; an unload
+    # finishing in between must not be undone by the sync's plan (it would load pirate again).
+    a, b = pair
+    stack_adapters.load("pirate", make_adapter(tmp_path / "pirate"), [a.url, b.url])
+    a.hold_listing()
+    syncing = threading.Thread(target=stack_adapters.sync, args=(a.url,))
+    syncing.start()
+    assert a.listing_arrived.wait(5)
+    unloading = threading.Thread(target=stack_adapters.unload, args=("pirate", [a.url, b.url]))
+    unloading.start()
+    unloading.join(0.5)
+    assert unloading.is_alive()  # it waits for the sync in flight
+    a.listing_gate.set()
+    syncing.join(5)
+    unloading.join(5)
+    assert a.adapters == {} and b.adapters == {}
+    assert stack_adapters.sync(a.url) == []
+
+
+def test_loading_a_name_a_replica_holds_undeclared_swaps_it_in(pair, stack_adapters, tmp_path):
+    a, b = pair
+    by_hand = make_adapter(tmp_path / "by-hand")
+    with LoraClient() as direct:
+        direct.load(a.url, "pirate", by_hand)  # on one replica, behind the stack's back
+    source = make_adapter(tmp_path / "pirate")
+    stack_adapters.load("pirate", source, [a.url, b.url])
+    assert a.adapters == {"pirate": source} and b.adapters == {"pirate": source}
+    assert dict(stack_adapters.declared().ensure_exist) == {"pirate": source}
+
+
+def test_an_unload_a_replica_misses_says_so_and_the_sync_finishes_it(pair, stack_adapters, tmp_path):
+    a, b = pair
+    stack_adapters.load("pirate", make_adapter(tmp_path / "pirate"), [a.url, b.url])
+    b.runtime_enabled = False  # its unload route answers FastAPI's plain 404 for a while
+    message = stack_adapters.unload("pirate", [a.url, b.url])
+    assert message.startswith("adapter 'pirate' unloaded from 1 of 2 replica(s) and declared absent"), message
+    assert b.url in message and a.adapters == {} and b.adapters != {}
+    b.runtime_enabled = True
+    assert [(o.action.kind, o.ok) for o in stack_adapters.sync(b.url)] == [("unload", True)]
+    assert b.adapters == {}
