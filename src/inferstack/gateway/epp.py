@@ -262,18 +262,13 @@ class EndpointPicker:
                 if stream is not None:
                     stream.data = (request_id, objective)
                 return _CONTINUE_HEADERS
-            listed = None
-            if path.split("?", 1)[0] == "/v1/models" and self.datastore.ready():
-                if stream is not None and self.models_poller is not None:  # answered once the lists are polled
-                    stream.later = self._models_list_after_refresh(time.monotonic(), request_id, objective)
-                    listed = self._hold_timer
-                else:
-                    listed = self._models_list()
-            if listed is not None:
-                out = listed
+            if path.split("?", 1)[0] != "/v1/models" or not self.datastore.ready():
+                out = self._decide_body_less(request_id, objective, stream)
+            elif stream is not None and self.models_poller is not None:  # answered once the lists are polled
+                stream.later = self._models_list_after_refresh(time.monotonic(), request_id, objective)
+                out = self._hold_timer
             else:
-                req = InferenceRequest(model="", prompt="", stream=False, max_tokens=None, kind="other")
-                out = self._decide(req, "headers", b"", request_id, objective, stream)
+                out = self._models_list() or self._decide_body_less(request_id, objective, stream)
         else:  # a phase we did not ask for: let it continue unchanged
             out = pb.ProcessingResponse(**{which: {}}).SerializeToString() if which else b""
         if stream is not None and which in ("request_body", "request_headers"):
@@ -397,11 +392,12 @@ class EndpointPicker:
         404 path's rechecks), so an adapter loaded a moment ago is listed; routed to a replica as
         before if a list is still unknown."""
         await self._refresh_models(arrived)
-        listed = self._models_list()
-        if listed is not None:
-            return listed
+        return self._models_list() or self._decide_body_less(request_id, objective)
+
+    def _decide_body_less(self, request_id: str, objective: str, stream: StreamContext | None = None) -> bytes:
+        """A request without a body (a GET): routed on its headers alone, no model to match."""
         req = InferenceRequest(model="", prompt="", stream=False, max_tokens=None, kind="other")
-        return self._decide(req, "headers", b"", request_id, objective)
+        return self._decide(req, "headers", b"", request_id, objective, stream)
 
     def _models_list(self) -> bytes | None:
         """``GET /v1/models`` answered by the EPP: the union of the ready endpoints' lists (an

@@ -86,9 +86,8 @@ def _batch_settings(config: StackConfig, state: StateFile) -> BatchSettings | No
         return None
     from inferstack.batch.stack import resolve_batch
 
-    host = config.gateway.listen_host
-    host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
     gw = config.gateway
+    host = "127.0.0.1" if gw.listen_host in ("0.0.0.0", "::", "") else gw.listen_host
     taken = {gw.port, gw.admin_port, gw.epp.grpc_port, gw.epp.metrics_port}
     return resolve_batch(config.batch, f"http://{host}:{gw.port}", state.run_dir, taken)
 
