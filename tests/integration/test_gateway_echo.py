@@ -67,6 +67,20 @@ def test_malformed_json_is_400_and_the_gateway_keeps_serving(pair):
     assert httpx.post(f"{gw.url}/v1/chat/completions", json=CHAT).status_code == 200
 
 
+@pytest.mark.parametrize(("body", "reason"), [
+    (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
+    (b'{"model": "echo", "messages": ' + b"[" * 50_000 + b"]" * 50_000 + b"}", "nested too deeply"),
+    (b'{"model": "echo", "prompt": "x", "max_tokens": ' + b"9" * 5000 + b"}", "not valid JSON"),
+])
+def test_hostile_bodies_are_400_json_and_the_picker_keeps_serving(pair, body, reason):
+    gw, _ = pair
+    r = httpx.post(f"{gw.url}/v1/chat/completions", content=body, headers={"content-type": "application/json"})
+    assert r.status_code == 400 and reason in r.json()["error"]["message"]
+    dup = b'{"model": "nope", "model": "echo", "messages": [{"role": "user", "content": "dup"}]}'
+    r = httpx.post(f"{gw.url}/v1/chat/completions", content=dup, headers={"content-type": "application/json"})
+    assert r.status_code == 200 and r.json()["model"] == "echo"  # the last key, as vLLM reads it
+
+
 def test_sheddable_request_gets_429_when_both_backends_are_saturated(pair):
     gw, addrs = pair
     try:
@@ -101,6 +115,44 @@ def test_5xx_before_any_byte_is_retried_on_the_fallback(pair):
         assert {r.headers["x-echo-backend"] for r in results} == {addrs[1].rsplit(":", 1)[1]}
     finally:
         httpx.post(f"http://{failing}/admin/fail", json={"status": 0})
+
+
+@pytest.mark.parametrize(("prompt_bytes", "requests"), [(20_000, 2000), (256_000, 600)])
+def test_long_prompts_over_many_frames_never_fail_and_leave_nothing_buffered(pair, prompt_bytes, requests):
+    """Bodies that reach the picker in several DATA frames: the picker once kept their bytes counted
+    after routing, so every ~64 MiB of prompts it closed its Envoy connection (GOAWAY) and failed
+    every request in flight on it. Now: no error, and the count is back at 0 when idle."""
+    import asyncio
+
+    gw, _ = pair
+    errors: list[str] = []
+
+    async def send_all() -> None:
+        async with httpx.AsyncClient(base_url=gw.url, timeout=30) as client:
+            todo = iter(range(requests))
+
+            async def worker() -> None:
+                for i in todo:
+                    body = {**CHAT, "messages": [{"role": "user", "content": f"{i} " + "x" * prompt_bytes}]}
+                    r = await client.post("/v1/chat/completions", json=body)
+                    if r.status_code != 200:
+                        errors.append(f"{r.status_code} {r.text[:200]}")
+
+            await asyncio.gather(*(worker() for _ in range(20)))
+
+    asyncio.run(send_all())
+    assert errors == [], f"{len(errors)} of {requests} failed: {errors[:3]}"
+    wait_until(lambda: epp_gauge(gw, "inferstack_epp_grpc_buffered_bytes") == 0.0,
+               what="the picker's buffered bytes to return to 0")
+
+
+def test_v1_models_answers_get_only(pair):
+    gw, _ = pair
+    for method in ("DELETE", "POST", "PUT"):
+        r = httpx.request(method, f"{gw.url}/v1/models")
+        assert r.status_code == 405 and r.headers["allow"] == "GET", (method, r.status_code, r.text)
+        assert r.json()["error"]["type"] == "invalid_request_error"
+    assert httpx.get(f"{gw.url}/v1/models").status_code == 200
 
 
 def test_http2_cleartext_client(pair):

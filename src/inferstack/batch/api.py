@@ -9,19 +9,23 @@
     GET  /v1/batches[?limit=&after=]  cursor page of Batch objects, newest first
     GET  /v1/batches/{id}             Batch object
     POST /v1/batches/{id}/cancel      Batch object (status cancelling)
-    GET  /health                      {"status": "ok", dispatcher counters}
+    GET  /health                      {"status": "ok", dispatcher counters}; 503 {"status": "unhealthy",
+                                      "reason"} when the dispatcher's loop ended or stalled
 
 Errors are OpenAI-shaped: ``{"error": {"message", "type", "param", "code"}}`` with 400 (bad
 value), 404 (unknown id), 413 (file too large). The dispatcher runs in the same event loop
 (started and stopped by the app's lifespan), so a created or cancelled batch wakes it at once.
+``app.state.dispatcher_problem()`` says why the dispatcher is not working (None when it is, or
+when it is not meant to run): ``/health`` answers with it, and the service process's watchdog
+exits on it so that the stack's supervisor restarts the service.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -34,7 +38,8 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from inferstack.batch.dispatcher import Dispatcher
+from inferstack.batch.dispatcher import Dispatcher, liveness_problem
+from inferstack.batch.jsonl import loads_strict
 from inferstack.batch.settings import BATCH_ENDPOINTS, BatchSettings
 from inferstack.batch.store import BatchStore
 
@@ -78,10 +83,13 @@ def create_app(settings: BatchSettings, store: BatchStore | None = None, *, disp
         task = None
         if dispatch:
             box["dispatcher"] = Dispatcher(box["store"], settings)
-            task = asyncio.create_task(box["dispatcher"].run(stop), name="batch-dispatcher")
+            box["started_at"] = time.monotonic()
+            task = box["task"] = asyncio.create_task(box["dispatcher"].run(stop), name="batch-dispatcher")
+            task.add_done_callback(_report_end)
         try:
             yield
         finally:
+            box["stopping"] = True
             stop.set()
             if task is not None:
                 try:
@@ -91,13 +99,27 @@ def create_app(settings: BatchSettings, store: BatchStore | None = None, *, disp
             if own:
                 box["store"].close()
 
+    def _report_end(task: asyncio.Task[None]) -> None:
+        if not box.get("stopping"):
+            exc = None if task.cancelled() else task.exception()
+            log.critical("the batch dispatcher's loop ended (%r); no batch advances until a restart", exc,
+                         exc_info=exc)
+
+    def dispatcher_problem() -> str | None:
+        dispatcher: Dispatcher | None = box.get("dispatcher")
+        if dispatcher is None or box.get("stopping"):
+            return None
+        return liveness_problem(not box["task"].done(), dispatcher.last_step_at, box["started_at"],
+                                time.monotonic(), settings.dispatcher_stall_s)
+
     async def health(_request: Request) -> Response:
         dispatcher: Dispatcher | None = box.get("dispatcher")
-        info: dict[str, Any] = {"status": "ok"}
+        problem = dispatcher_problem()
+        info: dict[str, Any] = {"status": "ok"} if problem is None else {"status": "unhealthy", "reason": problem}
         if dispatcher is not None:
             info.update(in_flight=dispatcher.in_flight, concurrency_limit=dispatcher.limit.limit,
                         sent=dispatcher.sent, shed=dispatcher.shed, retried=dispatcher.retried)
-        return JSONResponse(info)
+        return JSONResponse(info, status_code=200 if problem is None else 503)
 
     # ----- files ----------------------------------------------------------------------------
     async def create_file(request: Request) -> Response:
@@ -172,9 +194,9 @@ def create_app(settings: BatchSettings, store: BatchStore | None = None, *, disp
     # ----- batches --------------------------------------------------------------------------
     async def create_batch(request: Request) -> Response:
         try:
-            body = json.loads(await request.body())
-        except ValueError:
-            return openai_error(400, "the body must be a JSON object")
+            body = loads_strict(await request.body())
+        except ValueError as exc:
+            return openai_error(400, f"the body must be a JSON object: {exc}")
         if not isinstance(body, dict):
             return openai_error(400, "the body must be a JSON object")
         input_file_id = body.get("input_file_id")
@@ -255,5 +277,13 @@ def create_app(settings: BatchSettings, store: BatchStore | None = None, *, disp
     async def method_not_allowed(request: Request, _exc: Exception) -> Response:
         return openai_error(405, f"method {request.method} not allowed on {request.url.path}")
 
-    return Starlette(routes=routes, lifespan=lifespan,
-                     exception_handlers={404: not_found, 405: method_not_allowed})
+    async def internal_error(request: Request, exc: Exception) -> Response:  # a bug: still OpenAI-shaped
+        log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
+        return openai_error(500, f"internal error ({type(exc).__name__}); see the batch service's log",
+                            kind="server_error")
+
+    app = Starlette(routes=routes, lifespan=lifespan,
+                    exception_handlers={404: not_found, 405: method_not_allowed,
+                                        Exception: internal_error})
+    app.state.dispatcher_problem = dispatcher_problem
+    return app

@@ -17,7 +17,9 @@ errors, timeouts and other 5xx count an attempt, and a line out of attempts gets
 other answer (2xx or 4xx) is the line's result.
 Invariants: a line is in flight at most once in this process; results are recorded by the store
 exactly once (``record_result`` only updates pending lines); every task is tracked and cancelled
-on shutdown.
+on shutdown; no exception from one batch or one line ends the loop (a batch whose step raises is
+logged with its id and failed: at once while validating, after ``_STEP_FAILURES`` in a row later);
+each completed pass stamps ``last_step_at``, which ``liveness_problem`` judges for ``/health``.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from inferstack.batch.jsonl import LineError, parse_batch_input
 from inferstack.batch.settings import BatchSettings, DispatchSettings
 from inferstack.batch.store import BatchStore, PendingLine, new_id
 
-__all__ = ["OBJECTIVE_HEADER", "AdaptiveLimit", "Backoff", "Dispatcher"]
+__all__ = ["OBJECTIVE_HEADER", "AdaptiveLimit", "Backoff", "Dispatcher", "liveness_problem"]
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +46,19 @@ OBJECTIVE_HEADER = "x-gateway-inference-objective"
 # restarting). They pause dispatch and spend no attempt: a batch has hours, an outage is not a
 # property of the line.
 _LATER = (429, 503)
+_STEP_FAILURES = 3  # passes in a row a running batch may fail before it is failed for good
+
+
+def liveness_problem(running: bool, last_step_at: float | None, started_at: float, now: float,
+                     stall_s: float) -> str | None:
+    """Why the dispatcher is not doing its work, or None: its loop ended, or no pass completed for
+    ``stall_s`` (a pass normally completes at least every ``backoff_max_s``)."""
+    if not running:
+        return "the dispatcher loop is not running"
+    since = now - (last_step_at if last_step_at is not None else started_at)
+    if since > stall_s:
+        return f"the dispatcher completed no pass for {since:.0f} s (bound {stall_s:.0f} s)"
+    return None
 
 
 class AdaptiveLimit:
@@ -132,6 +147,8 @@ class Dispatcher:
         self._own_client = client is None
         self._tasks: dict[tuple[str, int], asyncio.Task[None]] = {}
         self._wake = asyncio.Event()
+        self._step_failures: dict[str, int] = {}  # batch id -> passes in a row that raised
+        self.last_step_at: float | None = None  # monotonic end of the last completed pass
         # counters for /health and tests
         self.sent = 0
         self.shed = 0
@@ -161,6 +178,10 @@ class Dispatcher:
                 except sqlite3.Error as exc:  # e.g. a full disk: keep serving the API, try again later
                     log.error("dispatcher step failed: %s; retrying in %.1fs", exc, self.dispatch.backoff_max_s)
                     wait_s = self.dispatch.backoff_max_s
+                except Exception:  # a bug outside any one batch: the loop must go on serving the others
+                    log.exception("dispatcher step failed; retrying in %.1fs", self.dispatch.backoff_max_s)
+                    wait_s = self.dispatch.backoff_max_s
+                self.last_step_at = time.monotonic()
                 self._wake.clear()
                 stopper = asyncio.ensure_future(stop.wait())
                 waker = asyncio.ensure_future(self._wake.wait())
@@ -187,28 +208,11 @@ class Dispatcher:
         """One pass: advance every active batch, then fill free slots; returns how long to idle."""
         now_wall = time.time()
         for batch in self.store.active_batches():
-            status, batch_id = batch["status"], batch["id"]
-            if status == "validating":
-                self._validate(batch)
-            elif status == "cancelling":
-                await self._cancel_in_flight(batch_id)
-                self.store.finalize(batch_id, "cancelled")
-                log.info("batch %s cancelled", batch_id)
-            elif status == "finalizing":
-                self.store.finalize(batch_id, "completed")
-            elif status == "in_progress":
-                if batch["expires_at"] and now_wall > batch["expires_at"]:
-                    await self._cancel_in_flight(batch_id)
-                    self.store.finalize(batch_id, "expired", expired_error={
-                        "code": "batch_expired", "message": "the batch's completion window ended before "
-                        "this request was processed"})
-                    log.info("batch %s expired", batch_id)
-                elif not self._busy(batch_id) and self.store.pending_count(batch_id) == 0:
-                    self.store.mark_finalizing(batch_id)
-                    self.store.finalize(batch_id, "completed")
-                    counts = self.store.get_batch(batch_id)["request_counts"]  # type: ignore[index]
-                    log.info("batch %s completed: %d done, %d failed", batch_id, counts["completed"],
-                             counts["failed"])
+            try:
+                await self._advance(batch, now_wall)
+                self._step_failures.pop(batch["id"], None)
+            except Exception as exc:
+                self._advance_failed(batch, exc)
         pause = self.backoff.until - time.monotonic()
         if pause > 0:
             return pause
@@ -216,6 +220,47 @@ class Dispatcher:
         for line in self.store.next_lines(free, set(self._tasks)):
             self._tasks[line.key] = asyncio.create_task(self._send(line), name=f"batch-line-{line.key}")
         return self.settings.poll_interval_s
+
+    async def _advance(self, batch: dict[str, Any], now_wall: float) -> None:
+        status, batch_id = batch["status"], batch["id"]
+        if status == "validating":
+            self._validate(batch)
+        elif status == "cancelling":
+            await self._cancel_in_flight(batch_id)
+            self.store.finalize(batch_id, "cancelled")
+            log.info("batch %s cancelled", batch_id)
+        elif status == "finalizing":
+            self.store.finalize(batch_id, "completed")
+        elif status == "in_progress":
+            if batch["expires_at"] and now_wall > batch["expires_at"]:
+                await self._cancel_in_flight(batch_id)
+                self.store.finalize(batch_id, "expired", expired_error={
+                    "code": "batch_expired", "message": "the batch's completion window ended before "
+                    "this request was processed"})
+                log.info("batch %s expired", batch_id)
+            elif not self._busy(batch_id) and self.store.pending_count(batch_id) == 0:
+                self.store.mark_finalizing(batch_id)
+                self.store.finalize(batch_id, "completed")
+                counts = self.store.get_batch(batch_id)["request_counts"]  # type: ignore[index]
+                log.info("batch %s completed: %d done, %d failed", batch_id, counts["completed"],
+                         counts["failed"])
+
+    def _advance_failed(self, batch: dict[str, Any], exc: Exception) -> None:
+        """One batch's pass raised: log it with the batch id; fail the batch (at once while validating:
+        its input is the cause and would raise again after every restart)."""
+        batch_id, status = batch["id"], batch["status"]
+        failures = self._step_failures[batch_id] = self._step_failures.get(batch_id, 0) + 1
+        log.error("batch %s (%s): pass failed (%d in a row): %s: %s", batch_id, status, failures,
+                  type(exc).__name__, exc, exc_info=exc)
+        if status != "validating" and failures < _STEP_FAILURES:
+            return
+        try:
+            self.store.fail_batch(batch_id, [LineError("internal_error", f"the batch could not be processed "
+                                                       f"({type(exc).__name__}: {str(exc)[:300]})")])
+            self._step_failures.pop(batch_id, None)
+            log.error("batch %s failed after an internal error", batch_id)
+        except Exception:  # the store itself is failing: the next pass tries again
+            log.exception("batch %s: could not be marked failed", batch_id)
 
     def _busy(self, batch_id: str) -> bool:
         return any(key[0] == batch_id for key in self._tasks)

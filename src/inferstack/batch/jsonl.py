@@ -8,16 +8,85 @@ Each non-blank line is one request::
 a problem is an OpenAI ``BatchError`` (``code``, ``line`` 1-based, ``message``, ``param``). A batch
 with any problem fails validation as a whole (status ``failed``, ``errors.data``), as OpenAI does.
 Invariants: custom_ids are unique; every line's url equals the batch's endpoint; nothing here
-does I/O.
+does I/O; no input raises: whatever the bytes (deep nesting, huge numbers, NaN, duplicate keys,
+invalid UTF-8), each bad line becomes a ``LineError`` naming it.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["LineError", "ParsedLine", "parse_batch_input"]
+__all__ = ["MAX_JSON_DEPTH", "LineError", "ParsedLine", "loads_strict", "parse_batch_input"]
+
+# Deepest nesting of arrays/objects a line may have. OpenAI bodies (messages, tools, JSON schemas)
+# stay far below; deeper input is refused by name here rather than by a RecursionError later (the
+# store and the HTTP client serialise bodies recursively).
+MAX_JSON_DEPTH = 64
+
+
+class _DuplicateKey(ValueError):
+    pass
+
+
+def loads_strict(raw: bytes | str) -> Any:
+    """JSON as RFC 8259 means it, safe for anything that serialises it again: ValueError (with a
+    message for the client) on invalid JSON or UTF-8, a key twice in one object, NaN/Infinity, a
+    number out of float range or beyond Python's integer digit limit, or nesting deeper than
+    ``MAX_JSON_DEPTH``. Never another exception (the C scanner's RecursionError included)."""
+    try:
+        obj = json.loads(raw, object_pairs_hook=_no_duplicates, parse_constant=_no_constant,
+                         parse_float=_finite_float)
+    except _DuplicateKey as exc:
+        raise ValueError(f"the key {exc.args[0]!r} appears twice in one object; each key may appear once") from None
+    except RecursionError:
+        obj = None
+    except (ValueError, UnicodeDecodeError) as exc:  # also ints beyond Python's digit limit
+        raise ValueError(f"not valid JSON: {str(exc)[:200]}") from None
+    else:
+        if _depth(obj) <= MAX_JSON_DEPTH:
+            return obj
+    raise ValueError(f"nested too deeply (at most {MAX_JSON_DEPTH} levels of arrays and objects)")
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _DuplicateKey(key)
+        out[key] = value
+    return out
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e999 parses as inf, which JSON cannot carry on to the engine
+        raise ValueError(f"the number {text[:40]} is out of range")
+    return value
+
+
+def _depth(obj: Any) -> int:
+    """Nesting depth of a parsed JSON value (iterative: no recursion limit)."""
+    deepest, todo = 0, [(obj, 1)]
+    while todo:
+        value, depth = todo.pop()
+        if isinstance(value, dict):
+            children: Any = value.values()
+        elif isinstance(value, list):
+            children = value
+        else:
+            continue
+        deepest = max(deepest, depth)
+        if deepest > MAX_JSON_DEPTH:
+            return deepest
+        todo.extend((c, depth + 1) for c in children)
+    return deepest
 
 
 @dataclass(frozen=True)
@@ -66,9 +135,9 @@ def parse_batch_input(data: bytes, endpoint: str, max_lines: int,
 def _check_line(raw: bytes, number: int, endpoint: str, seen: set[str],
                 out: list[ParsedLine]) -> LineError | None:
     try:
-        obj = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        return LineError("invalid_json_line", f"line {number} is not valid JSON: {exc}", number)
+        obj = loads_strict(raw)
+    except ValueError as exc:
+        return LineError("invalid_json_line", f"line {number}: {exc}", number)
     if not isinstance(obj, dict):
         return LineError("invalid_request", f"line {number} must be a JSON object, not "
                          f"{type(obj).__name__}", number)

@@ -81,6 +81,10 @@ class BatchSettings(BaseModel):
     max_line_errors: int = Field(default=100, ge=1, description="Most validation errors reported per batch.")
     poll_interval_s: float = Field(default=0.2, gt=0, description="How often the dispatcher looks for new "
                                    "or cancelled batches when idle.")
+    dispatcher_stall_s: float = Field(default=120.0, gt=0, description="/health answers 503, and the "
+                                      "service exits so that the stack restarts it, when the dispatcher's loop "
+                                      "has ended or completed no pass for this long (a pass completes at least "
+                                      "every dispatch.backoff_max_s).")
     ready_timeout_s: float = Field(default=30.0, gt=0, description="How long start() waits for /health.")
     stop_timeout_s: float = Field(default=10.0, gt=0, description="terminate -> wait this long -> kill.")
     dispatch: DispatchSettings = Field(default_factory=DispatchSettings, description="Line dispatch.")

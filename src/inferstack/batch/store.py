@@ -253,7 +253,8 @@ class BatchStore:
         payload = json.dumps({"object": "list", "data": [e.as_dict() for e in errors]})
         with self._tx() as db:
             db.execute("UPDATE batches SET status = 'failed', failed_at = ?, errors = ? WHERE id = ? "
-                       "AND status IN ('validating', 'cancelling')", (_now(), payload, batch_id))
+                       "AND status IN ('validating', 'in_progress', 'finalizing', 'cancelling')",
+                       (_now(), payload, batch_id))
 
     # ----- lines ----------------------------------------------------------------------------
     def next_lines(self, limit: int, exclude: set[tuple[str, int]]) -> list[PendingLine]:

@@ -90,22 +90,28 @@ _MODELS_RECHECK_MAX_S = 1.0  # bound of the poll before a 404: half Envoy's defa
 _MODELS_RECHECK_WAIT_S = 1.5  # and of the wait for it (one started earlier may still run)
 
 
-def _error_response(code: int, message: str, err_type: str, param: str | None = None) -> bytes:
+def _error_response(code: int, message: str, err_type: str, param: str | None = None,
+                    headers: tuple[tuple[str, bytes], ...] = ()) -> bytes:
     error: dict[str, object] = {"message": message, "type": err_type}
     if param is not None:
         error["param"] = param
     error["code"] = code
-    return _immediate_json(code, json.dumps({"error": error}).encode(), err_type)
+    return _immediate_json(code, json.dumps({"error": error}).encode(), err_type, headers)
 
 
-def _immediate_json(code: int, body: bytes, details: str) -> bytes:
+def _immediate_json(code: int, body: bytes, details: str, headers: tuple[tuple[str, bytes], ...] = ()) -> bytes:
     """Envoy answers the client with ``code`` and the JSON ``body`` itself (no model server)."""
     resp = pb.ProcessingResponse(immediate_response=pb.ImmediateResponse(
         status={"code": code}, body=body, details=details,
         headers=pb.HeaderMutation(set_headers=[base_pb2.HeaderValueOption(
-            header=base_pb2.HeaderValue(key="content-type", raw_value=b"application/json"),
-            append_action=_OVERWRITE)])))
+            header=base_pb2.HeaderValue(key=key, raw_value=value), append_action=_OVERWRITE)
+            for key, value in (("content-type", b"application/json"), *headers)])))
     return resp.SerializeToString()
+
+
+# what vLLM answers to any other method on its GET-only /v1/models (the EPP answers that path itself)
+_MODELS_METHOD_NOT_ALLOWED = _error_response(
+    405, "/v1/models answers GET only", "invalid_request_error", headers=(("allow", b"GET"),))
 
 
 def _route_response(destination: str, phase: str, new_body: bytes | None = None) -> bytes:
@@ -249,7 +255,7 @@ class EndpointPicker:
             else:
                 out = self._decide(req, "body", msg.request_body.body, request_id, objective, stream)
         elif which == "request_headers":
-            request_id = objective = path = ""
+            request_id = objective = path = method = ""
             body_less = msg.request_headers.end_of_stream
             for h in msg.request_headers.headers.headers:
                 if h.key == "x-request-id":
@@ -258,11 +264,15 @@ class EndpointPicker:
                     objective = (h.raw_value or h.value.encode()).decode("latin-1")
                 elif body_less and h.key == ":path":
                     path = (h.raw_value or h.value.encode()).decode("latin-1")
+                elif body_less and h.key == ":method":
+                    method = (h.raw_value or h.value.encode()).decode("latin-1")
             if not body_less:  # the body follows: route on it
                 if stream is not None:
                     stream.data = (request_id, objective)
                 return _CONTINUE_HEADERS
-            if path.split("?", 1)[0] != "/v1/models" or not self.datastore.ready():
+            if path.split("?", 1)[0] == "/v1/models" and method not in ("GET", "HEAD", ""):
+                out = _MODELS_METHOD_NOT_ALLOWED
+            elif path.split("?", 1)[0] != "/v1/models" or not self.datastore.ready():
                 out = self._decide_body_less(request_id, objective, stream)
             elif stream is not None and self.models_poller is not None:  # answered once the lists are polled
                 stream.later = self._models_list_after_refresh(time.monotonic(), request_id, objective)
@@ -505,6 +515,7 @@ async def serve(settings: EppSettings, stop: asyncio.Event) -> None:
                                f"/{_ACCESS_LOG_SERVICE}/StreamAccessLogs": picker.access_log,
                                f"/{_HEALTH_SERVICE}/Check": picker.health})
         await server.start(settings.grpc_host, settings.grpc_port)
+        picker.metrics.grpc_buffered.set_function(server.buffered_bytes)
         stop_server = server.stop
     else:
         grpc_server = await _start_grpcio(picker, settings.grpc_host, settings.grpc_port)

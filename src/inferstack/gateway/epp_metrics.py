@@ -139,6 +139,10 @@ class EppMetrics:
                                      ["outcome"], registry=self.registry)
         self.hold_seconds = Histogram("inferstack_epp_hold_seconds", "Time requests were held, by outcome.",
                                       ["outcome"], buckets=_HOLD_BUCKETS, registry=self.registry)
+        # partial request bodies the gRPC server holds (0 when idle: a count that only grows is a leak)
+        self.grpc_buffered = Gauge("inferstack_epp_grpc_buffered_bytes",
+                                   "Bytes of partial ext_proc messages buffered over all Envoy connections.",
+                                   registry=self.registry)
         for outcome in _HOLD_OUTCOMES:  # exported from the start, so a rate() sees the first one
             self.hold_outcomes.labels(outcome)
         self.registry.register(_StateCollector(datastore, scheduler))

@@ -85,7 +85,7 @@ _TRAILERS_COMPRESSED = [(b"grpc-status", b"12"), (b"grpc-message", b"compressed 
 
 
 class _Stream:
-    __slots__ = ("backlog", "buf", "ctx", "half_closed", "handler", "out", "pending", "responded")
+    __slots__ = ("backlog", "buf", "ctx", "half_closed", "handler", "held", "out", "pending", "responded")
 
     def __init__(self, handler: Handler, stream_id: int) -> None:
         self.handler = handler
@@ -96,6 +96,7 @@ class _Stream:
         self.pending: asyncio.Future[bytes | None] | None = None  # a deferred reply (handler's ``later``)
         self.backlog: list[bytes] = []  # messages that arrived while a reply was pending
         self.half_closed = False  # the client ended its side while a reply was pending
+        self.held = 0  # bytes of buf + backlog counted in the connection's ``buffered`` (see _recount)
 
 
 class _Connection(asyncio.Protocol):
@@ -116,7 +117,7 @@ class _Connection(asyncio.Protocol):
             h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: lim.initial_window_bytes,
         })
         self.streams: dict[int, _Stream] = {}
-        self.buffered = 0
+        self.buffered = 0  # sum of the streams' ``held``: changed only by _recount and _forget_all
         self.reset_window_start = 0.0
         self.resets = 0
         self.closing = False
@@ -137,8 +138,7 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_pending()
-        self.streams.clear()
-        self.buffered = 0
+        self._forget_all()
         self.server._connections.discard(self)
 
     def data_received(self, data: bytes) -> None:
@@ -220,30 +220,28 @@ class _Connection(asyncio.Protocol):
         if not buf and len(data) >= 5 and data[0] == 0 and int.from_bytes(data[1:5], "big") == len(data) - 5:
             self._message(sid, st, data[5:])  # the common case: one whole message in one frame
             return
-        before = len(buf)
         buf += data
-        while len(buf) >= 5:
-            if buf[0] != 0:
-                self._fail(sid, st, _TRAILERS_COMPRESSED)
-                return
-            mlen = int.from_bytes(buf[1:5], "big")
-            if mlen > self.limits.max_message_bytes:
-                log.warning("stream %d announced a %d-byte message (limit %d); resetting",
-                            sid, mlen, self.limits.max_message_bytes)
-                self._fail(sid, st, _TRAILERS_TOO_BIG)
-                return
-            if len(buf) < 5 + mlen:
-                break
-            msg = bytes(buf[5:5 + mlen])
-            del buf[:5 + mlen]
-            self._message(sid, st, msg)
-            if sid not in self.streams:
-                return
-        self.buffered += len(buf) - before
-        if self.buffered > self.limits.max_buffered_bytes:
-            log.warning("peer buffered %d bytes of partial messages (limit %d); GOAWAY",
-                        self.buffered, self.limits.max_buffered_bytes)
-            self._goaway(h2.errors.ErrorCodes.ENHANCE_YOUR_CALM)
+        try:
+            while len(buf) >= 5:
+                if buf[0] != 0:
+                    self._fail(sid, st, _TRAILERS_COMPRESSED)
+                    return
+                mlen = int.from_bytes(buf[1:5], "big")
+                if mlen > self.limits.max_message_bytes:
+                    log.warning("stream %d announced a %d-byte message (limit %d); resetting",
+                                sid, mlen, self.limits.max_message_bytes)
+                    self._fail(sid, st, _TRAILERS_TOO_BIG)
+                    return
+                if len(buf) < 5 + mlen:
+                    break
+                msg = bytes(buf[5:5 + mlen])
+                del buf[:5 + mlen]
+                self._message(sid, st, msg)
+                if sid not in self.streams:
+                    return
+        finally:  # whichever way the loop left (the handler may have ended the stream), recount once
+            self._recount(st)
+        self._check_buffered("of partial messages")
 
     def _message(self, sid: int, st: _Stream, msg: bytes) -> None:
         if st.pending is not None:  # the deferred reply goes first: keep the stream's order
@@ -275,11 +273,8 @@ class _Connection(asyncio.Protocol):
 
     def _hold_back(self, st: _Stream, msg: bytes) -> None:
         st.backlog.append(msg)
-        self.buffered += len(msg)
-        if self.buffered > self.limits.max_buffered_bytes:
-            log.warning("peer buffered %d bytes behind pending replies (limit %d); GOAWAY",
-                        self.buffered, self.limits.max_buffered_bytes)
-            self._goaway(h2.errors.ErrorCodes.ENHANCE_YOUR_CALM)
+        self._recount(st)
+        self._check_buffered("behind pending replies")
 
     def _deferred_done(self, sid: int, st: _Stream, fut: asyncio.Future[bytes | None]) -> None:
         if st.pending is not fut or self.streams.get(sid) is not st:
@@ -306,7 +301,7 @@ class _Connection(asyncio.Protocol):
         """Handle what waited behind a deferred reply, until the stream defers again or ends."""
         while st.backlog and st.pending is None and self.streams.get(sid) is st:
             msg = st.backlog.pop(0)
-            self.buffered -= len(msg)
+            self._recount(st)
             self._message(sid, st, msg)
         if st.half_closed and st.pending is None and self.streams.get(sid) is st:
             self._end(sid, st, _TRAILERS_OK)
@@ -381,9 +376,34 @@ class _Connection(asyncio.Protocol):
         except h2.exceptions.StreamClosedError:
             pass  # the client had already finished its side
 
+    # -- buffered bytes: one place changes the count, from what the stream holds --
+    def _recount(self, st: _Stream) -> None:
+        """Set the stream's share of ``buffered`` to what it holds now (0 once it is forgotten).
+
+        Every change of a stream's ``buf`` or ``backlog`` ends in a call here, so the connection's
+        count is always the sum of what its live streams hold: a stream that ends (however) takes
+        its bytes with it."""
+        live = self.streams.get(st.ctx.stream_id) is st
+        held = len(st.buf) + sum(map(len, st.backlog)) if live else 0
+        self.buffered += held - st.held
+        st.held = held
+
+    def _forget_all(self) -> None:
+        for st in self.streams.values():
+            st.held = 0
+        self.streams.clear()
+        self.buffered = 0
+
+    def _check_buffered(self, what: str) -> None:
+        if self.buffered > self.limits.max_buffered_bytes:
+            log.warning("peer buffered %d bytes %s (limit %d); GOAWAY",
+                        self.buffered, what, self.limits.max_buffered_bytes)
+            self._goaway(h2.errors.ErrorCodes.ENHANCE_YOUR_CALM)
+
     def _forget(self, sid: int, st: _Stream) -> None:
-        self.buffered -= len(st.buf) + sum(map(len, st.backlog))
-        self.streams.pop(sid, None)
+        if self.streams.get(sid) is st:
+            del self.streams[sid]
+        self._recount(st)
         if st.pending is not None:  # reset or ended before its deferred reply: nobody waits for it
             fut, st.pending = st.pending, None
             fut.cancel()
@@ -409,8 +429,7 @@ class _Connection(asyncio.Protocol):
         self.h2.close_connection(error_code=code)
         self._flush()
         self._cancel_pending()
-        self.streams.clear()
-        self.buffered = 0
+        self._forget_all()
         if self.transport is not None:
             self.transport.close()
 
@@ -453,6 +472,10 @@ class GrpcH2Server:
 
     def connection_count(self) -> int:
         return len(self._connections)
+
+    def buffered_bytes(self) -> int:
+        """Bytes of partial or held-back messages buffered over all connections (0 when idle)."""
+        return sum(c.buffered for c in list(self._connections))
 
     def _new_connection(self) -> _Connection:
         conn = _Connection(self)

@@ -45,8 +45,10 @@ def parse_body(body: bytes) -> InferenceRequest:
     """Return the parsed request; raise ``BadRequest`` on malformed JSON or a missing field."""
     try:
         data = _loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise BadRequest(f"request body is not valid JSON: {exc}") from None
+    except RecursionError:  # the C scanner's answer to deep nesting (e.g. 100,000 '[')
+        raise BadRequest("request body is nested too deeply to be a chat or completion request") from None
+    except (ValueError, UnicodeDecodeError) as exc:  # also integers beyond Python's digit limit
+        raise BadRequest(f"request body is not valid JSON: {str(exc)[:200]}") from None
     if not isinstance(data, dict):
         raise BadRequest("request body must be a JSON object")
     model = data.get("model")

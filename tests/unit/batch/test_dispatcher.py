@@ -8,7 +8,7 @@ import time
 import pytest
 from batchfakes import chat_line, jsonl
 
-from inferstack.batch.dispatcher import OBJECTIVE_HEADER, AdaptiveLimit, Backoff, Dispatcher
+from inferstack.batch.dispatcher import OBJECTIVE_HEADER, AdaptiveLimit, Backoff, Dispatcher, liveness_problem
 from inferstack.batch.settings import BatchSettings, DispatchSettings
 from inferstack.batch.store import BatchStore
 from inferstack.process import free_port
@@ -108,7 +108,10 @@ def test_unreachable_gateway_gives_connection_errors(tmp_path):
     assert all(x["response"] is None for x in errors)
 
 
-def test_concurrency_grows_up_to_the_bound(backend, tmp_path):
+def test_concurrency_grows_and_never_passes_the_bound(backend, tmp_path):
+    """End to end against a real (fake) backend: concurrency grows from 1 and stays within the bound.
+    How far it grows depends on the latencies this machine gives that minute (the brake reads them),
+    so the exact value is checked with given latencies below, not here."""
     backend.delay_s = 0.05
     store = BatchStore(tmp_path)
     batch_id = _submit(store, [chat_line(f"c{i}", f"p{i}") for i in range(60)])
@@ -116,7 +119,18 @@ def test_concurrency_grows_up_to_the_bound(backend, tmp_path):
                                     increase_every=2))
     batch = asyncio.run(_run_until(d, batch_id))
     assert batch["request_counts"]["completed"] == 60
-    assert backend.max_concurrent == 5 and d.limit.limit == 5
+    assert 2 <= backend.max_concurrent <= 5 and 1 <= d.limit.limit <= 5
+
+
+def test_steady_latencies_grow_the_limit_to_the_bound_exactly():
+    limit = AdaptiveLimit(DispatchSettings(initial_concurrency=1, max_concurrency=5, increase_every=2,
+                                           latency_tolerance=1.5))
+    for i in range(60):  # 2 ms per token, +-10 %: well within the brake's tolerance
+        limit.on_success(latency_s=0.02 * (1.1 if i % 2 else 0.9), tokens=10)
+    assert limit.limit == 5
+    for _ in range(20):  # lines now 3x slower per token: no growth, and steps down
+        limit.on_success(latency_s=0.06, tokens=10)
+    assert limit.limit < 5
 
 
 def test_cancel_mid_run_keeps_done_lines_once(backend, tmp_path):
@@ -144,6 +158,67 @@ def test_invalid_input_fails_the_batch_with_line_errors(backend, tmp_path):
     assert batch["status"] == "failed" and batch["failed_at"]
     assert [(e["code"], e["line"]) for e in batch["errors"]["data"]] == [("invalid_url", 2)]
     assert backend.requests == []
+
+
+def test_a_malformed_file_fails_its_own_batch_and_the_next_batch_completes(backend, tmp_path):
+    """100,000 '[' then as many ']' once raised RecursionError out of step() and ended the loop:
+    every later batch stayed 'validating' for ever."""
+    store = BatchStore(tmp_path)
+    temp = store.temp_path()
+    temp.write_bytes(b"[" * 100_000 + b"]" * 100_000 + b"\n")
+    bad = store.create_batch(store.add_file(temp, "bad.jsonl", "batch")["id"], EP, "24h")["id"]
+    good = _submit(store, [chat_line(f"c{i}", f"p{i}") for i in range(3)])
+    d = Dispatcher(store, _settings(backend.url, tmp_path))
+    batch = asyncio.run(_run_until(d, good))
+    assert batch["status"] == "completed" and batch["request_counts"]["completed"] == 3
+    failed = store.get_batch(bad)
+    assert failed["status"] == "failed"
+    assert [(e["code"], e["line"]) for e in failed["errors"]["data"]] == [("invalid_json_line", 1)]
+    assert "nested too deeply" in failed["errors"]["data"][0]["message"]
+
+
+def test_an_exception_in_one_batch_fails_that_batch_and_the_loop_goes_on(backend, tmp_path, monkeypatch):
+    store = BatchStore(tmp_path)
+    doomed = _submit(store, [chat_line("a", "1")])
+    good = _submit(store, [chat_line("b", "2")])
+    d = Dispatcher(store, _settings(backend.url, tmp_path))
+    real_validate = d._validate
+
+    def validate(batch):  # a bug that only this batch's input triggers
+        if batch["id"] == doomed:
+            raise KeyError("surprise")
+        real_validate(batch)
+
+    monkeypatch.setattr(d, "_validate", validate)
+    batch = asyncio.run(_run_until(d, good))
+    assert batch["status"] == "completed"
+    failed = store.get_batch(doomed)
+    assert failed["status"] == "failed" and failed["errors"]["data"][0]["code"] == "internal_error"
+    assert "KeyError" in failed["errors"]["data"][0]["message"]
+    assert d.last_step_at is not None
+
+
+def test_liveness_problem_names_an_ended_or_stalled_loop():
+    assert liveness_problem(True, None, started_at=100.0, now=150.0, stall_s=120) is None
+    assert liveness_problem(True, 200.0, started_at=100.0, now=319.0, stall_s=120) is None
+    assert "no pass for 121 s" in liveness_problem(True, 200.0, started_at=100.0, now=321.0, stall_s=120)
+    assert "no pass for 130 s" in liveness_problem(True, None, started_at=100.0, now=230.0, stall_s=120)
+    assert "not running" in liveness_problem(False, 200.0, started_at=100.0, now=201.0, stall_s=120)
+
+
+def test_the_watchdog_reports_the_first_problem_and_stops():
+    import threading
+
+    from inferstack.batch.__main__ import watch_dispatcher
+
+    answers = iter([None, None, "the dispatcher loop is not running"])
+    seen: list[str] = []
+    watch_dispatcher(lambda: next(answers), seen.append, threading.Event(), interval_s=0.001)
+    assert seen == ["the dispatcher loop is not running"]
+    stop = threading.Event()
+    stop.set()
+    watch_dispatcher(lambda: "never asked", seen.append, stop, interval_s=0.001)
+    assert len(seen) == 1
 
 
 def test_aimd_and_backoff_arithmetic():

@@ -38,6 +38,13 @@ def _with(**changes):
     (_with(body={"messages": []}), "missing_required_parameter", "body.model"),
     (_with(body={"model": "m", "stream": True}), "invalid_body", "body.stream"),
     (_with(extra=1), "invalid_request", None),
+    (b"[" * 100_000 + b"]" * 100_000, "invalid_json_line", None),  # RecursionError once
+    (b"[" * 65 + b"]" * 65, "invalid_json_line", None),  # parses, but deeper than MAX_JSON_DEPTH
+    (b'{"custom_id": "a", "custom_id": "b", "method": "POST"}', "invalid_json_line", None),
+    (b'{"custom_id": "x", "body": {"temperature": NaN}}', "invalid_json_line", None),
+    (b'{"custom_id": "x", "body": {"temperature": 1e999}}', "invalid_json_line", None),
+    (b'{"custom_id": "x", "body": {"seed": ' + b"9" * 5000 + b"}}", "invalid_json_line", None),
+    (b'{"custom_id": "\xff\xfe"}', "invalid_json_line", None),
 ])
 def test_malformed_line_is_reported_with_code_line_and_param(raw, code, param):
     data = jsonl([chat_line("ok", "fine")]) + raw + b"\n"

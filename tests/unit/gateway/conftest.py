@@ -82,8 +82,14 @@ def _boom_later(raw: bytes, ctx: StreamContext) -> None:
     ctx.later = _fail_later()
 
 
+def _echo_and_finish(raw: bytes, ctx: StreamContext) -> bytes:
+    ctx.finish = True  # as the EPP does once it has routed: the stream ends before the client's half-close
+    return raw[::-1]
+
+
 TEST_ROUTES = {
     "/t.S/Echo": lambda raw, ctx: raw[::-1],
+    "/t.S/EchoFinish": _echo_and_finish,
     "/t.S/Twice": lambda raw, ctx: raw + raw,
     "/t.S/Silent": lambda raw, ctx: None,
     "/t.S/Boom": lambda raw, ctx: 1 / 0,

@@ -173,3 +173,14 @@ def test_health_is_serving_only_with_a_ready_endpoint():
     assert p.health() == b"\x08\x02"  # discovered, not scraped yet
     p.datastore.update_metrics("10.0.0.1:8000", EndpointMetrics(scraped_at=time.monotonic()))
     assert p.health() == b"\x08\x01"  # SERVING
+
+
+def test_other_methods_on_v1_models_are_405_as_vllm_answers():
+    p = picker()
+    for method in ("DELETE", "POST", "PUT", "PATCH"):
+        r = answer(p, headers_msg({":method": method, ":path": "/v1/models"}, end_of_stream=True))
+        assert r.immediate_response.status.code == 405, method
+        assert json.loads(r.immediate_response.body)["error"]["code"] == 405
+        assert {h.header.key: h.header.raw_value for h in r.immediate_response.headers.set_headers}["allow"] == b"GET"
+    r = answer(p, headers_msg({":method": "GET", ":path": "/v1/models"}, end_of_stream=True))
+    assert r.immediate_response.status.code != 405

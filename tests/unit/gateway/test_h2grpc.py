@@ -103,3 +103,16 @@ def test_a_failing_deferred_reply_is_internal(server):
             ch.unary_unary("/t.S/BoomLater")(b"x", timeout=5)
         assert err.value.code() == grpc.StatusCode.INTERNAL
         assert ch.unary_unary("/t.S/Echo")(b"ok", timeout=5) == b"ko"
+
+
+def test_multi_frame_messages_ended_by_the_handler_leave_nothing_counted(grpc_server):
+    """A message over several DATA frames whose handler ends the stream (the EPP's case) must take
+    its bytes out of the connection's buffered count: they once stayed counted for ever, and after
+    64 MiB of long prompts the connection was closed with every stream on it."""
+    body = b"p" * 100_000  # ~7 DATA frames
+    with grpc.insecure_channel(f"127.0.0.1:{grpc_server.port}") as ch:
+        call = ch.unary_unary("/t.S/EchoFinish")
+        for _ in range(50):
+            assert call(body, timeout=5) == body[::-1]
+        assert grpc_server.call(grpc_server.server.connection_count) == 1  # the channel's, still open
+        assert grpc_server.call(grpc_server.server.buffered_bytes) == 0

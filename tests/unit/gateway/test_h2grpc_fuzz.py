@@ -325,3 +325,71 @@ def test_a_stream_reset_in_the_same_read_as_its_message_leaves_the_connection_se
     assert peer.goaway_code(got) is None and not peer.closed
     assert any(t == DATA and sid == 3 and p.endswith(b"zyx") for t, _, sid, p in got), got
     peer.close()
+
+
+# -- buffered-bytes accounting: bodies split across frames, streams ended every way ------------------
+def sync(peer: RawPeer, token: bytes) -> list[tuple[int, int, int, bytes]]:
+    """Read until the server acknowledges our PING: every frame sent before it has been handled."""
+    peer.send(frame(PING, 0, 0, token))
+    got: list[tuple[int, int, int, bytes]] = []
+    deadline = time.monotonic() + 10
+    while (PING, ACK, 0, token) not in got:
+        assert time.monotonic() < deadline and not peer.closed, got
+        got = peer.frames(quiet_s=0.05, limit_s=0.5)
+    return got
+
+
+FATES = ("handler_ends", "client_half_closes", "peer_resets", "left_half_open")
+stream_plan = st.tuples(st.integers(1, 200_000), st.lists(st.integers(1, 16384), min_size=1, max_size=20),
+                        st.sampled_from(FATES))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(plans=st.lists(stream_plan, min_size=1, max_size=6), order=st.randoms(use_true_random=False))
+def test_buffered_count_is_what_open_streams_hold(grpc_server, plans, order):
+    """Messages cut at random points into DATA frames, frames of several streams interleaved; each
+    stream then ends by the handler (EchoFinish), by the client's half-close, by the peer's reset, or
+    not at all. The connection's buffered count is then exactly the bytes of the half-open streams'
+    partial messages, and 0 once the peer goes."""
+    enc = hpack.Encoder()
+    peer = RawPeer(grpc_server.port)
+    peer.send(frame(SETTINGS, ACK, 0, b""))
+    queues: list[list[bytes]] = []
+    expected = 0
+    for i, (size, cuts, fate) in enumerate(plans):
+        sid = 2 * i + 1
+        path = "/t.S/EchoFinish" if fate == "handler_ends" else "/t.S/Echo"
+        msg = grpc_msg(b"m" * size)
+        if fate in ("peer_resets", "left_half_open"):
+            msg = msg[:max(1, len(msg) * 2 // 3)]  # a partial message
+        chunks, pos = [], 0
+        for c in cuts:
+            if pos >= len(msg):
+                break
+            chunks.append(msg[pos:pos + c])
+            pos += c
+        while pos < len(msg):
+            chunks.append(msg[pos:pos + 16384])
+            pos += 16384
+        frames_ = [frame(DATA, END_STREAM if fate == "client_half_closes" and j == len(chunks) - 1 else 0, sid, c)
+                   for j, c in enumerate(chunks)]
+        if fate == "peer_resets":
+            frames_.append(frame(RST, 0, sid, struct.pack(">I", 8)))
+        if fate == "left_half_open":
+            expected += len(msg)  # all of a partial message stays buffered
+        peer.send(frame(HEADERS, END_HEADERS, sid, enc.encode(
+            [(":method", "POST"), (":scheme", "http"), (":path", path), (":authority", "x"),
+             ("content-type", "application/grpc"), ("te", "trailers")])))
+        queues.append(frames_)
+    while any(queues):  # interleave the streams' frames, each stream's in order
+        q = order.choice([q for q in queues if q])
+        peer.send(q.pop(0))
+    got = sync(peer, b"syncsync")
+    assert peer.goaway_code(got) is None
+    assert grpc_server.call(grpc_server.server.buffered_bytes) == expected
+    peer.close()
+    deadline = time.monotonic() + 5
+    while grpc_server.call(grpc_server.server.connection_count) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert grpc_server.call(grpc_server.server.buffered_bytes) == 0
+    assert_still_serving(grpc_server.port)

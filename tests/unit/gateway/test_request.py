@@ -41,6 +41,9 @@ def test_chat_prefixes_are_text_prefixes():
     (b'{"model":"m","messages":["hi"]}', "must be an object"),
     (b'{"model":"m","prompt":"x","max_tokens":"9"}', "integer"),
     (b"", "not valid JSON"),
+    (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),  # RecursionError once: INTERNAL, not 400
+    (b'{"model":"m","messages":' + b"[" * 100_000 + b"]" * 100_000 + b"}", "nested too deeply"),
+    (b'{"model":"m","prompt":"x","max_tokens":' + b"9" * 5000 + b"}", "not valid JSON"),  # digit limit
 ])
 def test_malformed_bodies(body, reason):
     with pytest.raises(BadRequest, match=reason):
@@ -65,3 +68,19 @@ def test_arbitrary_json_never_crashes(doc):
             parse_body(json.dumps(payload).encode())
         except BadRequest:
             pass
+
+
+@given(st.integers(1, 200_000), st.sampled_from([b"[", b'{"a":']))
+def test_any_nesting_depth_is_a_bad_request_or_parses(depth, opener):
+    closer = b"]" if opener == b"[" else b"}"
+    body = b'{"model":"m","prompt":"x","extra":' + opener * depth + b"1" + closer * depth + b"}"
+    try:
+        assert parse_body(body).model == "m"
+    except BadRequest as exc:
+        assert "nested too deeply" in str(exc)
+
+
+def test_duplicate_keys_take_the_last_as_vllm_does():
+    """vLLM's server parses with the same rule (last wins), so the picker routes the model the
+    engine will serve."""
+    assert parse_body(b'{"model":"a","model":"b","prompt":"x"}').model == "b"
