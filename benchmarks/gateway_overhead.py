@@ -23,7 +23,8 @@ client count), after a 0.5 s warm-up.
 Invariant: every process this benchmark starts is stopped (terminate -> wait -> kill) when its
 variant is done, on an error, on Ctrl-C and on SIGTERM; logs stay in the printed run directory.
 
-    .venv/bin/python benchmarks/gateway_overhead.py [--duration 5] [--clients 1,10,100] [--json out.json]
+    .venv/bin/python benchmarks/gateway_overhead.py [--duration 5] [--clients 1,10,100] [--json out.json] \
+        [--prompt-bytes 200,20000,220000]
 """
 
 from __future__ import annotations
@@ -86,9 +87,9 @@ TARGETS = (
 # the load generator
 
 
-def _request(port: int, i: int) -> bytes:
+def _request(port: int, i: int, prompt_bytes: int = 200) -> bytes:
     body = json.dumps({"model": "echo", "max_tokens": 8,
-                       "messages": [{"role": "user", "content": f"hello {i % 50} " + "x" * 200}]}).encode()
+                       "messages": [{"role": "user", "content": f"hello {i % 50} " + "x" * prompt_bytes}]}).encode()
     return (b"POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1:%d\r\ncontent-type: application/json\r\n"
             b"content-length: %d\r\n\r\n" % (port, len(body))) + body
 
@@ -123,7 +124,7 @@ class _Client(asyncio.Protocol):
             self.done.set_exception(ConnectionError("connection closed"))
 
 
-async def _run(port: int, clients: int, duration_s: float) -> dict:
+async def _run(port: int, clients: int, duration_s: float, prompt_bytes: int = 200) -> dict:
     loop = asyncio.get_running_loop()
     latencies: list[float] = []
     errors = 0
@@ -132,7 +133,7 @@ async def _run(port: int, clients: int, duration_s: float) -> dict:
     async def worker(w: int) -> None:
         nonlocal errors
         _, proto = await loop.create_connection(_Client, "127.0.0.1", port)
-        reqs = [_request(port, w * 1000 + k) for k in range(50)]
+        reqs = [_request(port, w * 1000 + k, prompt_bytes) for k in range(50)]
         k = 0
         while time.perf_counter() < stop_at:
             proto.done = loop.create_future()
@@ -155,7 +156,8 @@ async def _run(port: int, clients: int, duration_s: float) -> dict:
     await asyncio.gather(*(worker(w) for w in range(clients)))
     elapsed = time.perf_counter() - started
     lat = sorted(latencies)
-    return {"clients": clients, "requests": len(lat), "errors": errors, "rps": len(lat) / elapsed,
+    return {"clients": clients, "prompt_bytes": prompt_bytes, "requests": len(lat), "errors": errors,
+            "rps": len(lat) / elapsed,
             "p50_ms": 1000 * lat[len(lat) // 2], "p99_ms": 1000 * lat[min(len(lat) - 1, int(len(lat) * 0.99))],
             "mean_ms": 1000 * statistics.fmean(lat)}
 
@@ -430,11 +432,27 @@ def main() -> int:
                     help="the full EPP's picker")
     ap.add_argument("--server", default=None, choices=SERVER_CHOICES or None,
                     help="the full EPP's gRPC transport (default: EppSettings' default)")
+    ap.add_argument("--prompt-bytes", default="200", help="comma-separated prompt sizes in bytes (each a "
+                    "full run of every variant; long prompts reach the picker in several HTTP/2 DATA frames)")
     ap.add_argument("--json", help="also write the results, ratios and targets to this JSON file")
     args = ap.parse_args()
     clients = [int(c) for c in args.clients.split(",")]
+    sizes = [int(b) for b in args.prompt_bytes.split(",")]
+    allowed = sorted(os.sched_getaffinity(0))  # read once: measure() pins this process to the gateway CPU
+    docs = {}
+    for size in sizes:
+        code, docs[size] = measure(args, clients, size, allowed)
+        if code:
+            return code
+    if args.json:
+        Path(args.json).write_text(json.dumps(docs[sizes[0]] if len(sizes) == 1 else
+                                              {"by_prompt_bytes": docs}, indent=2))
+    return 0
+
+
+def measure(args: argparse.Namespace, clients: list[int], prompt_bytes: int, allowed: list[int]) -> tuple[int, dict]:
+    """Every variant at every client count with ``prompt_bytes`` prompts: (exit code, JSON doc)."""
     signal.signal(signal.SIGTERM, _sigterm)
-    allowed = sorted(os.sched_getaffinity(0))
     backend_cpu, gateway_cpu = {allowed[0]}, {allowed[1] if len(allowed) > 1 else allowed[0]}
     os.sched_setaffinity(0, gateway_cpu)  # the load generator; children inherit it
     run_dir = Path(tempfile.mkdtemp(prefix="inferstack-overhead-"))
@@ -453,30 +471,29 @@ def main() -> int:
                     with contextlib.ExitStack() as stack:
                         port = _start_variant(variant, stack, backend, gateway_cpu, run_dir, args.picker, args.server)
                         for n in clients:
-                            r = asyncio.run(_run(port, n, args.duration))
+                            r = asyncio.run(_run(port, n, args.duration, prompt_bytes))
                             results[variant].append(r)
-                            print(f"{variant:15s} clients={n:4d} rps={r['rps']:8.0f} p50={r['p50_ms']:.3f}ms "
+                            print(f"{variant:15s} prompt={prompt_bytes}B clients={n:4d} rps={r['rps']:8.0f} p50={r['p50_ms']:.3f}ms "
                                   f"p99={r['p99_ms']:.3f}ms errors={r['errors']}", flush=True)
                 except Exception as exc:  # reported below; the other variants' numbers are still worth having
                     failures[variant] = f"{type(exc).__name__}: {exc}"
                     print(f"{variant} failed (its processes are stopped): {failures[variant]}", file=sys.stderr)
     except KeyboardInterrupt:
         print(f"interrupted; every process this benchmark started is stopped (logs in {run_dir})", file=sys.stderr)
-        return 130
+        return 130, {}
     summary = summarize(results)
-    header = (f"Gateway overhead vs baselines ({args.duration:g} s per point; full EPP picker {args.picker}, "
+    header = (f"Gateway overhead vs baselines ({prompt_bytes}-byte prompts, {args.duration:g} s per point; "
+              f"full EPP picker {args.picker}, "
               f"transport {server}; backend on CPU {sorted(backend_cpu)}, Envoy + ext_proc servers + load "
               f"generator on CPU {sorted(gateway_cpu)}; logs in {run_dir}):")
     print("\n" + format_report(results, summary, header))
     for variant, error in failures.items():
         print(f"FAILED: {LABELS[variant]}: {error.splitlines()[0]}")
-    if args.json:
-        doc = {"setup": {"duration_s": args.duration, "clients": clients, "picker": args.picker, "server": server,
-                         "backend_cpus": sorted(backend_cpu), "gateway_cpus": sorted(gateway_cpu),
-                         "envoy": str(envoy_binary()), "run_dir": str(run_dir)},
-               "labels": LABELS, "results": results, **summary, "failures": failures}
-        Path(args.json).write_text(json.dumps(doc, indent=2))
-    return 1 if failures else 0
+    doc = {"setup": {"duration_s": args.duration, "clients": clients, "prompt_bytes": prompt_bytes,
+                     "picker": args.picker, "server": server, "backend_cpus": sorted(backend_cpu),
+                     "gateway_cpus": sorted(gateway_cpu), "envoy": str(envoy_binary()), "run_dir": str(run_dir)},
+           "labels": LABELS, "results": results, **summary, "failures": failures}
+    return (1 if failures else 0), doc
 
 
 if __name__ == "__main__":

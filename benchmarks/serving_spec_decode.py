@@ -51,7 +51,7 @@ PROMPTS = [
 
 
 def start_replica(spec: dict, eager: bool, port: int, state_root: Path,
-                  dtype: str = "bfloat16") -> tuple[Supervisor, float]:
+                  dtype: str = "default") -> tuple[Supervisor, float]:
     config = StackConfig.model_validate({
         "replicas": 1, "speculative": spec,
         "engine": {"base_port": port, "enforce_eager": eager, "ready_timeout_s": 900, "dtype": dtype},
@@ -137,8 +137,8 @@ def main() -> int:
     parser.add_argument("--variants", nargs="+", default=["ngram:k=4,max=4", "ngram:k=8", "ngram:k=12",
                                                           "ngram:k=16", "suffix:k=16", "suffix:k=24"],
                         help="speculative configs (tune-spec syntax: METHOD[:k=K,min=A,max=B,...])")
-    parser.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"],
-                        help="bf16 is the default; float32 makes greedy outputs match exactly")
+    parser.add_argument("--dtype", default="default", choices=["default", "bfloat16", "float32"],
+                        help="default: the stack's (float32 on CPU), whose greedy outputs match exactly")
     parser.add_argument("--skip-compiled", action="store_true", help="skip the ~150 s compiled start")
     parser.add_argument("--skip-up", action="store_true", help="skip the `up` to first answer timing")
     args = parser.parse_args()

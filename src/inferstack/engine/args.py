@@ -32,7 +32,7 @@ def build_replica_argv(
         "--host", engine.host,
         "--port", str(port),
         "--max-model-len", str(engine.max_model_len),
-        "--dtype", engine.dtype,
+        "--dtype", engine.resolved_dtype,
         # Prefix-aware routing assumes it: vLLM V1's default, explicit so it stays on.
         "--enable-prefix-caching",
     ]

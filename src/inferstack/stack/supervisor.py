@@ -699,6 +699,8 @@ class Supervisor:
                 "model": self.model.served_name,
                 "model_source": self.model.source,
                 "speculative": self.config.speculative.method,
+                "dtype": self.config.engine.resolved_dtype,
+                "dtype_reason": self.config.engine.dtype_reason,
                 "config_path": str(self.config_path) if self.config_path else None,
                 "endpoints_file": str(self.endpoints_path),
                 "desired_replicas": self.desired,

@@ -82,3 +82,15 @@ def test_env_opens_the_runtime_adapter_api_only_with_lora():
     assert on["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] == "true"
     assert "VLLM_ALLOW_RUNTIME_LORA_UPDATING" not in build_replica_env(EngineSettings(), None, PY, base_env={},
                                                                        lora=LoraSettings())
+
+
+def test_default_dtype_is_float32_on_cpu_and_auto_on_gpu_and_a_set_one_is_kept():
+    def dtype_of(engine: EngineSettings) -> str:
+        argv = build_replica_argv(Path("/py"), MODEL, 8000, engine, SpeculativeSettings())
+        return argv[argv.index("--dtype") + 1]
+
+    assert dtype_of(EngineSettings()) == "float32"
+    assert "bf16 flips greedy answers" in EngineSettings().dtype_reason
+    assert dtype_of(EngineSettings(engine="vllm")) == "auto"
+    assert dtype_of(EngineSettings(dtype="bfloat16")) == "bfloat16"
+    assert EngineSettings(dtype="bfloat16").dtype_reason == "set in the config"
