@@ -1,6 +1,7 @@
 """The ``inferstack`` command line.
 
-Each component registers its own subcommands (``register(subparsers)`` in its ``cli`` module),
+Each component registers its own subcommands (``register(subparsers)`` in its module under
+``inferstack.commands``),
 so this file only wires them together and turns ``InferstackError`` into a clear message and
 exit code 2, never a traceback.
 """
@@ -19,16 +20,16 @@ __all__ = ["main", "build_parser"]
 
 # One line per component that contributes commands.
 _COMPONENT_CLIS = (
-    "inferstack.envs.cli",  # setup
-    "inferstack.models.cli",  # models list|prepare
-    "inferstack.stack.cli",  # up, status, down
-    "inferstack.gateway.cli",  # epp, gateway
-    "inferstack.bench.cli",  # bench, report
-    "inferstack.kube.cli",  # recommend, render
-    "inferstack.autoscale.cli",  # autoscale simulate
-    "inferstack.batch.cli",  # batch submit|list|status|cancel|results
-    "inferstack.lora.cli",  # adapters train|load|unload|list
-    "inferstack.spectune.cli",  # tune-spec
+    "inferstack.commands.envs",  # setup
+    "inferstack.commands.models",  # models list|prepare
+    "inferstack.commands.stack",  # up, status, down
+    "inferstack.commands.gateway",  # epp, gateway
+    "inferstack.commands.bench",  # bench, report
+    "inferstack.commands.kube",  # recommend, render
+    "inferstack.commands.autoscale",  # autoscale simulate
+    "inferstack.commands.batch",  # batch submit|list|status|cancel|results
+    "inferstack.commands.lora",  # adapters train|load|unload|list
+    "inferstack.commands.spectune",  # tune-spec
 )
 
 

@@ -222,9 +222,9 @@ def test_a_killed_backend_is_routed_around_without_failed_requests(tmp_path):
 def test_status_reports_both_processes(pair):
     gw, _ = pair
     st = gw.status()
-    assert st["state"] == "running"
-    assert st["envoy"]["state"] == "running" and st["epp"]["state"] == "running"
-    assert st["base_url"] == f"{gw.url}/v1"
+    assert st.state == "running"
+    assert st.envoy.state == "running" and st.epp.state == "running"
+    assert st.base_url == f"{gw.url}/v1"
 
 
 def test_cli_gateway_runs_in_the_foreground_until_interrupted(tmp_path):

@@ -64,7 +64,7 @@ def test_epp_sigkill_cuts_no_stream_fails_closed_and_heals_alone():
         addrs = [a for a, _ in backends]
         with running_gateway(addrs) as gw:
             wait_ready(gw, addrs)
-            envoy_pid, epp_pid = gw.status()["envoy"]["pid"], gw.status()["epp"]["pid"]
+            envoy_pid, epp_pid = gw.status().envoy.pid, gw.status().epp.pid
             threads, results = _open_streams(gw.url, 8)
             os.kill(epp_pid, signal.SIGKILL)
             wait_until(lambda: gw._procs["epp"].poll() is not None, what="the EPP to die")
@@ -93,7 +93,7 @@ def test_epp_down_fails_open_when_configured():
         addrs = [a for a, _ in backends]
         with running_gateway(addrs, failure_mode="open") as gw:
             wait_ready(gw, addrs)
-            os.kill(gw.status()["epp"]["pid"], signal.SIGKILL)
+            os.kill(gw.status().epp.pid, signal.SIGKILL)
             wait_until(lambda: gw._procs["epp"].poll() is not None, what="the EPP to die")
             r = _chat(gw.url)
             assert r.status_code == 200 and r.headers["x-echo-backend"] == addrs[0].rsplit(":", 1)[1]

@@ -11,7 +11,7 @@ Public surface:
   ``replicas_for_pods_metric``, ``replicas_for_pool_metric``, ``scale_up_limit``,
   ``scale_down_limit``;
 - ``simulate`` / ``load_trace`` / ``SimSettings`` (the simulator). Command: ``inferstack autoscale
-  simulate`` (``inferstack.autoscale.cli``).
+  simulate`` (``inferstack.commands.autoscale``).
 """
 
 from inferstack.autoscale.hpa import (

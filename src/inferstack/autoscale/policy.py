@@ -44,6 +44,7 @@ from inferstack.autoscale.hpa import (
 )
 from inferstack.configfile import read_yaml_mapping, validate
 from inferstack.errors import ConfigError
+from inferstack.wire import VllmMetric
 
 __all__ = [
     "METRICS",
@@ -72,21 +73,21 @@ class MetricInfo:
 # GKE's guidance for queue size (best practices for autoscaling LLM inference on GPUs): start with
 # a target of 3-5 waiting requests per replica and raise it while latency stays acceptable.
 METRICS: dict[str, MetricInfo] = {
-    "waiting": MetricInfo("vllm:num_requests_waiting", "pods", 5.0,
+    "waiting": MetricInfo(VllmMetric.WAITING.value, "pods", 5.0,
                           "requests queued in vLLM, per replica (queue size)"),
-    "running": MetricInfo("vllm:num_requests_running", "pods", None,
+    "running": MetricInfo(VllmMetric.RUNNING.value, "pods", None,
                           "requests in vLLM's running batch, per replica (batch size); no default: "
                           "pick it below the batch size where latency degrades"),
-    "kv": MetricInfo("vllm:kv_cache_usage_perc", "pods", 0.8,
+    "kv": MetricInfo(VllmMetric.KV_CACHE_USAGE.value, "pods", 0.8,
                      "KV-cache usage per replica, 0..1"),
     "epp-queue": MetricInfo("inference_pool_average_queue_size", "pool", 5.0,
                             "the endpoint picker's average queue size over the pool's endpoints "
                             "(Gateway API Inference Extension EPP metric, label name=<pool>)"),
 }
 _ALIASES = {
-    "num_requests_waiting": "waiting", "vllm:num_requests_waiting": "waiting", "queue": "waiting",
-    "num_requests_running": "running", "vllm:num_requests_running": "running", "batch": "running",
-    "kv_cache_usage": "kv", "kv_cache_usage_perc": "kv", "vllm:kv_cache_usage_perc": "kv",
+    "num_requests_waiting": "waiting", VllmMetric.WAITING.value: "waiting", "queue": "waiting",
+    "num_requests_running": "running", VllmMetric.RUNNING.value: "running", "batch": "running",
+    "kv_cache_usage": "kv", "kv_cache_usage_perc": "kv", VllmMetric.KV_CACHE_USAGE.value: "kv",
     "inference_pool_average_queue_size": "epp-queue", "pool-queue": "epp-queue",
 }
 

@@ -63,7 +63,7 @@ def write_charts(results: Sequence[SimResult], out_dir: Path) -> list[Path]:
     fig, ax = plt.subplots(figsize=(10, 4))
     for r, c in zip(results, colors):
         att = r.rolling_attainment(30.0)
-        ax.plot(r.times, [None if a is None else 100 * a for a in att], color=c,
+        ax.plot(r.times, [None if a is None else 100 * a for a in att], color=c,  # type: ignore[arg-type]
                 label=f"{r.label} ({100 * r.slo_attainment:.1f}% overall)")
     ax.set_ylim(-2, 102)
     ax.set_xlabel("time of arrival (s)")

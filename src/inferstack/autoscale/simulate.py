@@ -37,6 +37,7 @@ from pathlib import Path
 from inferstack.autoscale.hpa import Autoscaler, Decision, PodSample
 from inferstack.autoscale.policy import AutoscalingPolicy
 from inferstack.errors import ConfigError
+from inferstack.wire import VllmMetric
 
 __all__ = [
     "BUILTIN_TRACES",
@@ -190,8 +191,8 @@ class _Replica:
 
 
 def _metrics_for(name: str, waiting: float, running: float, kv: float) -> float:
-    return {"vllm:num_requests_waiting": waiting, "vllm:num_requests_running": running,
-            "vllm:kv_cache_usage_perc": kv, "inference_pool_average_queue_size": waiting}[name]
+    return {VllmMetric.WAITING.value: waiting, VllmMetric.RUNNING.value: running,
+            VllmMetric.KV_CACHE_USAGE.value: kv, "inference_pool_average_queue_size": waiting}[name]
 
 
 def simulate(trace: Trace, policy: AutoscalingPolicy, settings: SimSettings | None = None,

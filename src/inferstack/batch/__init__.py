@@ -4,20 +4,20 @@ Public surface: ``BatchSettings`` (and ``DispatchSettings``) for the service, ``
 supervised process), ``create_app`` (the Starlette app, for embedding and tests), ``BatchStore``
 (SQLite state + files), ``Dispatcher`` (lines through the gateway), ``parse_batch_input`` (input
 validation) and ``batch_objective`` (the picker objective the stack declares for batch lines).
-Commands live in ``inferstack.batch.cli`` (``inferstack batch ...``).
+Commands live in ``inferstack.commands.batch`` (``inferstack batch ...``).
 """
 
 from inferstack.batch.api import create_app
-from inferstack.batch.dispatcher import OBJECTIVE_HEADER, Dispatcher
+from inferstack.batch.dispatcher import Dispatcher
 from inferstack.batch.jsonl import LineError, ParsedLine, parse_batch_input
-from inferstack.batch.runtime import BatchService
+from inferstack.batch.runtime import BatchService, BatchServiceStatus
 from inferstack.batch.settings import BATCH_ENDPOINTS, BatchSettings, DispatchSettings, load_batch_settings
 from inferstack.batch.store import BatchStore
 
 __all__ = [
     "BATCH_ENDPOINTS",
-    "OBJECTIVE_HEADER",
     "BatchService",
+    "BatchServiceStatus",
     "BatchSettings",
     "BatchStore",
     "DispatchSettings",

@@ -42,11 +42,14 @@ from inferstack.batch.dispatcher import Dispatcher, liveness_problem
 from inferstack.batch.jsonl import loads_strict
 from inferstack.batch.settings import BATCH_ENDPOINTS, BatchSettings
 from inferstack.batch.store import BatchStore
+from inferstack.wire import BatchStatus
 
 __all__ = ["create_app", "openai_error"]
 
 log = logging.getLogger(__name__)
 
+# a cancelled or cancelling batch may be cancelled again (idempotent); these may not
+_NOT_CANCELLABLE = (BatchStatus.COMPLETED, BatchStatus.FAILED, BatchStatus.EXPIRED, BatchStatus.FINALIZING)
 _FORM_OVERHEAD = 64 * 1024  # multipart boundaries and the purpose field around the file
 
 
@@ -251,7 +254,7 @@ def create_app(settings: BatchSettings, store: BatchStore | None = None, *, disp
         obj = st.get_batch(batch_id)
         if obj is None:
             return _not_found("Batch", batch_id)
-        if obj["status"] in ("completed", "failed", "expired", "finalizing"):
+        if obj["status"] in _NOT_CANCELLABLE:
             return openai_error(409, f"batch {batch_id} has status {obj['status']!r} and cannot be cancelled",
                                 "batch_id", "batch_not_cancellable")
         obj = st.request_cancel(batch_id)

@@ -36,12 +36,12 @@ import httpx
 from inferstack.batch.jsonl import LineError, parse_batch_input
 from inferstack.batch.settings import BatchSettings, DispatchSettings
 from inferstack.batch.store import BatchStore, PendingLine, new_id
+from inferstack.wire import OBJECTIVE_HEADER, BatchStatus
 
-__all__ = ["OBJECTIVE_HEADER", "AdaptiveLimit", "Backoff", "Dispatcher", "liveness_problem"]
+__all__ = ["AdaptiveLimit", "Backoff", "Dispatcher", "liveness_problem"]
 
 log = logging.getLogger(__name__)
 
-OBJECTIVE_HEADER = "x-gateway-inference-objective"
 # "Not now" answers: 429 (the picker shed the line) and 503 (no replica ready, or the picker is
 # restarting). They pause dispatch and spend no attempt: a batch has hours, an outage is not a
 # property of the line.
@@ -223,15 +223,15 @@ class Dispatcher:
 
     async def _advance(self, batch: dict[str, Any], now_wall: float) -> None:
         status, batch_id = batch["status"], batch["id"]
-        if status == "validating":
+        if status == BatchStatus.VALIDATING:
             self._validate(batch)
-        elif status == "cancelling":
+        elif status == BatchStatus.CANCELLING:
             await self._cancel_in_flight(batch_id)
             self.store.finalize(batch_id, "cancelled")
             log.info("batch %s cancelled", batch_id)
-        elif status == "finalizing":
-            self.store.finalize(batch_id, "completed")
-        elif status == "in_progress":
+        elif status == BatchStatus.FINALIZING:
+            self.store.finalize(batch_id, BatchStatus.COMPLETED)
+        elif status == BatchStatus.IN_PROGRESS:
             if batch["expires_at"] and now_wall > batch["expires_at"]:
                 await self._cancel_in_flight(batch_id)
                 self.store.finalize(batch_id, "expired", expired_error={
@@ -252,7 +252,7 @@ class Dispatcher:
         failures = self._step_failures[batch_id] = self._step_failures.get(batch_id, 0) + 1
         log.error("batch %s (%s): pass failed (%d in a row): %s: %s", batch_id, status, failures,
                   type(exc).__name__, exc, exc_info=exc)
-        if status != "validating" and failures < _STEP_FAILURES:
+        if status != BatchStatus.VALIDATING and failures < _STEP_FAILURES:
             return
         try:
             self.store.fail_batch(batch_id, [LineError("internal_error", f"the batch could not be processed "

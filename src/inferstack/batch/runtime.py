@@ -5,7 +5,7 @@
     svc.start()         # writes run_dir/batch.yaml, starts `python -m inferstack.batch`, waits for
                         # /health; ReplicaStartError with the log tail if it exits or is not ready
     svc.heal()          # restarts it if it exited (delay doubling up to 30 s, reset after a minute)
-    svc.status()        # {"state", "url", "pid", "port", "restarts", "log", "state_dir"}
+    svc.status()        # BatchServiceStatus (state, url, pid, port, restarts, log, state_dir, gateway_url)
     svc.stop()          # terminate -> wait stop_timeout_s -> kill
 
 It has the shape the supervisor expects of a front end (``url``, ``check_ports``, ``start``,
@@ -20,21 +20,34 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import httpx
 import yaml
+from pydantic import BaseModel, ConfigDict
 
 from inferstack.batch.settings import BatchSettings
 from inferstack.errors import PortInUseError, ReplicaStartError
 from inferstack.process import log_tail, port_is_free
 
-__all__ = ["BatchService"]
+__all__ = ["BatchService", "BatchServiceStatus"]
 
 log = logging.getLogger(__name__)
 
 _RESTART_BACKOFF_MAX_S = 30.0
 _STABLE_AFTER_S = 60.0
+
+
+class BatchServiceStatus(BaseModel):
+    """What ``BatchService.status()`` reports (the ``batch`` part of the stack's status)."""
+    model_config = ConfigDict(extra="forbid")
+    state: str  # stopped | starting | running | failed | exited(CODE)
+    url: str
+    pid: int | None
+    port: int | None
+    restarts: int
+    log: str
+    state_dir: str
+    gateway_url: str | None
 
 
 class BatchService:
@@ -65,6 +78,8 @@ class BatchService:
 
     def check_ports(self) -> None:
         s = self.settings
+        if s.port is None:
+            raise ValueError("BatchService needs settings.port (resolve_batch chooses one)")
         if not port_is_free(s.host, s.port):
             raise PortInUseError(f"batch API port {s.host}:{s.port} is already in use; stop what holds it "
                                  f"(e.g. `ss -ltnp | grep :{s.port}`) or choose another (batch.port)")
@@ -147,15 +162,15 @@ class BatchService:
             return []
         return ["batch"]
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> BatchServiceStatus:
         proc = self._proc
         if proc is None:
             state = self.state
         else:
             state = "running" if proc.poll() is None else f"exited({proc.returncode})"
-        return {"state": state, "url": self.url, "pid": self.pid, "port": self.settings.port,
-                "restarts": self.restarts, "log": str(self.log_path), "state_dir": str(self.settings.state_dir),
-                "gateway_url": self.settings.gateway_url}
+        return BatchServiceStatus(state=state, url=self.url, pid=self.pid, port=self.settings.port,
+                                  restarts=self.restarts, log=str(self.log_path),
+                                  state_dir=str(self.settings.state_dir), gateway_url=self.settings.gateway_url)
 
     def __enter__(self) -> BatchService:
         self.start()

@@ -37,11 +37,12 @@ from pathlib import Path
 from typing import Any
 
 from inferstack.batch.jsonl import LineError, ParsedLine
+from inferstack.wire import BATCH_ACTIVE_STATUSES, BATCH_TERMINAL_STATUSES
 
 __all__ = ["ACTIVE_STATUSES", "BatchStore", "PendingLine", "TERMINAL_STATUSES"]
 
-ACTIVE_STATUSES = ("validating", "in_progress", "finalizing", "cancelling")
-TERMINAL_STATUSES = ("completed", "failed", "expired", "cancelled")
+ACTIVE_STATUSES = tuple(s.value for s in BATCH_ACTIVE_STATUSES)
+TERMINAL_STATUSES = tuple(s.value for s in BATCH_TERMINAL_STATUSES)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (

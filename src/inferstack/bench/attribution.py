@@ -26,30 +26,31 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from inferstack.bench.progress import StageWindow
+from inferstack.wire import VllmMetric
 
 __all__ = ["StageServerMetrics", "attribute", "histogram_quantile", "series_value"]
 
 COUNTERS = {
-    "generation_tokens": "vllm:generation_tokens_total",
-    "prompt_tokens": "vllm:prompt_tokens_total",
-    "requests_succeeded": "vllm:request_success_total",
-    "preemptions": "vllm:num_preemptions_total",
-    "prefix_cache_queries": "vllm:prefix_cache_queries_total",
-    "prefix_cache_hits": "vllm:prefix_cache_hits_total",
-    "spec_drafts": "vllm:spec_decode_num_drafts_total",
-    "spec_draft_tokens": "vllm:spec_decode_num_draft_tokens_total",
-    "spec_accepted_tokens": "vllm:spec_decode_num_accepted_tokens_total",
+    "generation_tokens": VllmMetric.GENERATION_TOKENS.total,
+    "prompt_tokens": VllmMetric.PROMPT_TOKENS.total,
+    "requests_succeeded": VllmMetric.REQUEST_SUCCESS.total,
+    "preemptions": VllmMetric.PREEMPTIONS.total,
+    "prefix_cache_queries": VllmMetric.PREFIX_CACHE_QUERIES.total,
+    "prefix_cache_hits": VllmMetric.PREFIX_CACHE_HITS.total,
+    "spec_drafts": VllmMetric.SPEC_DRAFTS.total,
+    "spec_draft_tokens": VllmMetric.SPEC_DRAFT_TOKENS.total,
+    "spec_accepted_tokens": VllmMetric.SPEC_ACCEPTED_TOKENS.total,
 }
 GAUGES = {
-    "running": "vllm:num_requests_running",
-    "waiting": "vllm:num_requests_waiting",
-    "kv_cache_usage": "vllm:kv_cache_usage_perc",
+    "running": VllmMetric.RUNNING.value,
+    "waiting": VllmMetric.WAITING.value,
+    "kv_cache_usage": VllmMetric.KV_CACHE_USAGE.value,
 }
 HISTOGRAMS = {
-    "ttft": "vllm:time_to_first_token_seconds",
-    "itl": "vllm:inter_token_latency_seconds",
-    "e2e": "vllm:e2e_request_latency_seconds",
-    "queue_time": "vllm:request_queue_time_seconds",
+    "ttft": VllmMetric.TTFT.value,
+    "itl": VllmMetric.ITL.value,
+    "e2e": VllmMetric.E2E.value,
+    "queue_time": VllmMetric.QUEUE_TIME.value,
 }
 QUANTILES = (0.5, 0.95, 0.99)
 _LE = re.compile(r'le="([^"]+)"')

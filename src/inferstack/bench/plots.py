@@ -42,6 +42,11 @@ def _ms(v: float | None) -> float | None:
     return None if v is None else v * 1000.0
 
 
+def _percentile_ms(metric: str, key: str) -> Callable[[StageResult], float | None]:
+    """Reads e.g. ``stage.ttft.p99`` in milliseconds."""
+    return lambda s: _ms(getattr(getattr(s, metric), key))
+
+
 def _series(
     ax: Axes,
     stages: Sequence[StageResult],
@@ -51,8 +56,11 @@ def _series(
     style: str,
     label: str,
 ) -> bool:
-    pts = [(x(s), y(s), s.trustworthy) for s in stages]
-    pts = [(a, b, t) for a, b, t in pts if a is not None and b is not None]
+    pts: list[tuple[float, float, bool]] = []
+    for s in stages:
+        a, b = x(s), y(s)
+        if a is not None and b is not None:
+            pts.append((a, b, s.trustworthy))
     if not pts:
         return False
     ax.plot([p[0] for p in pts], [p[1] for p in pts], linestyle=style, color=color, label=label)
@@ -90,7 +98,7 @@ def _throughput_vs(runs: Sequence[RunResult], metric: str, title: str, path: Pat
                 ax,
                 run.stages,
                 lambda s: s.output_tokens_per_s,
-                lambda s, key=key: _ms(getattr(getattr(s, metric), key)),
+                _percentile_ms(metric, key),
                 color,
                 style,
                 f"{run.label} {name}",
@@ -106,7 +114,7 @@ def _latency_vs_qps(runs: Sequence[RunResult], path: Path) -> None:
     for ax, metric, title in zip(axes, ("ttft", "tpot", "e2e"), ("TTFT", "TPOT", "e2e latency"), strict=True):
         for run, color in zip(runs, _colors(len(runs)), strict=True):
             for key, style, name in _PCTS:
-                _series(ax, run.stages, _qps, lambda s, m=metric, k=key: _ms(getattr(getattr(s, m), k)),
+                _series(ax, run.stages, _qps, _percentile_ms(metric, key),
                         color, style, f"{run.label} {name}")
         ax.set_xlabel("achieved QPS")
         ax.set_ylabel(f"{title} (ms)")

@@ -76,7 +76,7 @@ class StageTracker:
                 self.windows[stage] = StageWindow(stage=stage, rate=rate, start=t)
             elif stage in self.windows:
                 w = self.windows[stage]
-                w.end, w.status = t, what
+                w.end, w.status = t, ("completed" if what == "completed" else "failed")
             return self.windows.get(stage)
 
     def snapshot(self) -> list[StageWindow]:

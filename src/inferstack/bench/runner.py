@@ -34,6 +34,7 @@ from inferstack.engine.metrics import parse_series
 from inferstack.bench.settings import BenchSettings
 from inferstack.bench.target import default_tokenizer, probe_metrics, probe_target
 from inferstack.errors import ConfigError, InferstackError, SetupError
+from inferstack.wire import VllmMetric
 
 __all__ = ["run_bench", "finalize_run"]
 
@@ -53,7 +54,7 @@ def _detect_spec_method(metrics_text: str | None) -> str:
     if metrics_text is None:
         return "unknown"
     series = parse_series(metrics_text, KEPT_METRICS)
-    return "speculative (method unknown)" if "vllm:spec_decode_num_drafts_total" in series else "none"
+    return "speculative (method unknown)" if VllmMetric.SPEC_DRAFTS.total in series else "none"
 
 
 class _Progress:
@@ -67,7 +68,7 @@ class _Progress:
 
     def _succeeded(self) -> float:
         latest = list(self.sampler.latest.values())
-        return sum(series_value(s, "vllm:request_success_total") for s in latest)
+        return sum(series_value(s, VllmMetric.REQUEST_SUCCESS.total) for s in latest)
 
     def line(self, w: StageWindow, now: float) -> str:
         base = self._baseline.setdefault(w.stage, self._succeeded())

@@ -25,33 +25,15 @@ from typing import IO, Any
 import httpx
 
 from inferstack.engine.metrics import page_series, parse_text, series_names
+from inferstack.wire import VllmMetric
 
 __all__ = ["KEPT_METRICS", "MetricsSampler", "read_samples"]
 
 logger = logging.getLogger(__name__)
 
 # vLLM 0.32 names (counters without the _total suffix; histograms as family names).
-KEPT_METRICS: frozenset[str] = frozenset(
-    {
-        "vllm:generation_tokens",
-        "vllm:prompt_tokens",
-        "vllm:request_success",
-        "vllm:num_preemptions",
-        "vllm:prefix_cache_queries",
-        "vllm:prefix_cache_hits",
-        "vllm:spec_decode_num_drafts",
-        "vllm:spec_decode_num_draft_tokens",
-        "vllm:spec_decode_num_accepted_tokens",
-        "vllm:spec_decode_num_accepted_tokens_per_pos",
-        "vllm:num_requests_running",
-        "vllm:num_requests_waiting",
-        "vllm:kv_cache_usage_perc",
-        "vllm:time_to_first_token_seconds",
-        "vllm:inter_token_latency_seconds",
-        "vllm:e2e_request_latency_seconds",
-        "vllm:request_queue_time_seconds",
-    }
-)
+KEPT_METRICS: frozenset[str] = frozenset(m.value for m in VllmMetric) - {
+    VllmMetric.GPU_CACHE_USAGE.value, VllmMetric.LORA_REQUESTS_INFO.value, VllmMetric.CACHE_CONFIG_INFO.value}
 _KEPT_NAMES = series_names(KEPT_METRICS)
 class MetricsSampler:
     """Scrapes replicas' /metrics on a background thread into a JSON-lines file."""

@@ -7,10 +7,14 @@ supervisor is alive counts. Invariant: this never starts or changes the stack.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from inferstack.errors import ConfigError
+
+if TYPE_CHECKING:  # bench reads the stack's status only when no --target is given
+    from inferstack.stack.status import StackStatus
 
 __all__ = ["StackDefaults", "local_stack_defaults"]
 
@@ -28,26 +32,26 @@ class StackDefaults(BaseModel):
     routing: str = Field(description="'gateway (endpoint picker)' or 'direct'.")
 
 
-def local_stack_defaults(state: dict | None = None) -> StackDefaults:  # type: ignore[type-arg]
-    """Defaults from ``state`` (the state file's content; read from disk when None)."""
+def local_stack_defaults(state: StackStatus | None = None) -> StackDefaults:
+    """Defaults from ``state`` (the running stack's status; read from its state file when None)."""
     if state is None:
         from inferstack.stack.state import StateFile  # local: bench depends on engine only here
 
         state = StateFile().live()
-    if not state or not state.get("base_url"):
+    if state is None or not state.base_url:
         raise ConfigError(
             "no --target given and no running local stack found; start it with `inferstack up` "
             "or pass --target URL (e.g. http://127.0.0.1:8101)"
         )
-    base = str(state["base_url"]).rstrip("/")
+    base = state.base_url.rstrip("/")
     base = base[: -len("/v1")] if base.endswith("/v1") else base
-    source = state.get("model_source")
+    source = state.model_source
     tokenizer = Path(source) if source and Path(source).is_dir() else None
     return StackDefaults(
         target=base,
-        model=state.get("model"),
+        model=state.model,
         tokenizer=tokenizer,
-        metrics_urls=tuple(r["url"].rstrip("/") for r in state.get("replicas", []) if r.get("url")),
-        spec_method=state.get("speculative"),
-        routing="gateway (endpoint picker)" if state.get("gateway") else "direct",
+        metrics_urls=tuple(r.url.rstrip("/") for r in state.replicas if r.url),
+        spec_method=state.speculative,
+        routing="gateway (endpoint picker)" if state.gateway else "direct",
     )

@@ -35,6 +35,8 @@ from typing import NamedTuple
 
 import httpx
 
+from inferstack.wire import VllmMetric
+
 __all__ = [
     "MetricsPage",
     "ParseError",
@@ -308,22 +310,22 @@ class ReplicaFigures:
 
 
 _FIGURE_FAMILIES = frozenset({
-    "vllm:num_requests_running",
-    "vllm:num_requests_waiting",
-    "vllm:kv_cache_usage_perc",
-    "vllm:gpu_cache_usage_perc",
-    "vllm:spec_decode_num_drafts",
-    "vllm:spec_decode_num_draft_tokens",
-    "vllm:spec_decode_num_accepted_tokens",
-    "vllm:generation_tokens",
+    VllmMetric.RUNNING.value,
+    VllmMetric.WAITING.value,
+    VllmMetric.KV_CACHE_USAGE.value,
+    VllmMetric.GPU_CACHE_USAGE.value,
+    VllmMetric.SPEC_DRAFTS.value,
+    VllmMetric.SPEC_DRAFT_TOKENS.value,
+    VllmMetric.SPEC_ACCEPTED_TOKENS.value,
+    VllmMetric.GENERATION_TOKENS.value,
 })
 
 
 def _kv_usage(page: MetricsPage) -> float | None:
     """KV-cache usage: the fullest engine's; vLLM 0.32's name, else the older gpu_cache_usage_perc."""
-    kv = [s.value for s in page.samples if s.name == "vllm:kv_cache_usage_perc"]
+    kv = [s.value for s in page.samples if s.name == VllmMetric.KV_CACHE_USAGE]
     if not kv:
-        kv = [s.value for s in page.samples if s.name == "vllm:gpu_cache_usage_perc"]
+        kv = [s.value for s in page.samples if s.name == VllmMetric.GPU_CACHE_USAGE]
     return max(kv) if kv else None
 
 
@@ -331,13 +333,13 @@ def _figures(page: MetricsPage) -> ReplicaFigures:
     s = page_series(page)
     kv = _kv_usage(page)
     return ReplicaFigures(
-        running=s.get("vllm:num_requests_running", 0.0),
-        waiting=s.get("vllm:num_requests_waiting", 0.0),
+        running=s.get(VllmMetric.RUNNING, 0.0),
+        waiting=s.get(VllmMetric.WAITING, 0.0),
         kv_cache_usage=0.0 if kv is None else kv,
-        spec_drafts=s.get("vllm:spec_decode_num_drafts_total", 0.0),
-        spec_draft_tokens=s.get("vllm:spec_decode_num_draft_tokens_total", 0.0),
-        spec_accepted_tokens=s.get("vllm:spec_decode_num_accepted_tokens_total", 0.0),
-        generation_tokens=s.get("vllm:generation_tokens_total", 0.0),
+        spec_drafts=s.get(VllmMetric.SPEC_DRAFTS.total, 0.0),
+        spec_draft_tokens=s.get(VllmMetric.SPEC_DRAFT_TOKENS.total, 0.0),
+        spec_accepted_tokens=s.get(VllmMetric.SPEC_ACCEPTED_TOKENS.total, 0.0),
+        generation_tokens=s.get(VllmMetric.GENERATION_TOKENS.total, 0.0),
     )
 
 
@@ -355,19 +357,19 @@ def fetch_figures(url: str, timeout_s: float = 2.0) -> ReplicaFigures | None:
     except httpx.HTTPError:
         return None
     page = parse_text(response.text, series_names(_FIGURE_FAMILIES))
-    if not any(s.name == "vllm:num_requests_running" for s in page.samples):
+    if not any(s.name == VllmMetric.RUNNING for s in page.samples):
         return None
     return _figures(page)
 
 
 # ---- figures for the endpoint picker ---------------------------------------------------------
 
-_WAITING = "vllm:num_requests_waiting"
-_RUNNING = "vllm:num_requests_running"
-_KV = "vllm:kv_cache_usage_perc"
-_GPU_KV = "vllm:gpu_cache_usage_perc"
-_LORA = "vllm:lora_requests_info"
-_CACHE = "vllm:cache_config_info"
+_WAITING = VllmMetric.WAITING.value
+_RUNNING = VllmMetric.RUNNING.value
+_KV = VllmMetric.KV_CACHE_USAGE.value
+_GPU_KV = VllmMetric.GPU_CACHE_USAGE.value
+_LORA = VllmMetric.LORA_REQUESTS_INFO.value
+_CACHE = VllmMetric.CACHE_CONFIG_INFO.value
 _PICKER_NAMES = frozenset({_WAITING, _RUNNING, _KV, _GPU_KV, _LORA, _CACHE})
 
 
@@ -449,7 +451,8 @@ def parse_picker_figures(text: str) -> PickerFigures | UnreadablePage:
     if missing:
         where = f"; {len(errors)} malformed lines, first: line {errors[0].line}: {errors[0].reason}" if errors else ""
         return UnreadablePage(f"no {' / '.join(missing)} series{where}", errors)
-    active = waiting_l = frozenset()
+    active: frozenset[str] = frozenset()
+    waiting_l: frozenset[str] = frozenset()
     max_loras = 0
     if lora_latest is not None:
         active = _adapters(lora_latest.labels, "running_lora_adapters")

@@ -22,6 +22,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from inferstack.gateway.settings import GatewaySettings
+from inferstack.wire import DESTINATION_HEADER, ENVOY_LB_NAMESPACE
 
 __all__ = ["BATCH_CLUSTER", "CLUSTER_NAME", "build_envoy_config"]
 
@@ -125,8 +126,8 @@ def build_envoy_config(settings: GatewaySettings, eds_path: Path) -> dict:
             "typed_config": {
                 "@type": "type.googleapis.com/envoy.extensions.load_balancing_policies.override_host.v3.OverrideHost",
                 "override_host_sources": [
-                    {"metadata": {"key": "envoy.lb", "path": [{"key": "x-gateway-destination-endpoint"}]}},
-                    {"header": "x-gateway-destination-endpoint"}],
+                    {"metadata": {"key": ENVOY_LB_NAMESPACE, "path": [{"key": DESTINATION_HEADER}]}},
+                    {"header": DESTINATION_HEADER}],
                 "fallback_policy": {"policies": [{"typed_extension_config": {
                     "name": "envoy.load_balancing_policies.least_request",
                     "typed_config": {"@type": "type.googleapis.com/envoy.extensions.load_balancing_policies."

@@ -46,6 +46,8 @@ import logging
 import os
 import signal
 import time
+from collections.abc import Awaitable, Callable
+from typing import cast
 from pathlib import Path
 
 import grpc
@@ -67,14 +69,13 @@ from inferstack.gateway.scheduling import SchedContext, Scheduler
 from inferstack.gateway.scraper import Scraper
 from inferstack.gateway.served_models import ModelsPoller
 from inferstack.gateway.settings import EppSettings
+from inferstack.wire import DESTINATION_HEADER, ENVOY_LB_NAMESPACE, OBJECTIVE_HEADER
 
 __all__ = ["DESTINATION_HEADER", "OBJECTIVE_HEADER", "EndpointPicker", "run_epp", "serve", "write_eds_file"]
 
 log = logging.getLogger(__name__)
 
-DESTINATION_HEADER = "x-gateway-destination-endpoint"
-METADATA_NAMESPACE = "envoy.lb"
-OBJECTIVE_HEADER = "x-gateway-inference-objective"
+METADATA_NAMESPACE = ENVOY_LB_NAMESPACE
 _EXT_PROC_SERVICE = "envoy.service.ext_proc.v3.ExternalProcessor"
 _ACCESS_LOG_SERVICE = "envoy.service.accesslog.v3.AccessLogService"
 _HEALTH_SERVICE = "grpc.health.v1.Health"
@@ -246,7 +247,7 @@ class EndpointPicker:
         msg = pb.ProcessingRequest.FromString(raw)
         which = msg.WhichOneof("request")
         if which == "request_body":
-            request_id, objective = stream.data if stream is not None and stream.data else ("", "")
+            request_id, objective = cast(tuple[str, str], stream.data) if stream is not None and stream.data else ("", "")
             try:
                 req = parse_body(msg.request_body.body)
             except BadRequest as exc:
@@ -516,12 +517,13 @@ async def serve(settings: EppSettings, stop: asyncio.Event) -> None:
                                f"/{_HEALTH_SERVICE}/Check": picker.health})
         await server.start(settings.grpc_host, settings.grpc_port)
         picker.metrics.grpc_buffered.set_function(server.buffered_bytes)
-        stop_server = server.stop
+        stop_server: Callable[[], Awaitable[None]] = server.stop
     else:
         grpc_server = await _start_grpcio(picker, settings.grpc_host, settings.grpc_port)
 
-        async def stop_server() -> None:
+        async def stop_grpcio() -> None:
             await grpc_server.stop(grace=1.0)
+        stop_server = stop_grpcio
 
     httpd, thread = start_http_server(settings.metrics_port, addr=settings.grpc_host, registry=picker.metrics.registry)
     tasks = [asyncio.create_task(make_discovery(settings.discovery).run(on_change), name="discovery"),

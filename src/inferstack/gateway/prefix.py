@@ -27,6 +27,7 @@ from inferstack.gateway.datastore import Endpoint
 from inferstack.gateway.request import InferenceRequest
 from inferstack.gateway.scheduling import SchedContext, Scorer, register_scorer
 from inferstack.gateway.settings import SchedulerSettings
+from inferstack.wire import VllmMetric
 
 __all__ = ["PrefixIndex", "PrefixParams", "PrefixScorer", "block_hashes"]
 
@@ -86,7 +87,7 @@ class PrefixParams(BaseModel):
 class PrefixScorer(Scorer):
     name = "prefix"
     Params = PrefixParams
-    consumes = ("vllm:num_requests_waiting", "vllm:num_requests_running")  # only with max_load_gap
+    consumes = (VllmMetric.WAITING.value, VllmMetric.RUNNING.value)  # only with max_load_gap
 
     def __init__(self, params: PrefixParams, scheduler_settings: SchedulerSettings) -> None:  # type: ignore[override]
         super().__init__(params, scheduler_settings)

@@ -6,7 +6,7 @@
                   # (with the log tail) if a process exits or is not ready in time
     gw.heal()     # restart whichever process died, alone: Envoy (the data plane) keeps serving
                   # while the EPP restarts; returns the names restarted
-    gw.status()   # {"state", "url", "envoy": {...}, "epp": {...}}
+    gw.status()   # GatewayStatus (state, url, envoy, epp: pid, state, restarts, ports, log)
     gw.stop()     # Envoy then EPP: terminate -> wait stop_timeout_s -> kill
 
 Invariants: every process we start is stopped by ``stop()`` (also after a failed start); each
@@ -28,6 +28,7 @@ from pathlib import Path
 import grpc
 import httpx
 import yaml
+from pydantic import BaseModel, ConfigDict
 
 from inferstack.errors import PortInUseError, ReplicaStartError, SetupError
 from inferstack.gateway.discovery import read_endpoints_file, validate_address
@@ -36,7 +37,8 @@ from inferstack.gateway.epp import write_eds_file
 from inferstack.gateway.settings import FileDiscovery, GatewaySettings, StaticDiscovery
 from inferstack.process import log_tail, port_is_free
 
-__all__ = ["Gateway", "envoy_binary", "epp_health", "epp_healthy"]
+__all__ = ["EnvoyStatus", "EppStatus", "Gateway", "GatewayStatus", "ProcessStatus", "envoy_binary", "epp_health",
+           "epp_healthy"]
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +72,37 @@ def epp_health(host: str, port: int, timeout_s: float = 0.5) -> str | None:
 def epp_healthy(host: str, port: int, timeout_s: float = 0.5) -> bool:
     """True if the EPP answers SERVING."""
     return epp_health(host, port, timeout_s) == "SERVING"
+
+
+
+class ProcessStatus(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    pid: int | None
+    state: str  # stopped | running | exited(CODE)
+    restarts: int
+    log: str
+
+
+class EnvoyStatus(ProcessStatus):
+    port: int
+    admin_port: int
+
+
+class EppStatus(ProcessStatus):
+    grpc_port: int
+    metrics_port: int
+
+
+class GatewayStatus(BaseModel):
+    """What ``Gateway.status()`` reports (the ``gateway`` part of the stack's status)."""
+    model_config = ConfigDict(extra="forbid")
+    state: str  # stopped | starting | running | degraded | failed
+    url: str
+    base_url: str
+    run_dir: str
+    envoy: EnvoyStatus
+    epp: EppStatus
+    epp_failure_mode: str
 
 
 class Gateway:
@@ -235,24 +268,21 @@ class Gateway:
             restarted.append(name)
         return restarted
 
-    def status(self) -> dict:
+    def _proc_info(self, name: str) -> dict[str, object]:
+        p = self._procs.get(name)
+        state = "stopped" if p is None else ("running" if p.poll() is None else f"exited({p.returncode})")
+        return {"pid": p.pid if p else None, "state": state, "restarts": self._restarts[name],
+                "log": str(self.log_paths[name])}
+
+    def status(self) -> GatewayStatus:
         s = self.settings
-
-        def proc_info(name: str, ports: dict[str, int]) -> dict:
-            p = self._procs.get(name)
-            state = "stopped" if p is None else ("running" if p.poll() is None else f"exited({p.returncode})")
-            return {"pid": p.pid if p else None, "state": state, "restarts": self._restarts[name], **ports,
-                    "log": str(self.log_paths[name])}
-
-        return {
-            "state": self.state if self.state != "running" or self.alive() else "degraded",
-            "url": self.url,
-            "base_url": f"{self.url}/v1",
-            "run_dir": str(self.run_dir),
-            "envoy": proc_info("envoy", {"port": s.port, "admin_port": s.admin_port}),
-            "epp": proc_info("epp", {"grpc_port": s.epp.grpc_port, "metrics_port": s.epp.metrics_port}),
-            "epp_failure_mode": s.epp_failure_mode,
-        }
+        return GatewayStatus(
+            state=self.state if self.state != "running" or self.alive() else "degraded",
+            url=self.url, base_url=f"{self.url}/v1", run_dir=str(self.run_dir),
+            envoy=EnvoyStatus(**self._proc_info("envoy"), port=s.port, admin_port=s.admin_port),  # type: ignore[arg-type]
+            epp=EppStatus(**self._proc_info("epp"), grpc_port=s.epp.grpc_port,  # type: ignore[arg-type]
+                          metrics_port=s.epp.metrics_port),
+            epp_failure_mode=s.epp_failure_mode)
 
     def __enter__(self) -> Gateway:
         self.start()

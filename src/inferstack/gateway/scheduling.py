@@ -141,8 +141,8 @@ class Scheduler:
                                       f"got {[s.type for s in settings.scorers]}")
             self.scorers.append((cls(_params(cls, sc.parameters, f"scheduler.scorers[{i}]"), settings), sc.weight))
         self._rr = itertools.count()
-        self.plugin_timings: dict[str, list[float]] = {
-            p.name: [0.0, 0] for p in [*self.filters, *(s for s, _ in self.scorers)]}
+        plugins: list[Filter | Scorer] = [*self.filters, *(s for s, _ in self.scorers)]
+        self.plugin_timings: dict[str, list[float]] = {p.name: [0.0, 0] for p in plugins}
 
     def forget(self, address: str) -> None:
         for scorer, _ in self.scorers:

@@ -2,7 +2,7 @@
 
 Public surface: ``RenderSettings`` / ``load_settings`` (what to render), ``render`` / ``write``
 (objects and files), ``validate_objects`` (offline schema validation), ``check_picker_config``
-(offline check of an upstream EndpointPickerConfig). Commands live in ``inferstack.kube.cli``
+(offline check of an upstream EndpointPickerConfig). Commands live in ``inferstack.commands.kube``
 (``recommend``, ``render``).
 """
 

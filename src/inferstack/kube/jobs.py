@@ -115,7 +115,7 @@ def download_job(stack: Stack, name: str, repo_id: str, target: str, size_bytes:
                   gated: bool) -> dict[str, Any]:
     scratch_gi = max(10, math.ceil(size_bytes * 1.1 / 2**30) + 5)
     token = _token_volume(stack, gated)
-    mounts = [{"name": "local", "mountPath": "/local"}]
+    mounts: list[dict[str, Any]] = [{"name": "local", "mountPath": "/local"}]
     env = [
         {"name": "REPO_ID", "value": repo_id},
         {"name": "BUCKET", "value": stack.bucket},

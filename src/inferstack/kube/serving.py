@@ -232,11 +232,11 @@ def _joined(argv: list[str]) -> list[str]:
 
 
 def _volumes(stack: Stack, cache_in_memory: bool) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    volumes = [
+    volumes: list[dict[str, Any]] = [
         {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": f"{_shm_gib(stack)}Gi"}},
         gcs_volume(stack, "model", stack.model.gcs_path),
     ]
-    mounts = [
+    mounts: list[dict[str, Any]] = [
         {"name": "dshm", "mountPath": "/dev/shm"},
         {"name": "model", "mountPath": stack.model_dir, "readOnly": True},
     ]

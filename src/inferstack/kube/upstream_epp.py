@@ -234,7 +234,7 @@ def check_picker_config(config: Any) -> list[str]:
             if problem:
                 problems.append(problem)
                 continue
-            kind = types[ref]
+            kind = types[str(ref)]
             weight = entry.get("weight")
             if kind in _SCORERS:
                 if isinstance(weight, bool) or not isinstance(weight, (int, float)):

@@ -192,11 +192,11 @@ def train(args: argparse.Namespace) -> dict:
             with_adapter = _greedy(torch, model, tokenizer, messages, max_new)
             with model.disable_adapter():
                 without = _greedy(torch, model, tokenizer, messages, max_new)
-            checks.append({"messages": messages, "adapter": with_adapter, "base": without})
+            checks.append({"messages": messages, "adapter": with_adapter, "base": without})  # type: ignore[dict-item]
             _log(f"check {messages[-1]['content']!r}: adapter {with_adapter!r} | base {without!r}")
         if args.expect_prefix:
-            hits = sum(c["adapter"].startswith(args.expect_prefix) for c in checks)
-            base_hits = sum(c["base"].startswith(args.expect_prefix) for c in checks)
+            hits = sum(str(c["adapter"]).startswith(args.expect_prefix) for c in checks)
+            base_hits = sum(str(c["base"]).startswith(args.expect_prefix) for c in checks)
             _log(f"check: {hits}/{len(checks)} greedy replies start with {args.expect_prefix!r} "
                  f"with the adapter, {base_hits}/{len(checks)} without")
 

@@ -31,9 +31,9 @@ def _table(m: Measured, baseline: Measured | None) -> str:
     rows = []
     for i, p in enumerate(m.points):
         b = baseline.points[i] if baseline is not None and i < len(baseline.points) else None
-        cells = [f"{p.rate:g}", f"{p.output_tok_s:.1f}", _x(p.output_tok_s, b and b.output_tok_s),
-                 _ms(p.ttft_p50), _ms(p.ttft_p99), _x(p.ttft_p99, b and b.ttft_p99),
-                 _ms(p.tpot_p50), _x(p.tpot_p50, b and b.tpot_p50), _ms(p.tpot_p99),
+        cells = [f"{p.rate:g}", f"{p.output_tok_s:.1f}", _x(p.output_tok_s, b.output_tok_s if b else None),
+                 _ms(p.ttft_p50), _ms(p.ttft_p99), _x(p.ttft_p99, b.ttft_p99 if b else None),
+                 _ms(p.tpot_p50), _x(p.tpot_p50, b.tpot_p50 if b else None), _ms(p.tpot_p99),
                  "-" if p.acceptance is None else f"{p.acceptance:.0%}",
                  "-" if p.acceptance_length is None else f"{p.acceptance_length:.2f}", str(p.failures)]
         cls = "" if p.trustworthy else ' class="untrusted"'

@@ -16,13 +16,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import httpx
 
 from inferstack.autoscale.hpa import Autoscaler, Decision, PodSample
 from inferstack.autoscale.policy import METRICS, AutoscalingPolicy
 from inferstack.engine.metrics import ReplicaFigures, fetch_figures, parse_series
+from inferstack.gateway import GatewayStatus
+from inferstack.stack.status import AutoscalerStatus
 
 __all__ = ["HELD_REQUESTS_METRIC", "LocalAutoscaler", "ReplicaView", "held_requests", "pod_samples"]
 
@@ -86,21 +87,18 @@ class LocalAutoscaler:
     def record_scale(self, now: float, previous: int, new: int) -> None:
         self.hpa.record_scale(now, previous, new)
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> AutoscalerStatus:
         p = self.policy
-        return {
-            "policy": p.label(), "min_replicas": p.min_replicas, "max_replicas": p.max_replicas,
-            "sync_period_s": p.sync_period_s,
-            "last_decision": self.last.message() if self.last is not None else None,
-            "last_reason": self.last.reason if self.last is not None else None,
-        }
+        return AutoscalerStatus(
+            policy=p.label(), min_replicas=p.min_replicas, max_replicas=p.max_replicas,
+            sync_period_s=p.sync_period_s,
+            last_decision=self.last.message() if self.last is not None else None,
+            last_reason=self.last.reason if self.last is not None else None)
 
 
-def held_requests(gateway_status: dict[str, Any], timeout_s: float = 1.0) -> float:
+def held_requests(gateway_status: GatewayStatus, timeout_s: float = 1.0) -> float:
     """Requests the endpoint picker holds now for want of a ready replica (0 when it cannot say)."""
-    port = (gateway_status.get("epp") or {}).get("metrics_port")
-    if not port:
-        return 0.0
+    port = gateway_status.epp.metrics_port
     try:
         response = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=timeout_s)
         response.raise_for_status()

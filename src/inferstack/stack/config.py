@@ -27,7 +27,7 @@ from inferstack.batch.settings import BatchSettings
 from inferstack.configfile import read_yaml_mapping, validate
 from inferstack.engine.settings import EngineSettings
 from inferstack.engine.speculative import SpeculativeSettings
-from inferstack.gateway.settings import GatewaySettings, HoldSettings
+from inferstack.gateway import GatewaySettings, HoldSettings
 from inferstack.lora.settings import LoraSettings
 
 __all__ = ["StackBatchSettings", "StackConfig", "StackGatewaySettings", "load_config", "merge_config"]

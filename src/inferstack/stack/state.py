@@ -1,7 +1,8 @@
 """The running stack's state file: what ``status`` shows and ``down`` stops.
 
 Written atomically (temp file + rename) by the supervisor on every lifecycle transition, so a
-reader never sees half a file. Lives at ``state_dir()/stack.json``.
+reader never sees half a file. Lives at ``state_dir()/stack.json``. Its content is a
+``StackStatus`` (``stack/status.py``); a file of another schema version raises ``StateSchemaError``.
 """
 
 from __future__ import annotations
@@ -9,10 +10,10 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
 
 from inferstack.paths import state_dir
 from inferstack.process import pid_alive
+from inferstack.stack.status import StackStatus, parse_status
 
 __all__ = ["StateFile"]
 
@@ -25,26 +26,27 @@ class StateFile:
     def run_dir(self) -> Path:
         return self.path.parent
 
-    def write(self, data: dict[str, Any]) -> None:
+    def write(self, status: StackStatus) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(data, indent=2))
+        tmp.write_text(status.model_dump_json(indent=2))
         os.replace(tmp, self.path)
 
-    def read(self) -> dict[str, Any] | None:
+    def read(self) -> StackStatus | None:
+        """The status in the file; None without one (or an unreadable one: writes are atomic, so only
+        a hand-edited file is); StateSchemaError for a file of another schema version."""
         try:
-            return json.loads(self.path.read_text())
-        except FileNotFoundError:
+            data = json.loads(self.path.read_text())
+        except (FileNotFoundError, ValueError):
             return None
-        except ValueError:
-            return None
+        return parse_status(data, str(self.path))
 
     def remove(self) -> None:
         self.path.unlink(missing_ok=True)
 
-    def live(self) -> dict[str, Any] | None:
+    def live(self) -> StackStatus | None:
         """The state of a stack whose supervisor still runs, else None (stale files are ignored)."""
-        data = self.read()
-        if data and pid_alive(data.get("supervisor_pid")):
-            return data
+        status = self.read()
+        if status is not None and pid_alive(status.supervisor_pid):
+            return status
         return None

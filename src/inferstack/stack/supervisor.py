@@ -44,7 +44,8 @@ from inferstack.engine.cpus import available_cores, plan_core_sets
 from inferstack.engine.replica import Replica, ReplicaSpec
 from inferstack.engine.spec_support import resolve_speculation
 from inferstack.errors import AdapterError, ConfigError, LoraUnavailable, PortInUseError, ReplicaStartError
-from inferstack.gateway.discovery import write_endpoints_file
+from inferstack.batch import BatchServiceStatus
+from inferstack.gateway import GatewayStatus, write_endpoints_file
 from inferstack.models.resolve import ResolvedModel, resolve_model
 from inferstack.process import log_tail, port_is_free
 from inferstack.stack.adapters import SYNC_PERIOD_S, StackAdapters
@@ -52,6 +53,7 @@ from inferstack.stack.autoscaler import LocalAutoscaler, ReplicaView, held_reque
 from inferstack.stack.config import StackConfig, merge_config
 from inferstack.stack.control import ControlRequest, take_requests
 from inferstack.stack.state import StateFile
+from inferstack.stack.status import (AdaptersStatus, ControlAnswer, ReplicaStatus, StackEvent, StackStatus)
 
 __all__ = ["RECONFIGURABLE_KEYS", "FrontEnd", "Member", "Supervisor", "check_port_free"]
 
@@ -79,7 +81,19 @@ class FrontEnd(Protocol):
     def check_ports(self) -> None: ...
     def start(self) -> None: ...
     def stop(self) -> None: ...
-    def status(self) -> dict[str, Any]: ...
+    def status(self) -> GatewayStatus: ...
+    def heal(self) -> list[str]: ...
+
+
+class BatchPart(Protocol):
+    """What the supervisor needs of the batch service it may run beside the gateway."""
+
+    url: str
+
+    def check_ports(self) -> None: ...
+    def start(self) -> None: ...
+    def stop(self) -> None: ...
+    def status(self) -> BatchServiceStatus: ...
     def heal(self) -> list[str]: ...
 
 
@@ -123,7 +137,7 @@ class Supervisor:
         *,
         config_path: Path | None = None,
         front_end_factory: Callable[[Path, Path], FrontEnd] | None = None,
-        batch_factory: Callable[[Path], FrontEnd] | None = None,
+        batch_factory: Callable[[Path], BatchPart] | None = None,
         autoscaler: LocalAutoscaler | None = None,
     ) -> None:
         self.generation = 1
@@ -139,10 +153,10 @@ class Supervisor:
         self._front_end_factory = front_end_factory
         # The batch service (OpenAI Files + Batch API): started after the gateway it sends lines
         # through, healed like it, stopped first (no new lines while replicas drain).
-        self.batch: FrontEnd | None = None
+        self.batch: BatchPart | None = None
         self._batch_factory = batch_factory
-        self.events: deque[dict[str, Any]] = deque(maxlen=_EVENTS_KEPT)
-        self.requests: dict[str, dict[str, Any]] = {}
+        self.events: deque[StackEvent] = deque(maxlen=_EVENTS_KEPT)
+        self.requests: dict[str, ControlAnswer] = {}
         # Runtime LoRA adapters (lora.enabled): the declared set, synced onto every replica.
         self.adapters = (StackAdapters(self.run_dir / "adapters.yaml", self.model.served_name, config.lora)
                          if config.lora.enabled else None)
@@ -298,24 +312,24 @@ class Supervisor:
                 return  # answered by the pool when done
             else:
                 raise ConfigError(request.payload.get("error") or f"unknown action {request.action!r}")
-            answer: dict[str, Any] = {"ok": True, "message": message}
+            ok = True
         except ConfigError as exc:
-            answer = {"ok": False, "message": str(exc)}
-        self._record_answer(request.id, answer)
+            ok, message = False, str(exc)
+        self._record_answer(request.id, ok, message)
 
-    def _record_answer(self, request_id: str, answer: dict[str, Any]) -> None:
+    def _record_answer(self, request_id: str, ok: bool, message: str) -> None:
         with self._lock:
-            answer.update(desired_replicas=self.desired, generation=self.generation, at=time.time())
-            self.requests[request_id] = answer
+            self.requests[request_id] = ControlAnswer(ok=ok, message=message, desired_replicas=self.desired,
+                                                      generation=self.generation, at=time.time())
             while len(self.requests) > _REQUESTS_KEPT:
                 self.requests.pop(next(iter(self.requests)))
 
     def _request_adapter(self, request: ControlRequest) -> None:
         """Load/unload on every ready replica, in the pool (a load takes seconds)."""
         if self.adapters is None:
-            self._record_answer(request.id, {"ok": False, "message": (
+            self._record_answer(request.id, False, (
                 "this stack serves no LoRA adapters: start it with `inferstack up --lora` (or lora: "
-                "{enabled: true} in its config)")})
+                "{enabled: true} in its config)"))
             return
         adapters = self.adapters
         urls = [m.replica.spec.url for m in self.members if m.ready]
@@ -328,10 +342,10 @@ class Supervisor:
                 else:
                     message = adapters.unload(name, urls)
                 self._event("adapters", message)
-                answer: dict[str, Any] = {"ok": True, "message": message}
+                ok = True
             except (AdapterError, ConfigError) as exc:
-                answer = {"ok": False, "message": str(exc)}
-            self._record_answer(request.id, answer)
+                ok, message = False, str(exc)
+            self._record_answer(request.id, ok, message)
             self._publish()
 
         self._pool.submit(run)
@@ -674,7 +688,7 @@ class Supervisor:
     # ----- reporting ------------------------------------------------------------------------
     def _event(self, kind: str, message: str) -> None:
         log.info("%s: %s", kind, message)
-        self.events.append({"at": time.time(), "kind": kind, "message": message})
+        self.events.append(StackEvent(at=time.time(), kind=kind, message=message))
 
     @property
     def base_url(self) -> str:
@@ -688,49 +702,37 @@ class Supervisor:
             return []  # the gateway stops sending new requests while in-flight ones drain
         return [f"{m.replica.spec.host}:{m.replica.spec.port}" for m in self.members if m.ready]
 
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self) -> StackStatus:
         with self._lock:
-            return {
-                "state": self._phase,
-                "error": self._error,
-                "supervisor_pid": os.getpid(),
-                "started_at": self.started_at,
-                "base_url": self.base_url,
-                "model": self.model.served_name,
-                "model_source": self.model.source,
-                "speculative": self.config.speculative.method,
-                "dtype": self.config.engine.resolved_dtype,
-                "dtype_reason": self.config.engine.dtype_reason,
-                "config_path": str(self.config_path) if self.config_path else None,
-                "endpoints_file": str(self.endpoints_path),
-                "desired_replicas": self.desired,
-                "ready_replicas": sum(m.ready for m in self.members),
-                "generation": self.generation,
-                "replicas": [self._member_info(m) for m in self.members],
-                "autoscaling": self.autoscaler.status() if self.autoscaler is not None else None,
-                "adapters": ({"declared": dict(self.adapters.declared().ensure_exist),
-                              "file": str(self.adapters.path)} if self.adapters is not None else None),
-                "events": list(self.events),
-                "requests": dict(self.requests),
-                "gateway": self.front_end.status() if self.front_end is not None else None,
-                "batch": self.batch.status() if self.batch is not None else None,
-            }
+            return StackStatus(
+                state=self._phase, error=self._error, supervisor_pid=os.getpid(), started_at=self.started_at,
+                base_url=self.base_url, model=self.model.served_name, model_source=self.model.source,
+                speculative=self.config.speculative.method, dtype=self.config.engine.resolved_dtype,
+                dtype_reason=self.config.engine.dtype_reason,
+                config_path=str(self.config_path) if self.config_path else None,
+                endpoints_file=str(self.endpoints_path), desired_replicas=self.desired,
+                ready_replicas=sum(m.ready for m in self.members), generation=self.generation,
+                replicas=[self._member_info(m) for m in self.members],
+                autoscaling=self.autoscaler.status() if self.autoscaler is not None else None,
+                adapters=(AdaptersStatus(declared=dict(self.adapters.declared().ensure_exist),
+                                         file=str(self.adapters.path)) if self.adapters is not None else None),
+                events=list(self.events), requests=dict(self.requests),
+                gateway=self.front_end.status() if self.front_end is not None else None,
+                batch=self.batch.status() if self.batch is not None else None)
 
-    def _member_info(self, m: Member) -> dict[str, Any]:
+    def _member_info(self, m: Member) -> ReplicaStatus:
         r = m.replica
-        return {
-            "name": r.spec.name, "url": r.spec.url, "port": r.spec.port, "pid": r.pid,
-            "state": r.state, "generation": m.generation, "retiring": m.retiring,
-            "restarts": r.restarts, "last_exit": r.last_exit, "started_at": r.started_at,
-            "ready_at": r.ready_at, "cores": r.spec.cores, "log": str(r.spec.log_path),
-        }
+        return ReplicaStatus(
+            name=r.spec.name, url=r.spec.url, port=r.spec.port, pid=r.pid, state=r.state,
+            generation=m.generation, retiring=m.retiring, restarts=r.restarts, last_exit=r.last_exit,
+            started_at=r.started_at, ready_at=r.ready_at, cores=r.spec.cores, log=str(r.spec.log_path))
 
     def _publish(self) -> None:
         """Rewrite the state file when anything changed, and the endpoints file when the ready set
         did (each rewrite makes the picker re-read it)."""
         snapshot = self.snapshot()
         with self._lock:
-            text = json.dumps(snapshot, sort_keys=True)
+            text = snapshot.model_dump_json()
             if text != self._last_published:
                 self.state.write(snapshot)
                 self._last_published = text

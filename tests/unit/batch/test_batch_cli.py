@@ -6,7 +6,7 @@ import pytest
 from batchfakes import ThreadServer, chat_line, jsonl
 
 from inferstack.batch.api import create_app
-from inferstack.batch.cli import _progress
+from inferstack.commands.batch import _progress
 from inferstack.batch.settings import BatchSettings, DispatchSettings
 from inferstack.cli import main
 from inferstack.process import free_port

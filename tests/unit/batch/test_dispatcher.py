@@ -8,7 +8,8 @@ import time
 import pytest
 from batchfakes import chat_line, jsonl
 
-from inferstack.batch.dispatcher import OBJECTIVE_HEADER, AdaptiveLimit, Backoff, Dispatcher, liveness_problem
+from inferstack.batch.dispatcher import AdaptiveLimit, Backoff, Dispatcher, liveness_problem
+from inferstack.wire import OBJECTIVE_HEADER
 from inferstack.batch.settings import BatchSettings, DispatchSettings
 from inferstack.batch.store import BatchStore
 from inferstack.process import free_port

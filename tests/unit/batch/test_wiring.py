@@ -16,7 +16,7 @@ from inferstack.batch.api import create_app
 from inferstack.batch.settings import BatchSettings, DispatchSettings
 from inferstack.batch.stack import gateway_with_batch, resolve_batch
 from inferstack.stack.config import load_config
-from inferstack.stack import cli as stack_cli
+from inferstack.commands import stack as stack_cli
 from inferstack.stack.state import StateFile
 from inferstack.errors import ConfigError
 from inferstack.gateway.envoy_config import BATCH_CLUSTER, CLUSTER_NAME, build_envoy_config
@@ -145,7 +145,7 @@ def test_public_surface():
     import inferstack.batch as batch_pkg
 
     assert sorted(batch_pkg.__all__) == [
-        "BATCH_ENDPOINTS", "BatchService", "BatchSettings", "BatchStore", "DispatchSettings", "Dispatcher",
-        "LineError", "OBJECTIVE_HEADER", "ParsedLine", "batch_objective", "create_app", "load_batch_settings",
+        "BATCH_ENDPOINTS", "BatchService", "BatchServiceStatus", "BatchSettings", "BatchStore", "DispatchSettings",
+        "Dispatcher", "LineError", "ParsedLine", "batch_objective", "create_app", "load_batch_settings",
         "parse_batch_input"]
     assert batch_pkg.batch_objective(DispatchSettings()) == {"name": "batch", "priority": -1}

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 import inferstack.bench as bench
-from inferstack.bench import cli
+from inferstack.commands import bench as cli
 from inferstack.errors import ConfigError
 
 
@@ -69,14 +69,20 @@ def test_without_target_the_running_stack_supplies_defaults(tmp_path: Path, monk
     args = _parser().parse_args(["bench", "--output", str(tmp_path / "r")])
     with pytest.raises(ConfigError, match="no running local stack"):
         cli.settings_from_args(args)
-    state = {
-        "base_url": "http://127.0.0.1:8080/v1",
-        "model": "smollm2-135m-instruct",
-        "model_source": str(tmp_path),
-        "speculative": "ngram",
-        "replicas": [{"url": "http://127.0.0.1:8101"}, {"url": "http://127.0.0.1:8102/"}],
-        "gateway": {"state": "running"},
-    }
+    from inferstack.stack.status import ReplicaStatus, StackStatus
+
+    def replica(name: str, url: str) -> ReplicaStatus:
+        return ReplicaStatus(name=name, url=url, port=int(url.rstrip("/").rsplit(":", 1)[1]), pid=1, state="ready",
+                             generation=1, retiring=False, restarts=0, last_exit=None, started_at=0.0,
+                             ready_at=1.0, cores=[0], log="r.log")
+
+    state = StackStatus(
+        state="ready", supervisor_pid=1, started_at=0.0, base_url="http://127.0.0.1:8080/v1",
+        model="smollm2-135m-instruct", model_source=str(tmp_path), speculative="ngram", dtype="float32",
+        dtype_reason="default", config_path=None, endpoints_file="e.json", desired_replicas=2, ready_replicas=2,
+        generation=1, replicas=[replica("r0", "http://127.0.0.1:8101"), replica("r1", "http://127.0.0.1:8102/")])
+    assert local_stack_defaults(state).routing == "direct"
+    state.gateway = _gateway_status()
     d = local_stack_defaults(state)
     assert d.target == "http://127.0.0.1:8080" and d.tokenizer == tmp_path
     assert d.metrics_urls == ("http://127.0.0.1:8101", "http://127.0.0.1:8102")
@@ -90,3 +96,13 @@ def test_rate_list_gives_every_stage(tmp_path: Path) -> None:
     assert s.stage_levels() == [1.0, 2.5, 4.0] and s.rate is None
     with pytest.raises(SystemExit):
         _parser().parse_args(["bench", "--rate", "fast", "--output", "x"])
+
+
+def _gateway_status():  # type: ignore[no-untyped-def]
+    from inferstack.gateway.runtime import EnvoyStatus, EppStatus, GatewayStatus
+
+    return GatewayStatus(state="running", url="http://127.0.0.1:8080", base_url="http://127.0.0.1:8080/v1",
+                         run_dir="run", envoy=EnvoyStatus(pid=2, state="running", restarts=0, log="e.log", port=8080,
+                                                          admin_port=9901),
+                         epp=EppStatus(pid=3, state="running", restarts=0, log="p.log", grpc_port=9002,
+                                       metrics_port=9090), epp_failure_mode="closed")

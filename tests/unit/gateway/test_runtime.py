@@ -23,7 +23,7 @@ def test_busy_listener_port_is_a_clear_error(tmp_path):
         gw = Gateway(_settings(port), endpoints=["127.0.0.1:1"], run_dir=tmp_path)
         with pytest.raises(PortInUseError, match=f"gateway listener port 127.0.0.1:{port} is already in use"):
             gw.start()
-        assert gw.status()["envoy"]["pid"] is None
+        assert gw.status().envoy.pid is None
 
 
 def test_a_process_exiting_during_start_reports_its_log(tmp_path):
@@ -34,7 +34,7 @@ def test_a_process_exiting_during_start_reports_its_log(tmp_path):
     with pytest.raises(ReplicaStartError, match="exited with code 3") as err:
         gw.start()
     assert "port exploded" in err.value.log_tail
-    assert gw.state == "failed" and gw.status()["epp"]["state"] == "stopped"
+    assert gw.state == "failed" and gw.status().epp.state == "stopped"
 
 
 def test_configs_written_for_an_endpoints_file(tmp_path):
@@ -70,8 +70,8 @@ def test_exactly_one_endpoint_source():
 
 
 def test_public_surface():
-    assert sorted(gateway_pkg.__all__) == ["EppSettings", "Gateway", "GatewaySettings", "HoldSettings",
-                                           "load_epp_settings", "write_endpoints_file"]
+    assert sorted(gateway_pkg.__all__) == ["EppSettings", "Gateway", "GatewaySettings", "GatewayStatus",
+                                           "HoldSettings", "load_epp_settings", "write_endpoints_file"]
     for name in gateway_pkg.__all__:
         assert getattr(gateway_pkg, name)
 
@@ -79,7 +79,7 @@ def test_public_surface():
 def test_cli_registers_commands():
     import argparse
 
-    from inferstack.gateway import cli
+    from inferstack.commands import gateway as cli
 
     parser = argparse.ArgumentParser()
     cli.register(parser.add_subparsers())
@@ -114,7 +114,7 @@ def test_heal_restarts_the_dead_process_alone_with_backoff(tmp_path):
         assert gw.heal() == ["epp"]
         started = list(gw._procs.values())
         st = gw.status()
-        assert st["epp"]["restarts"] == 2 and st["envoy"]["restarts"] == 0 and st["state"] == "running"
+        assert st.epp.restarts == 2 and st.envoy.restarts == 0 and st.state == "running"
     finally:
         gw.stop()
     assert started and all(p.poll() is not None for p in started)

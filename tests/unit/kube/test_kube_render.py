@@ -369,7 +369,7 @@ def test_names_are_checked_and_long_ones_refused() -> None:
 def test_public_surfaces_are_declared() -> None:
     import importlib
 
-    for name in ("inferstack.kube", "inferstack.kube.cli", "inferstack.kube.gateway", "inferstack.kube.jobs",
+    for name in ("inferstack.kube", "inferstack.commands.kube", "inferstack.kube.gateway", "inferstack.kube.jobs",
                  "inferstack.kube.lora", "inferstack.kube.render", "inferstack.kube.serving", "inferstack.kube.settings",
                  "inferstack.kube.stack", "inferstack.kube.upstream_epp", "inferstack.kube.validate"):
         module = importlib.import_module(name)

@@ -14,7 +14,7 @@ from inferstack.envs import environments
 from inferstack.envs.environments import EnvAddon, EnvSpec, addon_python, ensure_addon
 from inferstack.errors import ConfigError, InferstackError, SetupError
 from inferstack.lora import BUNDLED_ADAPTER, DEFAULT_DATASET, TrainRecipe, bundled_adapter, load_dataset
-from inferstack.lora.cli import recipe_from_args
+from inferstack.commands.lora import recipe_from_args
 from inferstack.lora.training import common_reply_prefix, free_cpus, train_adapter
 
 

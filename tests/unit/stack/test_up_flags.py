@@ -6,7 +6,7 @@ import pytest
 
 from inferstack.cli import build_parser
 from inferstack.errors import ConfigError
-from inferstack.stack.cli import _overrides, with_autoscaling
+from inferstack.commands.stack import _overrides, with_autoscaling
 from inferstack.stack.config import StackConfig
 
 

@@ -36,6 +36,7 @@ from inferstack.gateway.datastore import Endpoint
 from inferstack.gateway.request import InferenceRequest
 from inferstack.gateway.scheduling import SchedContext, Scorer, register_scorer
 from inferstack.gateway.settings import SchedulerSettings
+from inferstack.wire import VllmMetric
 
 __all__ = ["KvCacheScorer", "LoadParams", "LoadScorer", "LoraAffinityScorer", "NoHitLruParams", "NoHitLruScorer",
            "QueueParams", "QueueScorer", "RunningScorer", "min_max_inverse"]
@@ -58,7 +59,7 @@ class QueueParams(BaseModel):
 class QueueScorer(Scorer):
     name = "queue"
     Params = QueueParams
-    consumes = ("vllm:num_requests_waiting",)
+    consumes = (VllmMetric.WAITING.value,)
 
     def __init__(self, params: QueueParams, scheduler_settings: SchedulerSettings) -> None:  # type: ignore[override]
         super().__init__(params, scheduler_settings)
@@ -78,7 +79,7 @@ class LoadParams(BaseModel):
 class LoadScorer(Scorer):
     name = "load"
     Params = LoadParams
-    consumes = ("vllm:num_requests_waiting", "vllm:num_requests_running")
+    consumes = (VllmMetric.WAITING.value, VllmMetric.RUNNING.value)
 
     def __init__(self, params: LoadParams, scheduler_settings: SchedulerSettings) -> None:  # type: ignore[override]
         super().__init__(params, scheduler_settings)
@@ -141,7 +142,7 @@ class NoHitLruScorer(Scorer):
 @register_scorer
 class RunningScorer(Scorer):
     name = "running"
-    consumes = ("vllm:num_requests_running",)
+    consumes = (VllmMetric.RUNNING.value,)
 
     def score(self, ctx: SchedContext, request: InferenceRequest, endpoints: list[Endpoint]) -> list[float]:
         scores = min_max_inverse([e.metrics.running + e.in_flight for e in endpoints])
@@ -151,7 +152,7 @@ class RunningScorer(Scorer):
 @register_scorer
 class KvCacheScorer(Scorer):
     name = "kv-cache"
-    consumes = ("vllm:kv_cache_usage_perc",)
+    consumes = (VllmMetric.KV_CACHE_USAGE.value,)
 
     def score(self, ctx: SchedContext, request: InferenceRequest, endpoints: list[Endpoint]) -> list[float]:
         return [1.0 - e.metrics.kv_usage if e.fresh(ctx.staleness_s, ctx.now) else 0.0 for e in endpoints]
@@ -160,7 +161,7 @@ class KvCacheScorer(Scorer):
 @register_scorer
 class LoraAffinityScorer(Scorer):
     name = "lora"
-    consumes = ("vllm:lora_requests_info",)
+    consumes = (VllmMetric.LORA_REQUESTS_INFO.value,)
 
     def score(self, ctx: SchedContext, request: InferenceRequest, endpoints: list[Endpoint]) -> list[float]:
         model = request.target_model

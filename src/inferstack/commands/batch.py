@@ -19,10 +19,11 @@ import httpx
 
 from inferstack.stack.state import StateFile
 from inferstack.errors import InferstackError
+from inferstack.wire import BATCH_TERMINAL_STATUSES
 
 __all__ = ["register"]
 
-_TERMINAL = ("completed", "failed", "expired", "cancelled")
+_TERMINAL = BATCH_TERMINAL_STATUSES
 
 
 class _Api:
@@ -54,10 +55,10 @@ def _api(args: argparse.Namespace) -> _Api:
         if data is None:
             raise InferstackError("no stack is running (start one with `inferstack up --detach`) and no "
                                   "--base-url was given")
-        if not data.get("batch"):
+        if data.batch is None:
             raise InferstackError("the running stack has no batch service (it was started with --no-batch, "
                                   "batch.enabled: false or without the gateway)")
-        base = data["base_url"]
+        base = data.base_url
     return _Api(base)
 
 

@@ -37,6 +37,7 @@ from inferstack.stack.autoscaler import LocalAutoscaler
 from inferstack.stack.config import StackConfig, load_config
 from inferstack.stack.control import submit_request
 from inferstack.stack.state import StateFile
+from inferstack.stack.status import ControlAnswer, StackStatus
 from inferstack.stack.supervisor import Supervisor
 
 __all__ = ["register", "register_adapter_commands", "with_autoscaling"]
@@ -150,8 +151,8 @@ def _up(args: argparse.Namespace) -> int:
     running = state.live()
     if running:
         raise InferstackError(
-            f"a stack is already running (supervisor pid {running['supervisor_pid']}, "
-            f"{running.get('base_url')}); stop it with `inferstack down` first"
+            f"a stack is already running (supervisor pid {running.supervisor_pid}, "
+            f"{running.base_url}); stop it with `inferstack down` first"
         )
     if args.detach:
         # A method this model or engine cannot run fails here, before the supervisor detaches (in
@@ -213,18 +214,18 @@ def _up_detached(config: StackConfig, state: StateFile) -> int:
     deadline = time.monotonic() + _DETACH_WAIT_S
     shown = 0
     while time.monotonic() < deadline:
-        data = state.read() or {}
-        if data.get("state") == "ready" and data.get("supervisor_pid") == child.pid:
-            print(f"OpenAI API ready at {data['base_url']}  (model: {data['model']}, "
-                  f"speculative: {data['speculative']}{', batch API on' if data.get('batch') else ''}); "
+        data = state.read()
+        if data is not None and data.state == "ready" and data.supervisor_pid == child.pid:
+            print(f"OpenAI API ready at {data.base_url}  (model: {data.model}, "
+                  f"speculative: {data.speculative}{', batch API on' if data.batch else ''}); "
                   "stop with `inferstack down`", flush=True)
             return 0
         code = child.poll()
         if code is not None:
-            error = data.get("error") or f"the supervisor exited with code {code}"
+            reported = data.error if data is not None else None
             state.remove()
-            raise ReplicaStartError(f"{error}\n(supervisor log: {log_path})",
-                                    "" if data.get("error") else log_tail(log_path))
+            raise ReplicaStartError(f"{reported or f'the supervisor exited with code {code}'}\n(supervisor log: "
+                                    f"{log_path})", "" if reported else log_tail(log_path))
         # Echo the supervisor's progress lines as they come.
         lines = log_tail(log_path, 200).splitlines()
         for line in lines[shown:]:
@@ -245,119 +246,121 @@ def _status(args: argparse.Namespace) -> int:
             print("no stack is running (start one with `inferstack up --detach`)")
         return 1
     now = time.time()
-    data["running"] = True
-    for replica in data["replicas"]:
-        figures = fetch_figures(replica["url"]) if replica["state"] == "ready" else None
-        replica["metrics"] = figures.as_dict() if figures else None
-        replica["uptime_s"] = round(now - replica["started_at"], 1) if replica.get("started_at") else None
+    figures = {r.name: fetch_figures(r.url) if r.state == "ready" else None for r in data.replicas}
     if args.json:
-        print(json.dumps(data, indent=2))
+        doc: dict[str, Any] = {"running": True, **data.model_dump(mode="json")}
+        for r, entry in zip(data.replicas, doc["replicas"]):
+            f = figures[r.name]
+            entry["metrics"] = f.as_dict() if f else None
+            entry["uptime_s"] = round(now - r.started_at, 1) if r.started_at else None
+        print(json.dumps(doc, indent=2))
         return 0
-    print(f"base_url: {data['base_url']}   model: {data['model']}   speculative: {data['speculative']}"
-          f"   supervisor pid {data['supervisor_pid']} ({data['state']})")
-    print(f"replicas: {data['ready_replicas']} ready / {data['desired_replicas']} desired   "
-          f"config generation {data['generation']}   dtype: {data['dtype']} ({data['dtype_reason']})")
-    auto = data.get("autoscaling")
+    print(f"base_url: {data.base_url}   model: {data.model}   speculative: {data.speculative}"
+          f"   supervisor pid {data.supervisor_pid} ({data.state})")
+    print(f"replicas: {data.ready_replicas} ready / {data.desired_replicas} desired   "
+          f"config generation {data.generation}   dtype: {data.dtype} ({data.dtype_reason})")
+    auto = data.autoscaling
     if auto:
-        print(f"autoscaling: {auto['min_replicas']}..{auto['max_replicas']} on {auto['policy']}, every "
-              f"{auto['sync_period_s']:g}s; last: {auto['last_decision'] or '-'}")
+        print(f"autoscaling: {auto.min_replicas}..{auto.max_replicas} on {auto.policy}, every "
+              f"{auto.sync_period_s:g}s; last: {auto.last_decision or '-'}")
     print(f"{'NAME':5} {'URL':24} {'STATE':9} {'PID':>7} {'UPTIME':>7} {'RUN':>4} {'WAIT':>4} "
           f"{'KV%':>5} {'ACCEPT':>6} RESTARTS LOG")
-    for r in data["replicas"]:
-        m = r["metrics"] or {}
-        accept = m.get("acceptance_rate")
+    for r in data.replicas:
+        m = figures[r.name]
+        uptime = now - r.started_at if r.started_at else None
         print(
-            f"{r['name']:5} {r['url']:24} {r['state']:9} {r['pid'] or '-':>7} "
-            f"{_fmt(r['uptime_s'], '.0f', 's'):>7} {_fmt(m.get('running'), '.0f'):>4} "
-            f"{_fmt(m.get('waiting'), '.0f'):>4} {_fmt(_pct(m.get('kv_cache_usage')), '.1f'):>5} "
-            f"{_fmt(_pct(accept), '.0f', '%'):>6} {r['restarts']:>8} {r['log']}"
+            f"{r.name:5} {r.url:24} {r.state:9} {r.pid or '-':>7} "
+            f"{_fmt(uptime, '.0f', 's'):>7} {_fmt(m.running if m else None, '.0f'):>4} "
+            f"{_fmt(m.waiting if m else None, '.0f'):>4} {_fmt(_pct(m.kv_cache_usage if m else None), '.1f'):>5} "
+            f"{_fmt(_pct(m.acceptance_rate if m else None), '.0f', '%'):>6} {r.restarts:>8} {r.log}"
         )
-    gateway = data.get("gateway")
+    gateway = data.gateway
     if gateway:
-        for name in ("envoy", "epp"):
-            proc = gateway.get(name) or {}
-            ports = ", ".join(f"{k} {v}" for k, v in proc.items() if k.endswith("port"))
-            print(f"gateway {name:5} {proc.get('state', '-'):9} pid {proc.get('pid') or '-'}  {ports}  "
-                  f"restarts {proc.get('restarts', 0)}  log {proc.get('log', '-')}")
-    batch = data.get("batch")
+        for name, proc, ports in (("envoy", gateway.envoy, f"port {gateway.envoy.port}, admin_port "
+                                                            f"{gateway.envoy.admin_port}"),
+                                  ("epp", gateway.epp, f"grpc_port {gateway.epp.grpc_port}, metrics_port "
+                                                        f"{gateway.epp.metrics_port}")):
+            print(f"gateway {name:5} {proc.state:9} pid {proc.pid or '-'}  {ports}  "
+                  f"restarts {proc.restarts}  log {proc.log}")
+    batch = data.batch
     if batch:
-        print(f"batch         {batch.get('state', '-'):9} pid {batch.get('pid') or '-'}  port {batch.get('port')}  "
-              f"state {batch.get('state_dir')}  log {batch.get('log', '-')}")
-    events = data.get("events") or []
-    if events:
+        print(f"batch         {batch.state:9} pid {batch.pid or '-'}  port {batch.port}  "
+              f"state {batch.state_dir}  log {batch.log}")
+    if data.events:
         print("recent events:")
-        for e in events[-args.events:]:
-            print(f"  {time.strftime('%H:%M:%S', time.localtime(e['at']))} {e['kind']:15} {e['message']}")
+        for e in data.events[-args.events:]:
+            print(f"  {time.strftime('%H:%M:%S', time.localtime(e.at))} {e.kind:15} {e.message}")
     return 0
 
 
-def _running_state() -> tuple[StateFile, dict[str, Any]]:
+def _running_state() -> tuple[StateFile, StackStatus]:
     state = StateFile()
     data = state.live()
-    if data is None or data.get("state") != "ready":
+    if data is None or data.state != "ready":
         raise InferstackError("no running stack to change (start one with `inferstack up --detach`)"
-                              if data is None else f"the stack is {data.get('state')}, not ready; try again")
+                              if data is None else f"the stack is {data.state}, not ready; try again")
     return state, data
 
 
-def _submit_and_wait(action: str, payload: dict[str, Any], timeout_s: float, what: str) -> dict[str, Any]:
+def _submit_and_wait(action: str, payload: dict[str, Any], timeout_s: float, what: str) -> StackStatus:
     """Queue a request, wait for the supervisor's answer, then until the stack has converged on it
     (the desired count of ready replicas, all of the current generation, none left retiring)."""
     state, _ = _running_state()
     request_id = submit_request(state.run_dir, action, payload)
     answer = _await_answer(state, request_id, action, 30.0)
-    print(f"[{action}] {answer['message']}", flush=True)
-    desired, generation = answer["desired_replicas"], answer["generation"]
+    print(f"[{action}] {answer.message}", flush=True)
+    desired, generation = answer.desired_replicas, answer.generation
     begun = time.monotonic()
-    seen = {e["at"] for e in (state.read() or {}).get("events", []) if e["at"] < answer["at"]}
+    before = state.read()
+    seen = {e.at for e in (before.events if before else []) if e.at < answer.at}
     last_line = 0.0
     while True:
         data = state.live()
         if data is None:
             raise InferstackError("the stack stopped while converging")
-        for e in data.get("events", []):
-            if e["at"] not in seen:
-                seen.add(e["at"])
-                print(f"[{action}] {e['message']}", flush=True)
-        if data["desired_replicas"] != desired or data["generation"] != generation:
-            raise InferstackError(f"the stack's desired state changed meanwhile (now {data['desired_replicas']} "
-                                  f"replicas, generation {data['generation']})")
-        replicas = data["replicas"]
-        if len(replicas) == desired and all(r["state"] == "ready" and r["generation"] == generation
+        for e in data.events:
+            if e.at not in seen:
+                seen.add(e.at)
+                print(f"[{action}] {e.message}", flush=True)
+        if data.desired_replicas != desired or data.generation != generation:
+            raise InferstackError(f"the stack's desired state changed meanwhile (now {data.desired_replicas} "
+                                  f"replicas, generation {data.generation})")
+        replicas = data.replicas
+        if len(replicas) == desired and all(r.state == "ready" and r.generation == generation
                                              for r in replicas):
             print(f"[{action}] done in {time.monotonic() - begun:.0f}s: {what.format(n=desired)}", flush=True)
             return data
-        failing = [r for r in replicas if r["generation"] == generation and r["restarts"] >= 2]
+        failing = [r for r in replicas if r.generation == generation and r.restarts >= 2]
         if failing:
             r = failing[0]
-            raise ReplicaStartError(f"replica {r['name']} ({r['url']}) keeps failing: {r['last_exit']} "
-                                    f"({r['restarts']} restarts; the stack retries with backoff); log: {r['log']}",
-                                    log_tail(Path(r["log"])))
+            raise ReplicaStartError(f"replica {r.name} ({r.url}) keeps failing: {r.last_exit} "
+                                    f"({r.restarts} restarts; the stack retries with backoff); log: {r.log}",
+                                    log_tail(Path(r.log)))
         elapsed = time.monotonic() - begun
         if elapsed > timeout_s:
             raise InferstackError(f"not converged within {timeout_s:.0f}s; see `inferstack status`")
         if time.monotonic() - last_line >= 5.0:
-            ready = sum(r["state"] == "ready" and r["generation"] == generation for r in replicas)
+            ready = sum(r.state == "ready" and r.generation == generation for r in replicas)
             print(f"[{action}] {ready}/{desired} ready ({elapsed:.0f}s)", flush=True)
             last_line = time.monotonic()
         time.sleep(0.3)
 
 
-def _await_answer(state: StateFile, request_id: str, action: str, timeout_s: float) -> dict[str, Any]:
+def _await_answer(state: StateFile, request_id: str, action: str, timeout_s: float) -> ControlAnswer:
     """The supervisor's answer to a queued request (raises with its message when refused)."""
     deadline = time.monotonic() + timeout_s
     while True:
         data = state.live()
         if data is None:
             raise InferstackError("the stack stopped before answering")
-        answer = (data.get("requests") or {}).get(request_id)
+        answer = data.requests.get(request_id)
         if answer is not None:
-            if not answer["ok"]:
-                raise ConfigError(answer["message"])
+            if not answer.ok:
+                raise ConfigError(answer.message)
             return answer
         if time.monotonic() > deadline:
             raise InferstackError(f"the supervisor did not answer the {action} request within {timeout_s:.0f}s "
-                                  f"(pid {data['supervisor_pid']}; log {state.run_dir / 'supervisor.log'})")
+                                  f"(pid {data.supervisor_pid}; log {state.run_dir / 'supervisor.log'})")
         time.sleep(0.2)
 
 
@@ -367,7 +370,7 @@ def _adapter_request(args: argparse.Namespace) -> int:
     if args.action == "adapter-load":
         payload["source"] = str(Path(args.source).resolve()) if Path(args.source).exists() else args.source
     request_id = submit_request(state.run_dir, args.action, payload)
-    print(_await_answer(state, request_id, args.action, args.timeout)["message"], flush=True)
+    print(_await_answer(state, request_id, args.action, args.timeout).message, flush=True)
     return 0
 
 
@@ -377,16 +380,16 @@ def _adapters_list(args: argparse.Namespace) -> int:
     _, data = _running_state()
     held: dict[str, dict[str, Any]] = {}
     with LoraClient() as client:
-        for r in data["replicas"]:
-            if r["state"] != "ready":
+        for r in data.replicas:
+            if r.state != "ready":
                 continue
-            for adapter in client.list_adapters(r["url"]):
+            for adapter in client.list_adapters(r.url):
                 entry = held.setdefault(adapter.name, {"name": adapter.name, "source": adapter.source,
                                                        "parent": adapter.parent, "replicas": []})
-                entry["replicas"].append(r["name"])
-    declared = (data.get("adapters") or {}).get("declared") or {}
+                entry["replicas"].append(r.name)
+    declared = data.adapters.declared if data.adapters else {}
     for name, source in declared.items():
-        held.setdefault(name, {"name": name, "source": source, "parent": data["model"], "replicas": []})
+        held.setdefault(name, {"name": name, "source": source, "parent": data.model, "replicas": []})
     rows = [dict(e, declared=e["name"] in declared) for e in held.values()]
     if args.json:
         print(json.dumps(rows, indent=2))
@@ -447,7 +450,7 @@ def _down(args: argparse.Namespace) -> int:
     if data is None:
         print("no stack is running")
         return 0
-    supervisor_pid = data.get("supervisor_pid")
+    supervisor_pid = data.supervisor_pid
     if pid_alive(supervisor_pid):
         print(f"[down] stopping supervisor pid {supervisor_pid} (drains in-flight requests)", flush=True)
         os.kill(supervisor_pid, signal.SIGTERM)
@@ -458,10 +461,11 @@ def _down(args: argparse.Namespace) -> int:
             print(f"[down] supervisor did not stop in {args.timeout:.0f}s; killing", flush=True)
             os.kill(supervisor_pid, signal.SIGKILL)
     # Whatever the supervisor could not stop (it was killed, or crashed) is stopped here.
-    gateway = data.get("gateway") or {}
-    pids = [r.get("pid") for r in data.get("replicas", [])]
-    pids += [(gateway.get(name) or {}).get("pid") for name in ("envoy", "epp")]
-    pids.append((data.get("batch") or {}).get("pid"))
+    pids = [r.pid for r in data.replicas]
+    if data.gateway is not None:
+        pids += [data.gateway.envoy.pid, data.gateway.epp.pid]
+    if data.batch is not None:
+        pids.append(data.batch.pid)
     leftovers = [pid for pid in pids if pid and group_alive(pid)]
     for pid in leftovers:
         stop_process_group(pid, 10)

@@ -1,7 +1,7 @@
 """``inferstack adapters train|list|load|unload``: the ``adapters`` command group.
 
 ``train`` (here) makes a LoRA adapter for the bundled model on CPU; ``list``, ``load`` and
-``unload`` act on the running stack and come from ``inferstack.stack.cli.register_adapter_commands``.
+``unload`` act on the running stack and come from ``inferstack.commands.stack.register_adapter_commands``.
 """
 
 from __future__ import annotations
@@ -99,6 +99,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     actions = adapters.add_subparsers(dest="adapters_command", metavar="ACTION", required=True)
     add_train_parser(actions)
     # list / load / unload act on the running stack; they live with the stack's other commands.
-    from inferstack.stack.cli import register_adapter_commands
+    from inferstack.commands.stack import register_adapter_commands
 
     register_adapter_commands(actions)

@@ -1,0 +1,70 @@
+"""One vocabulary for the wire, each name defined once: vLLM's metric names, the gateway headers
+(GIE's), and the OpenAI Batch API's statuses. Every component reads them from here, so a rename
+upstream is one edit and a test (``tests/unit/test_wire.py``) keeps literals from creeping back.
+
+``VllmMetric`` members are metric *family* names as vLLM 0.32's ``/metrics`` declares them
+(``# TYPE``); a counter's samples carry ``_total`` (``VllmMetric.GENERATION_TOKENS.total``), a
+histogram's ``_bucket``/``_sum``/``_count``.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+__all__ = ["BATCH_ACTIVE_STATUSES", "BATCH_TERMINAL_STATUSES", "DESTINATION_HEADER", "ENVOY_LB_NAMESPACE",
+           "FAIRNESS_ID_HEADER", "OBJECTIVE_HEADER", "BatchStatus", "VllmMetric"]
+
+
+class VllmMetric(StrEnum):
+    # gauges: load and cache
+    WAITING = "vllm:num_requests_waiting"
+    RUNNING = "vllm:num_requests_running"
+    KV_CACHE_USAGE = "vllm:kv_cache_usage_perc"
+    GPU_CACHE_USAGE = "vllm:gpu_cache_usage_perc"  # the name before vLLM 0.10
+    LORA_REQUESTS_INFO = "vllm:lora_requests_info"
+    CACHE_CONFIG_INFO = "vllm:cache_config_info"
+    # counters
+    GENERATION_TOKENS = "vllm:generation_tokens"
+    PROMPT_TOKENS = "vllm:prompt_tokens"
+    REQUEST_SUCCESS = "vllm:request_success"
+    PREEMPTIONS = "vllm:num_preemptions"
+    PREFIX_CACHE_QUERIES = "vllm:prefix_cache_queries"
+    PREFIX_CACHE_HITS = "vllm:prefix_cache_hits"
+    SPEC_DRAFTS = "vllm:spec_decode_num_drafts"
+    SPEC_DRAFT_TOKENS = "vllm:spec_decode_num_draft_tokens"
+    SPEC_ACCEPTED_TOKENS = "vllm:spec_decode_num_accepted_tokens"
+    SPEC_ACCEPTED_PER_POS = "vllm:spec_decode_num_accepted_tokens_per_pos"
+    # histograms
+    TTFT = "vllm:time_to_first_token_seconds"
+    ITL = "vllm:inter_token_latency_seconds"
+    E2E = "vllm:e2e_request_latency_seconds"
+    QUEUE_TIME = "vllm:request_queue_time_seconds"
+
+    @property
+    def total(self) -> str:
+        """The sample name of a counter family."""
+        return f"{self.value}_total"
+
+
+# Gateway API Inference Extension (GIE) headers and Envoy metadata
+DESTINATION_HEADER = "x-gateway-destination-endpoint"  # the picker's answer: ip:port[,fallback...]
+ENVOY_LB_NAMESPACE = "envoy.lb"  # the same key under this dynamic-metadata namespace
+OBJECTIVE_HEADER = "x-gateway-inference-objective"  # an InferenceObjective's name
+FAIRNESS_ID_HEADER = "x-gateway-inference-fairness-id"  # the tenant, for fair queuing
+
+
+class BatchStatus(StrEnum):
+    """An OpenAI Batch object's ``status``."""
+    VALIDATING = "validating"
+    FAILED = "failed"
+    IN_PROGRESS = "in_progress"
+    FINALIZING = "finalizing"
+    COMPLETED = "completed"
+    EXPIRED = "expired"
+    CANCELLING = "cancelling"
+    CANCELLED = "cancelled"
+
+
+BATCH_ACTIVE_STATUSES = (BatchStatus.VALIDATING, BatchStatus.IN_PROGRESS, BatchStatus.FINALIZING,
+                         BatchStatus.CANCELLING)
+BATCH_TERMINAL_STATUSES = (BatchStatus.COMPLETED, BatchStatus.FAILED, BatchStatus.EXPIRED, BatchStatus.CANCELLED)
