@@ -1,8 +1,12 @@
-"""Process and port helpers shared by the supervisor and the gateway runtime.
+"""Process and port helpers shared by the supervisor, the gateway and the batch service.
 
-Every server we start (vLLM, Envoy, EPP) runs in its own session, so its pid is also its process
-group id: ``stop_process_group`` signals the whole tree (vLLM's engine core and workers too), and
-``group_alive`` says whether anything of it is left, even after the leader died.
+``SupervisedProcess`` is the one class for every child the stack runs (a vLLM replica, Envoy, the
+picker, the batch service): start in its own session with its output appended to a log, wait
+until ready (a clear error with the log tail when it exits or is too slow), heal (restart after
+an exit, the delay doubling from ``RestartPolicy.initial_s`` to ``max_s`` and reset once it has
+run ``stable_after_s``), stop the whole process group (SIGTERM, wait, SIGKILL), report its status.
+Its pid is its process group id, so ``stop_process_group`` signals the whole tree (vLLM's engine
+core and workers too), and ``group_alive`` says whether anything of it is left.
 """
 
 from __future__ import annotations
@@ -12,11 +16,16 @@ import os
 import random
 import signal
 import socket
+import subprocess
 import time
-from collections.abc import Collection
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["group_alive", "log_tail", "pid_alive", "port_is_free", "stop_process_group"]
+from inferstack.errors import ReplicaStartError
+
+__all__ = ["RestartPolicy", "SupervisedProcess", "group_alive", "log_tail", "next_restart_delay", "pid_alive",
+           "port_is_free", "stop_process_group"]
 
 log = logging.getLogger(__name__)
 
@@ -203,3 +212,121 @@ def free_port_block(count: int, start: int = 18100, end: int = 30000, host: str 
         if all(port_is_free(host, port + i) for i in range(count)):
             return port
     raise RuntimeError(f"no {count} consecutive free ports in {start}..{end}")
+
+
+@dataclass(frozen=True)
+class RestartPolicy:
+    initial_s: float = 0.5  # first restart delay
+    max_s: float = 30.0  # the delay doubles up to this
+    stable_after_s: float = 60.0  # a process up this long starts again from initial_s
+
+
+def next_restart_delay(previous_s: float, policy: RestartPolicy) -> float:
+    """The delay before the next restart, given the one before (0: none yet)."""
+    return min(policy.max_s, previous_s * 2 if previous_s else policy.initial_s)
+
+
+class SupervisedProcess:
+    """One child process we run and watch (see the module docstring)."""
+
+    def __init__(self, name: str, argv: list[str], log_path: Path, *, env: dict[str, str] | None = None,
+                 cores: Collection[int] = (), stop_timeout_s: float = 10.0,
+                 restart: RestartPolicy = RestartPolicy()) -> None:
+        self.name = name
+        self.argv = argv
+        self.log_path = Path(log_path)
+        self.env = env
+        self.cores = set(cores)
+        self.stop_timeout_s = stop_timeout_s
+        self.restart = restart
+        self.proc: subprocess.Popen[bytes] | None = None  # the current (or, once stopped, the last) incarnation
+        self.stopped = True  # by stop() (or never started): not to be healed
+        self.started_at = 0.0  # monotonic, of the current incarnation
+        self.restarts = 0
+        self._delay_s = 0.0
+        self._retry_at = 0.0
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None else None
+
+    def start(self) -> None:
+        """Spawn it (OSError when the program cannot be run)."""
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        cores = self.cores
+
+        def pin() -> None:  # in the child, before exec
+            if cores:
+                os.sched_setaffinity(0, cores)
+
+        with open(self.log_path, "ab") as log_file:  # the child keeps its own descriptor
+            self.proc = subprocess.Popen(self.argv, env=self.env, stdout=log_file, stderr=subprocess.STDOUT,
+                                         stdin=subprocess.DEVNULL, start_new_session=True,
+                                         preexec_fn=pin if cores else None)
+        self.stopped = False
+        self.started_at = time.monotonic()
+        log.info("%s started, pid %d", self.name, self.proc.pid)
+
+    def exit_code(self) -> int | None:
+        """Its exit code once it has exited (and been reaped), else None."""
+        return None if self.proc is None else self.proc.poll()
+
+    @property
+    def state(self) -> str:
+        if self.proc is None or self.stopped:
+            return "stopped"
+        code = self.proc.poll()
+        return "running" if code is None else f"exited({code})"
+
+    def wait_ready(self, ready: Callable[[], bool], deadline: float, poll_s: float = 0.05) -> None:
+        """Until ``ready()`` (monotonic ``deadline``); ReplicaStartError with the log tail when the
+        process exits first or the deadline passes."""
+        assert self.proc is not None, "start() first"
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise ReplicaStartError(f"{self.name} (pid {self.proc.pid}) exited with code {self.proc.returncode} "
+                                        f"while starting; log: {self.log_path}", log_tail(self.log_path))
+            if ready():
+                log.info("%s pid %d is ready", self.name, self.proc.pid)
+                return
+            time.sleep(poll_s)
+        raise ReplicaStartError(f"{self.name} (pid {self.proc.pid}) not ready after "
+                                f"{time.monotonic() - self.started_at:.0f} s; log: {self.log_path}",
+                                log_tail(self.log_path))
+
+    def heal(self, now: float | None = None) -> bool:
+        """Restart it if it exited and its delay has passed (without waiting for readiness: the
+        caller polls again); True when it was restarted now."""
+        if self.proc is None or self.stopped:
+            return False
+        now = time.monotonic() if now is None else now
+        if self.proc.poll() is None:
+            if now - self.started_at > self.restart.stable_after_s:
+                self._delay_s = 0.0
+            return False
+        if now < self._retry_at:
+            return False
+        log.warning("%s pid %d exited with code %s; restarting it (log: %s)", self.name, self.proc.pid,
+                    self.proc.returncode, self.log_path)
+        self.restarts += 1
+        self._delay_s = next_restart_delay(self._delay_s, self.restart)
+        self._retry_at = now + self._delay_s
+        try:
+            self.start()
+        except OSError as exc:
+            log.error("cannot restart %s: %s; next try in %.1fs", self.name, exc, self._delay_s)
+            return False
+        return True
+
+    def stop(self) -> None:
+        """SIGTERM its whole process group, wait ``stop_timeout_s``, SIGKILL what is left."""
+        proc = self.proc
+        if proc is None or self.stopped:
+            return
+        self.stopped = True
+        stop_process_group(proc.pid, self.stop_timeout_s)
+        try:
+            proc.wait(timeout=1)
+        except subprocess.TimeoutExpired:
+            pass
+        log.info("%s pid %d stopped (code %s)", self.name, proc.pid, proc.returncode)

@@ -67,7 +67,7 @@ def test_epp_sigkill_cuts_no_stream_fails_closed_and_heals_alone():
             envoy_pid, epp_pid = gw.status().envoy.pid, gw.status().epp.pid
             threads, results = _open_streams(gw.url, 8)
             os.kill(epp_pid, signal.SIGKILL)
-            wait_until(lambda: gw._procs["epp"].poll() is not None, what="the EPP to die")
+            wait_until(lambda: gw.procs["epp"].exit_code() is not None, what="the EPP to die")
             t0 = time.monotonic()
             down = _chat(gw.url)
             took = time.monotonic() - t0
@@ -94,7 +94,7 @@ def test_epp_down_fails_open_when_configured():
         with running_gateway(addrs, failure_mode="open") as gw:
             wait_ready(gw, addrs)
             os.kill(gw.status().epp.pid, signal.SIGKILL)
-            wait_until(lambda: gw._procs["epp"].poll() is not None, what="the EPP to die")
+            wait_until(lambda: gw.procs["epp"].exit_code() is not None, what="the EPP to die")
             r = _chat(gw.url)
             assert r.status_code == 200 and r.headers["x-echo-backend"] == addrs[0].rsplit(":", 1)[1]
 

@@ -1,4 +1,6 @@
-"""Choosing ports: outside the kernel's ephemeral range, distinct, free, never handed out twice."""
+"""Choosing ports: outside the kernel's ephemeral range, distinct, free, never handed out twice.
+The supervised process: restart delays by the clock given, a whole process group stopped, a start
+that fails named with its log tail."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from inferstack.process import (
     ephemeral_port_range,
     free_port,
     free_ports,
+    stop_process_group,
 )
 
 
@@ -88,3 +91,59 @@ def test_ports_to_avoid_are_not_chosen() -> None:
     pool = chosen_port_pool(ephemeral_port_range())[1000:1100]
     chosen = free_ports(2, pool=pool, avoid=set(pool[:95]))
     assert set(chosen) <= set(pool[95:])
+
+
+# -- SupervisedProcess: the one class for every child the stack runs ---------------------------------
+def test_restart_delay_doubles_to_its_cap():
+    from inferstack.process import RestartPolicy, next_restart_delay
+
+    policy = RestartPolicy(initial_s=0.5, max_s=3.0)
+    delays, d = [], 0.0
+    for _ in range(5):
+        d = next_restart_delay(d, policy)
+        delays.append(d)
+    assert delays == [0.5, 1.0, 2.0, 3.0, 3.0]
+
+
+def test_a_supervised_process_heals_with_backoff_by_the_clock_given_and_stops_its_whole_group(tmp_path):
+    import sys
+
+    from inferstack.process import RestartPolicy, SupervisedProcess, group_alive
+
+    # the leader starts a child in its own group, then exits at once: heal must restart it
+    code = "import subprocess, sys; subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])"
+    proc = SupervisedProcess("flaky", [sys.executable, "-c", code], tmp_path / "flaky.log",
+                             restart=RestartPolicy(initial_s=1.0, max_s=4.0, stable_after_s=100.0), stop_timeout_s=2)
+    proc.start()
+    first = proc.pid
+    proc.proc.wait()
+    t0 = proc.started_at
+    assert proc.state == "exited(0)" and group_alive(first)  # the leader is gone, its child is not
+    assert proc.heal(now=t0) and proc.restarts == 1 and proc.pid != first  # first restart: at once
+    proc.proc.wait()
+    assert not proc.heal(now=t0 + 0.5)  # within 1 s of the first restart
+    assert proc.heal(now=t0 + 1.1) and proc.restarts == 2
+    proc.proc.wait()
+    assert not proc.heal(now=t0 + 2.9) and proc.heal(now=t0 + 3.2)  # then 2 s
+    last = proc.pid
+    proc.stop()
+    assert proc.state == "stopped" and not proc.heal(now=t0 + 100)
+    for pgid in (first, last):
+        stop_process_group(pgid, 2)  # the earlier incarnations' children (stop() ends the current one)
+    assert not group_alive(last)
+
+
+def test_wait_ready_names_the_exit_and_shows_the_log_tail(tmp_path):
+    import sys
+    import time
+
+    from inferstack.errors import ReplicaStartError
+    from inferstack.process import SupervisedProcess
+
+    proc = SupervisedProcess("broken", [sys.executable, "-c", "print('bad flag --x'); raise SystemExit(3)"],
+                             tmp_path / "broken.log")
+    proc.start()
+    with pytest.raises(ReplicaStartError, match="broken .* exited with code 3") as err:
+        proc.wait_ready(lambda: False, time.monotonic() + 30)
+    assert "bad flag --x" in err.value.log_tail
+    proc.stop()

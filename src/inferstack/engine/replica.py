@@ -1,8 +1,8 @@
 """One vLLM OpenAI server process: start, readiness, health, drain, stop.
 
 Invariants:
-- the process runs in its own session, so its whole tree (API server, engine core, workers) is
-  one process group that ``stop()`` can signal and nothing survives it;
+- the process is a ``SupervisedProcess``: it runs in its own session, so its whole tree (API
+  server, engine core, workers) is one process group that ``stop()`` signals and nothing survives;
 - a replica is alive only if its process runs AND /health answers 200 in time;
 - ``warm_up()`` sends one short greedy completion whose prompt repeats itself, so an n-gram
   proposer finds matches and the speculative path (proposal, verification) runs once before any
@@ -13,7 +13,6 @@ Invariants:
 from __future__ import annotations
 
 import logging
-import os
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -22,7 +21,7 @@ from pathlib import Path
 import httpx
 
 from inferstack.engine.metrics import fetch_figures
-from inferstack.process import stop_process_group
+from inferstack.process import SupervisedProcess
 
 __all__ = ["WARM_UP_PROMPT", "Replica", "ReplicaSpec"]
 
@@ -50,7 +49,7 @@ class ReplicaSpec:
 @dataclass
 class Replica:
     spec: ReplicaSpec
-    proc: subprocess.Popen | None = None
+    process: SupervisedProcess | None = None
     started_at: float = 0.0  # wall clock of the last start
     ready_at: float | None = None
     restarts: int = 0
@@ -63,36 +62,26 @@ class Replica:
     _client: httpx.Client = field(default_factory=lambda: httpx.Client(timeout=5.0), repr=False)
 
     @property
+    def proc(self) -> subprocess.Popen[bytes] | None:
+        return self.process.proc if self.process is not None else None
+
+    @property
     def pid(self) -> int | None:
-        return self.proc.pid if self.proc else None
+        return self.process.pid if self.process is not None else None
 
     def start(self) -> None:
-        self.spec.log_path.parent.mkdir(parents=True, exist_ok=True)
-        log_file = open(self.spec.log_path, "ab")
-        cores = set(self.spec.cores)
-
-        def _pin() -> None:  # runs in the child before exec
-            if cores:
-                os.sched_setaffinity(0, cores)
-
-        self.proc = subprocess.Popen(
-            self.spec.argv,
-            env=self.spec.env,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-            preexec_fn=_pin,
-        )
-        log_file.close()
+        # a new incarnation: the supervisor owns the restart policy (it probes health, not only exits)
+        self.process = SupervisedProcess(f"replica {self.spec.name}", self.spec.argv, self.spec.log_path,
+                                         env=self.spec.env, cores=self.spec.cores)
+        self.process.start()
         self.started_at = time.time()
         self.ready_at = None
         self.state = "starting"
-        log.info("replica %s starting: pid %d, %s, cores %s", self.spec.name, self.proc.pid,
-                 self.spec.url, self.spec.cores or "all")
+        log.info("replica %s starting: pid %s, %s, cores %s", self.spec.name, self.pid, self.spec.url,
+                 self.spec.cores or "all")
 
     def exited(self) -> int | None:
-        return None if self.proc is None else self.proc.poll()
+        return None if self.process is None else self.process.exit_code()
 
     def healthy(self, timeout_s: float) -> bool:
         try:
@@ -135,16 +124,12 @@ class Replica:
     def stop(self, drain_timeout_s: float, terminate_timeout_s: float) -> None:
         """Drain, then stop the whole process group: after a crash of the API server its engine
         core and workers still run in the group and must go too."""
-        if self.proc is None:
+        if self.process is None or self.process.stopped:
             return
         if drain_timeout_s > 0:
             self.drain(drain_timeout_s)
-        stop_process_group(self.proc.pid, terminate_timeout_s)
-        try:
-            self.proc.wait(timeout=1)
-        except subprocess.TimeoutExpired:
-            pass
-        log.info("replica %s stopped: pid %d", self.spec.name, self.proc.pid)
+        self.process.stop_timeout_s = terminate_timeout_s
+        self.process.stop()
         self.state = "stopped"
 
     def close(self) -> None:

@@ -7,19 +7,19 @@
     gw.heal()     # restart whichever process died, alone: Envoy (the data plane) keeps serving
                   # while the EPP restarts; returns the names restarted
     gw.status()   # GatewayStatus (state, url, envoy, epp: pid, state, restarts, ports, log)
-    gw.stop()     # Envoy then EPP: terminate -> wait stop_timeout_s -> kill
+    gw.stop()     # Envoy then EPP: each whole process group, SIGTERM -> wait stop_timeout_s -> SIGKILL
 
-Invariants: every process we start is stopped by ``stop()`` (also after a failed start); each
-runs in its own session with its output in ``run_dir/<name>.log``; Envoy's admin port is on
-127.0.0.1. The EPP mirrors the endpoint set into ``run_dir/eds/eds.json`` (Envoy watches it).
-A process that keeps dying is restarted with a delay doubling up to 30 s, reset after a minute up.
+Invariants: both are ``SupervisedProcess``es: every process we start is stopped by ``stop()``
+(also after a failed start), whole process group included; each runs in its own session with its
+output in ``run_dir/<name>.log``; Envoy's admin port is on 127.0.0.1. The EPP mirrors the endpoint
+set into ``run_dir/eds/eds.json`` (Envoy watches it). A process that keeps dying is restarted with
+a delay doubling up to 30 s, reset after a minute up (``RestartPolicy``).
 """
 
 from __future__ import annotations
 
 import logging
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,20 +30,17 @@ import httpx
 import yaml
 from pydantic import BaseModel, ConfigDict
 
-from inferstack.errors import PortInUseError, ReplicaStartError, SetupError
+from inferstack.errors import PortInUseError, SetupError
 from inferstack.gateway.discovery import read_endpoints_file, validate_address
 from inferstack.gateway.envoy_config import CLUSTER_NAME, build_envoy_config
 from inferstack.gateway.epp import write_eds_file
 from inferstack.gateway.settings import FileDiscovery, GatewaySettings, StaticDiscovery
-from inferstack.process import log_tail, port_is_free
+from inferstack.process import SupervisedProcess, port_is_free
 
 __all__ = ["EnvoyStatus", "EppStatus", "Gateway", "GatewayStatus", "ProcessStatus", "envoy_binary", "epp_health",
            "epp_healthy"]
 
 log = logging.getLogger(__name__)
-
-_RESTART_BACKOFF_MAX_S = 30.0
-_STABLE_AFTER_S = 60.0
 
 
 def envoy_binary() -> Path:
@@ -116,12 +113,7 @@ class Gateway:
         self.endpoints_file = Path(endpoints_file) if endpoints_file is not None else None
         self.run_dir = Path(run_dir) if run_dir is not None else Path(tempfile.mkdtemp(prefix="inferstack-gw-"))
         self.python = Path(python) if python is not None else Path(sys.executable)
-        self._procs: dict[str, subprocess.Popen[bytes]] = {}
-        self._argv: dict[str, list[str]] = {}
-        self._started_at: dict[str, float] = {}
-        self._restarts = {"epp": 0, "envoy": 0}
-        self._backoff_s = {"epp": 0.0, "envoy": 0.0}
-        self._retry_at = {"epp": 0.0, "envoy": 0.0}
+        self.procs: dict[str, SupervisedProcess] = {}  # "epp", "envoy": the processes started
         self.state = "stopped"
 
     @property
@@ -168,31 +160,11 @@ class Gateway:
         envoy_yaml.write_text(yaml.safe_dump(build_envoy_config(self.settings, eds_path), sort_keys=False))
         return epp_yaml, envoy_yaml
 
-    def _spawn(self, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
-        logf = open(self.log_paths[name], "ab")  # noqa: SIM115 - owned by the child from here on
-        try:
-            proc = subprocess.Popen(argv, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                    start_new_session=True)
-        finally:
-            logf.close()
-        self._procs[name] = proc
-        self._argv[name] = argv
-        self._started_at[name] = time.monotonic()
-        log.info("%s started, pid %d", name, proc.pid)
+    def _spawn(self, name: str, argv: list[str]) -> SupervisedProcess:
+        proc = self.procs[name] = SupervisedProcess(name, argv, self.log_paths[name],
+                                                    stop_timeout_s=self.settings.stop_timeout_s)
+        proc.start()
         return proc
-
-    def _wait(self, name: str, ready, deadline: float) -> None:  # type: ignore[no-untyped-def]
-        proc = self._procs[name]
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise ReplicaStartError(f"{name} (pid {proc.pid}) exited with code {proc.returncode} while "
-                                        f"starting; log: {self.log_paths[name]}", log_tail(self.log_paths[name]))
-            if ready():
-                log.info("%s pid %d is ready", name, proc.pid)
-                return
-            time.sleep(0.05)
-        raise ReplicaStartError(f"{name} (pid {proc.pid}) not ready after {self.settings.ready_timeout_s} s; "
-                                f"log: {self.log_paths[name]}", log_tail(self.log_paths[name]))
 
     def _envoy_ready(self) -> bool:
         try:
@@ -207,12 +179,12 @@ class Gateway:
         self.state = "starting"
         deadline = time.monotonic() + s.ready_timeout_s
         try:
-            self._spawn("epp", [str(self.python), "-m", "inferstack.gateway", "--config", str(epp_yaml)])
+            epp = self._spawn("epp", [str(self.python), "-m", "inferstack.gateway", "--config", str(epp_yaml)])
             # up = answering health at all: NOT_SERVING only says no replica is ready yet
-            self._wait("epp", lambda: epp_health(s.epp.grpc_host, s.epp.grpc_port) is not None, deadline)
-            self._spawn("envoy", [str(envoy_binary()), "-c", str(envoy_yaml), "--disable-hot-restart",
-                                  "--concurrency", str(s.concurrency), "--log-level", "warn"])
-            self._wait("envoy", self._envoy_ready, deadline)
+            epp.wait_ready(lambda: epp_health(s.epp.grpc_host, s.epp.grpc_port) is not None, deadline)
+            envoy = self._spawn("envoy", [str(envoy_binary()), "-c", str(envoy_yaml), "--disable-hot-restart",
+                                          "--concurrency", str(s.concurrency), "--log-level", "warn"])
+            envoy.wait_ready(self._envoy_ready, deadline)
         except BaseException:
             self.stop()
             self.state = "failed"
@@ -221,57 +193,27 @@ class Gateway:
 
     def stop(self) -> None:
         for name in ("envoy", "epp"):
-            proc = self._procs.pop(name, None)
-            if proc is None:
-                continue
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(self.settings.stop_timeout_s)
-                except subprocess.TimeoutExpired:
-                    log.warning("%s pid %d ignored SIGTERM; killing", name, proc.pid)
-                    proc.kill()
-                    proc.wait()
-            log.info("%s pid %d stopped (code %s)", name, proc.pid, proc.returncode)
+            proc = self.procs.get(name)
+            if proc is not None:
+                proc.stop()
         self.state = "stopped"
 
     def alive(self) -> bool:
-        return bool(self._procs) and all(p.poll() is None for p in self._procs.values())
+        return bool(self.procs) and all(not p.stopped and p.exit_code() is None for p in self.procs.values())
 
-    def heal(self) -> list[str]:
+    def heal(self, now: float | None = None) -> list[str]:
         """Restart each process that exited, alone, without waiting for it (the caller polls again);
         a process that keeps dying waits a doubling delay. Returns the names restarted now."""
         if self.state != "running":
             return []
-        restarted = []
-        now = time.monotonic()
-        for name in ("epp", "envoy"):
-            proc = self._procs.get(name)
-            if proc is None:
-                continue
-            if proc.poll() is None:
-                if now - self._started_at[name] > _STABLE_AFTER_S:
-                    self._backoff_s[name] = 0.0
-                continue
-            if now < self._retry_at[name]:
-                continue
-            log.warning("%s pid %d exited with code %s; restarting it alone (log: %s)",
-                        name, proc.pid, proc.returncode, self.log_paths[name])
-            self._restarts[name] += 1
-            self._backoff_s[name] = min(_RESTART_BACKOFF_MAX_S, self._backoff_s[name] * 2 or 0.5)
-            self._retry_at[name] = now + self._backoff_s[name]
-            try:
-                self._spawn(name, self._argv[name])
-            except OSError as exc:
-                log.error("cannot restart %s: %s; next try in %.1fs", name, exc, self._backoff_s[name])
-                continue
-            restarted.append(name)
-        return restarted
+        now = time.monotonic() if now is None else now
+        return [name for name in ("epp", "envoy") if name in self.procs and self.procs[name].heal(now)]
 
     def _proc_info(self, name: str) -> dict[str, object]:
-        p = self._procs.get(name)
-        state = "stopped" if p is None else ("running" if p.poll() is None else f"exited({p.returncode})")
-        return {"pid": p.pid if p else None, "state": state, "restarts": self._restarts[name],
+        p = self.procs.get(name)
+        if p is None:
+            return {"pid": None, "state": "stopped", "restarts": 0, "log": str(self.log_paths[name])}
+        return {"pid": None if p.stopped else p.pid, "state": p.state, "restarts": p.restarts,
                 "log": str(self.log_paths[name])}
 
     def status(self) -> GatewayStatus:

@@ -90,7 +90,8 @@ def test_cli_registers_commands():
 
 def test_heal_restarts_the_dead_process_alone_with_backoff(tmp_path):
     """The EPP dies: only it is restarted (same command), Envoy keeps its pid; a second death within
-    the backoff waits, then is restarted too. Real processes (sleep) stand in for Envoy and the EPP."""
+    the backoff waits, then is restarted too (the clock is passed in: no sleeps). Real processes
+    (sleep) stand in for Envoy and the EPP."""
     import time
 
     gw = Gateway(_settings(), endpoints=["127.0.0.1:1"], run_dir=tmp_path)
@@ -100,19 +101,21 @@ def test_heal_restarts_the_dead_process_alone_with_backoff(tmp_path):
         for name in ("epp", "envoy"):
             gw._spawn(name, ["sleep", "60"])
         gw.state = "running"
-        envoy_pid, epp = gw._procs["envoy"].pid, gw._procs["epp"]
-        assert gw.heal() == []
+        now = time.monotonic()
+        envoy_pid, epp = gw.procs["envoy"].pid, gw.procs["epp"].proc
+        assert gw.heal(now) == []
         epp.kill()
         epp.wait()
-        assert gw.heal() == ["epp"]
-        assert gw._procs["envoy"].pid == envoy_pid and gw._procs["epp"].pid != epp.pid
-        assert gw._procs["epp"].args == ["sleep", "60"]
-        gw._procs["epp"].kill()
-        gw._procs["epp"].wait()
-        assert gw.heal() == []  # within the 0.5 s backoff after the first restart
-        time.sleep(0.6)
-        assert gw.heal() == ["epp"]
-        started = list(gw._procs.values())
+        assert gw.heal(now) == ["epp"]
+        assert gw.procs["envoy"].pid == envoy_pid and gw.procs["epp"].pid != epp.pid
+        assert gw.procs["epp"].proc.args == ["sleep", "60"]
+        started.append(epp)
+        gw.procs["epp"].proc.kill()
+        gw.procs["epp"].proc.wait()
+        assert gw.heal(now + 0.4) == []  # within the 0.5 s delay after the first restart
+        started.append(gw.procs["epp"].proc)
+        assert gw.heal(now + 0.6) == ["epp"]
+        started += [p.proc for p in gw.procs.values()]
         st = gw.status()
         assert st.epp.restarts == 2 and st.envoy.restarts == 0 and st.state == "running"
     finally:
