@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 import httpx
 
+from inferstack.gateway.decision import Decision, Phase
 from inferstack.gateway.epp_metrics import EppMetrics
 from inferstack.gateway.request import InferenceRequest
 from inferstack.gateway.settings import HoldSettings
@@ -40,17 +41,17 @@ class Held:
     """One held request: what its routing decision needs, and how to answer it."""
 
     req: InferenceRequest
-    phase: str
+    phase: Phase
     body: bytes
     request_id: str
     since: float
-    future: asyncio.Future[bytes]
+    future: asyncio.Future[Decision]
     timer: asyncio.TimerHandle | None = None
 
 
 class HoldQueue:
     def __init__(self, settings: HoldSettings, metrics: EppMetrics,
-                 timed_out: Callable[[Held], bytes]) -> None:
+                 timed_out: Callable[[Held], Decision]) -> None:
         self.settings = settings
         self._metrics = metrics
         self._timed_out = timed_out  # the answer at the deadline (a JSON 503 saying why)
@@ -60,8 +61,9 @@ class HoldQueue:
     def __len__(self) -> int:
         return len(self._held)
 
-    def add(self, req: InferenceRequest, phase: str, body: bytes, request_id: str) -> asyncio.Future[bytes] | None:
-        """Hold a request; its future gets the answer. None when the queue is full."""
+    def add(self, req: InferenceRequest, phase: Phase, body: bytes,
+            request_id: str) -> asyncio.Future[Decision] | None:
+        """Hold a request; its future gets the decision. None when the queue is full."""
         if len(self._held) >= self.settings.max_requests:
             self._metrics.hold_outcomes.labels("full").inc()
             return None
@@ -74,7 +76,7 @@ class HoldQueue:
         self._metrics.held.set(len(self._held))
         return item.future
 
-    def release(self, decide: Callable[[Held], bytes]) -> None:
+    def release(self, decide: Callable[[Held], Decision]) -> None:
         """Answer every held request, oldest first, with ``decide(held)``."""
         while self._held:
             key = next(iter(self._held))

@@ -1,0 +1,63 @@
+"""What the picker decides about a request, typed, and what it knows of the request meanwhile.
+
+The director returns a ``Decision``; the codec (``gateway/codec.py``) encodes it once, at the
+transport edge, as an ext_proc answer:
+- ``Route``: the destination header and metadata (``ip:port[,fallback...]``), with the body
+  rewritten when a model rewrite changed the model;
+- ``Reject``: an OpenAI-style JSON error answered by Envoy itself (400, 404, 405, 429, 503);
+- ``Respond``: a JSON body answered by Envoy itself (``GET /v1/models``);
+- ``Defer``: decided later on the same stream (a held request, a served-models recheck): the
+  awaitable's decision follows, and meanwhile Envoy's message timer is extended.
+``RequestContext`` is what a request's headers message leaves for its body message (and for a
+deferred decision): the request id, the objective header, the path and method, when it arrived.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable
+from dataclasses import dataclass
+from typing import Literal, TypeAlias
+
+__all__ = ["Decision", "Defer", "Phase", "Reject", "RequestContext", "Respond", "Route"]
+
+Phase = Literal["headers", "body"]  # the ext_proc message a decision answers
+
+
+@dataclass(slots=True)
+class RequestContext:
+    request_id: str = ""
+    objective: str = ""  # x-gateway-inference-objective
+    path: str = ""  # only for body-less requests
+    method: str = ""
+    arrived: float = 0.0  # monotonic
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    destination: str  # ip:port[,fallback ip:port...]
+    phase: Phase
+    new_body: bytes | None = None  # the rewritten body (a model rewrite), else None
+
+
+@dataclass(frozen=True, slots=True)
+class Reject:
+    status: int
+    message: str
+    err_type: str
+    param: str | None = None
+    headers: tuple[tuple[str, bytes], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Respond:
+    status: int
+    body: bytes  # JSON
+    details: str  # Envoy's response-code details
+
+
+@dataclass(frozen=True, slots=True)
+class Defer:
+    later: Awaitable[Decision]  # cancelled if the client leaves first
+
+
+Decision: TypeAlias = "Route | Reject | Respond | Defer"

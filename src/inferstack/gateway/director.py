@@ -1,0 +1,253 @@
+"""The director: what the picker decides for one request, as a typed ``Decision``, no wire format.
+
+Like GIE's director, one request goes through fixed steps:
+1. objective: the target model (``rewrites``) and the priority (``objectives``, by model or the
+   objective header);
+2. admission: no routable endpoint -> hold it (scale from zero, ``Defer``) or 503; held requests
+   go first; a sheddable request on a saturated pool -> 429 (flow control will live here);
+3. candidates: the ready endpoints serving the target model (one recheck of the served-models
+   lists before a 404, ``Defer``);
+4. schedule: filters, scorers and picker choose the endpoint and fallbacks (``Route``), recorded
+   in the in-flight ledger.
+Body-less requests: ``GET /v1/models`` is answered here (``Respond``: the union of the ready
+endpoints' lists, rechecked after arrival), other methods there get 405 as vLLM answers; any
+other body-less request is routed on its headers alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+from inferstack.gateway.datastore import Datastore, Endpoint
+from inferstack.gateway.decision import Decision, Defer, Phase, Reject, RequestContext, Respond, Route
+from inferstack.gateway.envoy_config import CLUSTER_NAME
+from inferstack.gateway.epp_metrics import EppMetrics
+from inferstack.gateway.hold import EnvoyLoadWatch, Held, HoldQueue
+from inferstack.gateway.inflight import InFlightLedger
+from inferstack.gateway.policy import Objectives, Rewrites, is_saturated, serving
+from inferstack.gateway.request import InferenceRequest
+from inferstack.gateway.scheduling import SchedContext, Scheduler
+from inferstack.gateway.served_models import ModelsPoller
+from inferstack.gateway.settings import EppSettings
+
+__all__ = ["MODELS_METHOD_NOT_ALLOWED", "NO_ENDPOINT", "SHED", "Director"]
+
+_MAX_LISTED_MODELS = 20  # served names a 404 lists
+_MAX_ECHOED_NAME = 200  # characters of the client's model name a 404 repeats
+_MODELS_RECHECK_MAX_S = 1.0  # bound of the poll before a 404: half Envoy's default message timeout
+_MODELS_RECHECK_WAIT_S = 1.5  # and of the wait for it (one started earlier may still run)
+
+NO_ENDPOINT = Reject(503, "no model server endpoint is ready", "service_unavailable")
+SHED = Reject(429, "the model servers are saturated and this request is sheddable", "too_many_requests")
+# what vLLM answers to any other method on its GET-only /v1/models (the EPP answers that path itself)
+MODELS_METHOD_NOT_ALLOWED = Reject(405, "/v1/models answers GET only", "invalid_request_error",
+                                   headers=(("allow", b"GET"),))
+
+
+class Director:
+    def __init__(self, settings: EppSettings, datastore: Datastore) -> None:
+        self.settings = settings
+        self.datastore = datastore
+        self.scheduler = Scheduler(settings.scheduler)
+        self.rewrites = Rewrites(settings.rewrites)
+        self.objectives = Objectives(settings.objectives)
+        self.metrics = EppMetrics(datastore, self.scheduler, settings)
+        self.in_flight = InFlightLedger(settings.in_flight_timeout_s)
+        self.models_poller: ModelsPoller | None = None  # set by serve() when models_poll is on
+        self._staleness_s = settings.saturation.metrics_staleness_ms / 1000.0
+        self._models_refresh: asyncio.Task[None] | None = None  # the 404 path's recheck, shared
+        self._models_refresh_at = 0.0  # monotonic start of that recheck
+        hold = settings.hold
+        self.hold = HoldQueue(hold, self.metrics, self._hold_timed_out) if hold.enabled else None
+        self.envoy = EnvoyLoadWatch(settings.envoy_admin_port if hold.enabled else None, CLUSTER_NAME,
+                                    self.release_held)
+        self._hold_full = Reject(
+            503, f"the scale-from-zero hold queue is full ({hold.max_requests} requests already wait for a model "
+            "server to become ready); retry later", "service_unavailable")
+
+    # -- requests ------------------------------------------------------------------------------
+    def decide(self, req: InferenceRequest, ctx: RequestContext, phase: Phase, body: bytes,
+               can_defer: bool) -> Decision:
+        """A request with a parsed body (or a body-less one, ``phase`` "headers"); ``can_defer``:
+        the transport can answer later on the request's own stream."""
+        now = time.monotonic()
+        model = req.model
+        target = self.rewrites.apply(model) if model else model
+        req.target_model = target
+        req.priority = self.objectives.priority(model, target, ctx.objective) if model or ctx.objective else 0
+        if self.hold is not None and can_defer:
+            ready = self.routable()
+            if not ready or len(self.hold):  # held requests go first
+                return self._hold(req, phase, body, ctx.request_id)
+        else:
+            ready = self.datastore.ready()
+            if not ready:
+                self.metrics.count(model, target, "", "unavailable")
+                return NO_ENDPOINT
+        return self._route(req, phase, body, ctx.request_id, ready, now, can_defer)
+
+    def decide_body_less(self, ctx: RequestContext, can_defer: bool) -> Decision:
+        """A request without a body: ``GET /v1/models`` answered here, other methods there 405,
+        anything else routed on its headers alone."""
+        if ctx.path.split("?", 1)[0] != "/v1/models":
+            return self._routed_on_headers(ctx, can_defer)
+        if ctx.method not in ("GET", "HEAD", ""):
+            return MODELS_METHOD_NOT_ALLOWED
+        if not self.datastore.ready():
+            return self._routed_on_headers(ctx, can_defer)
+        if can_defer and self.models_poller is not None:  # answered once the lists are polled again
+            return Defer(self._models_list_after_refresh(ctx))
+        return self._models_list() or self._routed_on_headers(ctx, can_defer)
+
+    def _routed_on_headers(self, ctx: RequestContext, can_defer: bool) -> Decision:
+        req = InferenceRequest(model="", prompt="", stream=False, max_tokens=None, kind="other")
+        return self.decide(req, ctx, "headers", b"", can_defer)
+
+    # -- admission: the hold queue (scale from zero) -------------------------------------------
+    def routable(self) -> list[Endpoint]:
+        """Ready endpoints Envoy can route to (it may not have loaded a new one from the EDS file yet)."""
+        ready = self.datastore.ready()
+        pending = self.envoy.pending
+        return [e for e in ready if e.address not in pending] if pending else ready
+
+    def _hold(self, req: InferenceRequest, phase: Phase, body: bytes, request_id: str) -> Decision:
+        assert self.hold is not None
+        # keep the body (up to 16 MiB) only if routing will rewrite it
+        answer = self.hold.add(req, phase, body if req.target_model != req.model else b"", request_id)
+        if answer is None:
+            self.metrics.count(req.model, req.target_model, "", "unavailable")
+            return self._hold_full
+        return Defer(answer)  # the decision (or 503) follows on this stream
+
+    def release_held(self) -> None:
+        """Route the held requests, oldest first, if an endpoint is routable now."""
+        if self.hold is None or not len(self.hold):
+            return
+        ready = self.routable()
+        if ready:
+            now = time.monotonic()
+            self.hold.release(lambda h: self._route(h.req, h.phase, h.body, h.request_id, ready, now, False))
+
+    def _hold_timed_out(self, held: Held) -> Decision:
+        assert self.hold is not None
+        req = held.req
+        self.metrics.count(req.model, req.target_model, "", "unavailable")
+        known = self.datastore.all()
+        ready = sum(e.ready for e in known)
+        loading = f" (Envoy has not loaded {len(self.envoy.pending)} of them yet)" if self.envoy.pending else ""
+        return Reject(503, f"no model server became ready within {self.hold.settings.timeout_s:g} s "
+                      f"(scale-from-zero hold); the pool has {len(known)} endpoints, {ready} ready{loading}; "
+                      "retry later", "service_unavailable")
+
+    # -- candidates and schedule ---------------------------------------------------------------
+    def _route(self, req: InferenceRequest, phase: Phase, body: bytes, request_id: str, ready: list[Endpoint],
+               now: float, can_defer: bool) -> Decision:
+        """``can_defer`` (the request's own stream, not a held request's release) allows one
+        recheck of the served models before a 404."""
+        model, target = req.model, req.target_model
+        if target:  # only endpoints serving the (rewritten) model; ``ready`` itself when all do
+            able = serving(target, ready)
+            if not able and can_defer and self.models_poller is not None:
+                return Defer(self._route_after_recheck(req, phase, body, request_id, now))
+            ready = able
+            if not ready:
+                self.metrics.count(model, target, "", "unknown_model")
+                return self._unknown_model(model, target)
+        sat = self.settings.saturation
+        if req.priority < 0 and is_saturated(ready, sat, now):
+            self.metrics.shed.labels(model).inc()
+            self.metrics.count(model, target, "", "shed")
+            return SHED
+        result = self.scheduler.schedule(SchedContext(now, self._staleness_s, sat), req, ready)
+        assert result is not None  # ready is not empty
+        self.in_flight.start(request_id, result.endpoint, req.prompt_tokens, now)
+        destination = result.endpoint.address
+        if result.fallbacks:
+            destination = ",".join([destination, *(e.address for e in result.fallbacks)])
+        self.metrics.count(model, target, result.endpoint.address, "routed")
+        if target != model and phase == "body":
+            return Route(destination, phase, _rewrite_body(body, target))
+        return Route(destination, phase)
+
+    async def _route_after_recheck(self, req: InferenceRequest, phase: Phase, body: bytes, request_id: str,
+                                   arrived: float) -> Decision:
+        """The 404 path: poll the ready endpoints' /v1/models (a recheck started after this request
+        arrived, shared with other requests), then decide again, without another recheck."""
+        await self._refresh_models(arrived)
+        ready = self.routable() if self.hold is not None else self.datastore.ready()
+        if not ready:
+            self.metrics.count(req.model, req.target_model, "", "unavailable")
+            return NO_ENDPOINT
+        return self._route(req, phase, body, request_id, ready, time.monotonic(), False)
+
+    # -- served models ---------------------------------------------------------------------------
+    async def _refresh_models(self, since: float) -> None:
+        """Wait, at most ``_MODELS_RECHECK_WAIT_S``, for a served-models recheck that started at or
+        after ``since``: at most one runs and the requests arriving meanwhile share the next one, so
+        a flood of unknown names costs one poll per endpoint per recheck, not one per request. After
+        the wait the caller decides on what is known: Envoy's message timer must not fire first."""
+        try:
+            await asyncio.wait_for(self._recheck_started_since(since), _MODELS_RECHECK_WAIT_S)
+        except asyncio.TimeoutError:
+            pass
+
+    async def _recheck_started_since(self, since: float) -> None:
+        assert self.models_poller is not None
+        while True:
+            task, started = self._models_refresh, self._models_refresh_at
+            if task is None or task.done():
+                self._models_refresh_at = started = time.monotonic()
+                addresses = [e.address for e in self.datastore.ready()]
+                task = self._models_refresh = asyncio.ensure_future(
+                    self.models_poller.refresh(addresses, _MODELS_RECHECK_MAX_S))
+            await asyncio.shield(task)  # one request's cancellation must not cancel the others' recheck
+            if started >= since:
+                return
+
+    async def _models_list_after_refresh(self, ctx: RequestContext) -> Decision:
+        """``GET /v1/models``: the union of lists polled after the request arrived (shared with the
+        404 path's rechecks), so an adapter loaded a moment ago is listed; routed to a replica as
+        before if a list is still unknown."""
+        await self._refresh_models(ctx.arrived)
+        return self._models_list() or self._routed_on_headers(ctx, False)
+
+    def _models_list(self) -> Respond | None:
+        """``GET /v1/models`` answered by the EPP: the union of the ready endpoints' lists (an
+        adapter loaded on one replica only is listed too), base models first; None (the request
+        goes to a replica as any other) while an endpoint's list is not known (always, with
+        ``models_poll`` off) or none is ready."""
+        ready = sorted(self.datastore.ready(), key=lambda e: e.address)
+        if not ready or any(e.served_models is None for e in ready):
+            return None
+        bases: dict[str, dict[str, object]] = {}
+        adapters: dict[str, dict[str, object]] = {}
+        for ep in ready:
+            for entry in ep.model_entries:
+                mid = str(entry["id"])
+                (adapters if mid in ep.served_adapters else bases).setdefault(mid, entry)
+        self.metrics.count("", "", "", "models_list")
+        body = json.dumps({"object": "list", "data": [*bases.values(), *adapters.values()]}).encode()
+        return Respond(200, body, "models_list")
+
+    def _unknown_model(self, model: str, target: str) -> Reject:
+        """404: every ready endpoint's model list is known and none has ``target`` (a rare path)."""
+        served = sorted(set().union(*(e.served_models for e in self.datastore.ready() if e.served_models)))
+        listed = ", ".join(served[:_MAX_LISTED_MODELS]) or "(none)"
+        if len(served) > _MAX_LISTED_MODELS:
+            listed += f", ... ({len(served) - _MAX_LISTED_MODELS} more)"
+
+        def shown(name: str) -> str:
+            return name if len(name) <= _MAX_ECHOED_NAME else name[:_MAX_ECHOED_NAME] + "..."
+
+        what = f"`{shown(target)}`" if target == model else f"`{shown(target)}` (rewritten from `{shown(model)}`)"
+        return Reject(404, f"The model {what} does not exist on any model server; served: {listed}",
+                      "NotFoundError", param="model")
+
+
+def _rewrite_body(body: bytes, target: str) -> bytes:
+    # only for rewritten models (rare): re-parse so every other field stays untouched
+    data = json.loads(body)
+    data["model"] = target
+    return json.dumps(data, separators=(",", ":")).encode()
