@@ -10,6 +10,7 @@ reconciles:
     retire: out of the endpoints file (the picker stops routing to it) -> settle -> drain
             (vLLM running + waiting -> 0, bounded) -> SIGTERM --grace--> SIGKILL -> removed
 
+The decision is pure (``stack/plan.py``, tested without processes):
 - fewer members than desired: add replicas of the current generation in free slots;
 - more: retire the extras, non-ready and old-generation ones first, and a ready one only while
   enough others are ready (no request lost);
@@ -52,6 +53,7 @@ from inferstack.stack.adapters import SYNC_PERIOD_S, StackAdapters
 from inferstack.stack.autoscaler import LocalAutoscaler, ReplicaView, held_requests
 from inferstack.stack.config import StackConfig, merge_config
 from inferstack.stack.control import ControlRequest, take_requests
+from inferstack.stack.plan import Add, MemberView, plan
 from inferstack.stack.state import StateFile
 from inferstack.stack.status import (AdaptersStatus, ControlAnswer, ReplicaStatus, StackEvent, StackStatus)
 
@@ -588,34 +590,14 @@ class Supervisor:
         m.stopping = self._pool.submit(drain_and_stop)
 
     def _reconcile(self) -> None:
-        """Move the members toward the desired count and generation (see the module docstring)."""
-        members = [m for m in self.members if not m.retiring]
-        new = [m for m in members if m.generation == self.generation]
-        old = [m for m in members if m.generation != self.generation]
-        excess = len(members) - self.desired
-        if excess < 0:
-            for _ in range(-excess):
+        """Carry out the reconcile plan (``stack/plan.py``: pure) for the members as they are now."""
+        by_slot = {m.slot: m for m in self.members}
+        views = [MemberView(m.slot, m.generation, m.ready, m.retiring) for m in self.members]
+        for step in plan(views, self.desired, self.generation):
+            if isinstance(step, Add):
                 self._add()
-            return
-        ready = sum(m.ready for m in members)
-        if excess > 0:
-            order = sorted(members, key=lambda m: (m.generation == self.generation, m.ready, -m.slot))
-            for m in order:
-                if excess == 0:
-                    break
-                if m.ready:
-                    if ready - 1 < self.desired:
-                        continue  # it is serving and nothing ready replaces it yet
-                    ready -= 1
-                elif old and m.generation == self.generation:
-                    continue  # the surge replica of a rolling restart: keep it
-                why = "scale-in" if not old else f"rolling restart to generation {self.generation}"
-                self._retire(m, why)
-                excess -= 1
-            return
-        rolling = any(m.retiring for m in self.members)
-        if old and not rolling and all(m.ready for m in new):
-            self._add()  # surge one replica of the new generation
+            else:
+                self._retire(by_slot[step.slot], step.why)
 
     # ----- autoscaler / scale-from-zero (their own thread) -------------------------------------
     def _watch(self, stop_event: threading.Event) -> None:
