@@ -99,6 +99,8 @@ def create_app(settings: BatchSettings, store: BatchStore | None = None, *, disp
                     await asyncio.wait_for(task, settings.stop_timeout_s)
                 except asyncio.TimeoutError:
                     log.warning("dispatcher did not stop in %.1fs; cancelled", settings.stop_timeout_s)
+                except Exception:  # the loop had already ended with an error: reported by _report_end
+                    pass
             if own:
                 box["store"].close()
 

@@ -227,20 +227,20 @@ class Dispatcher:
             self._validate(batch)
         elif status == BatchStatus.CANCELLING:
             await self._cancel_in_flight(batch_id)
-            self.store.finalize(batch_id, "cancelled")
+            self.store.finalize(batch_id, BatchStatus.CANCELLED)
             log.info("batch %s cancelled", batch_id)
         elif status == BatchStatus.FINALIZING:
             self.store.finalize(batch_id, BatchStatus.COMPLETED)
         elif status == BatchStatus.IN_PROGRESS:
             if batch["expires_at"] and now_wall > batch["expires_at"]:
                 await self._cancel_in_flight(batch_id)
-                self.store.finalize(batch_id, "expired", expired_error={
+                self.store.finalize(batch_id, BatchStatus.EXPIRED, expired_error={
                     "code": "batch_expired", "message": "the batch's completion window ended before "
                     "this request was processed"})
                 log.info("batch %s expired", batch_id)
             elif not self._busy(batch_id) and self.store.pending_count(batch_id) == 0:
                 self.store.mark_finalizing(batch_id)
-                self.store.finalize(batch_id, "completed")
+                self.store.finalize(batch_id, BatchStatus.COMPLETED)
                 counts = self.store.get_batch(batch_id)["request_counts"]  # type: ignore[index]
                 log.info("batch %s completed: %d done, %d failed", batch_id, counts["completed"],
                          counts["failed"])

@@ -117,3 +117,44 @@ def test_malformed_lines_fail_the_batch_with_errors(service):
                                                 completion_window="24h").id)
     assert batch.status == "failed"
     assert [(e.code, e.line) for e in batch.errors.data] == [("invalid_json_line", 2), ("invalid_url", 3)]
+
+
+def test_health_says_when_the_dispatcher_loop_has_ended_or_stalled(tmp_path, monkeypatch):
+    """/health answers 503 with the reason once the dispatcher's loop is gone (a bug outside every
+    batch) or completes no pass within the bound (a stuck pass); the watchdog exits on the same."""
+    import asyncio
+
+    from starlette.testclient import TestClient
+
+    from inferstack.batch.dispatcher import Dispatcher
+
+    async def dies(self, stop):  # type: ignore[no-untyped-def]
+        raise RuntimeError("bug outside any batch")
+
+    monkeypatch.setattr(Dispatcher, "run", dies)
+    settings = BatchSettings(gateway_url="http://127.0.0.1:9", state_dir=tmp_path / "a")
+    app = create_app(settings)
+    with TestClient(app) as client:
+        deadline = time.monotonic() + 10
+        while client.get("/health").status_code == 200:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        r = client.get("/health")
+        assert r.status_code == 503 and r.json() == {**r.json(), "status": "unhealthy",
+                                                     "reason": "the dispatcher loop is not running"}
+        assert app.state.dispatcher_problem() == "the dispatcher loop is not running"
+
+    async def stuck(self):  # type: ignore[no-untyped-def]
+        await asyncio.sleep(3600)
+        return 1.0
+
+    monkeypatch.undo()
+    monkeypatch.setattr(Dispatcher, "step", stuck)
+    app = create_app(BatchSettings(gateway_url="http://127.0.0.1:9", state_dir=tmp_path / "b",
+                                   dispatcher_stall_s=0.2))
+    with TestClient(app) as client:
+        deadline = time.monotonic() + 10
+        while client.get("/health").status_code == 200:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        assert "completed no pass" in client.get("/health").json()["reason"]
