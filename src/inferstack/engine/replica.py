@@ -16,6 +16,7 @@ import logging
 import subprocess
 import time
 from dataclasses import dataclass, field
+from typing import Literal
 from pathlib import Path
 
 import httpx
@@ -23,7 +24,10 @@ import httpx
 from inferstack.engine.metrics import fetch_figures
 from inferstack.process import SupervisedProcess
 
-__all__ = ["WARM_UP_PROMPT", "Replica", "ReplicaSpec"]
+__all__ = ["WARM_UP_PROMPT", "Replica", "ReplicaSpec", "ReplicaState"]
+
+# stopped -> starting -> ready -> (backoff -> starting ...) -> draining -> stopped; failed: gave up
+ReplicaState = Literal["stopped", "starting", "ready", "backoff", "draining", "failed"]
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +57,7 @@ class Replica:
     started_at: float = 0.0  # wall clock of the last start
     ready_at: float | None = None
     restarts: int = 0
-    state: str = "stopped"  # stopped | starting | ready | backoff | draining | failed
+    state: ReplicaState = "stopped"
     failed_checks: int = 0
     last_check_at: float = 0.0  # wall clock of the last health check while ready
     next_start_at: float = 0.0  # monotonic time of the next (re)start while in backoff

@@ -14,6 +14,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from inferstack.batch import BatchServiceStatus
+from inferstack.engine.replica import ReplicaState
 from inferstack.errors import InferstackError
 from inferstack.gateway import GatewayStatus
 
@@ -36,7 +37,7 @@ class ReplicaStatus(_Part):
     url: str
     port: int
     pid: int | None
-    state: str  # stopped | starting | ready | backoff | draining | failed
+    state: ReplicaState
     generation: int
     retiring: bool
     restarts: int
