@@ -84,8 +84,8 @@ def test_epp_sigkill_cuts_no_stream_fails_closed_and_heals_alone():
                        timeout_s=15, what="the restarted EPP to serve")
             wait_until(lambda: _chat(gw.url).status_code == 200, timeout_s=10, what="routing to resume")
             st = gw.status()
-            assert st["envoy"]["pid"] == envoy_pid and st["envoy"]["restarts"] == 0
-            assert st["epp"]["pid"] != epp_pid and st["epp"]["restarts"] == 1
+            assert st.envoy.pid == envoy_pid and st.envoy.restarts == 0
+            assert st.epp.pid != epp_pid and st.epp.restarts == 1
 
 
 def test_epp_down_fails_open_when_configured():
