@@ -45,8 +45,12 @@ class StateFile:
         self.path.unlink(missing_ok=True)
 
     def live(self) -> StackStatus | None:
-        """The state of a stack whose supervisor still runs, else None (stale files are ignored)."""
-        status = self.read()
-        if status is not None and pid_alive(status.supervisor_pid):
-            return status
-        return None
+        """The state of a stack whose supervisor still runs, else None (stale files are ignored, of
+        any schema: a file left by an older inferstack whose stack is gone is no error)."""
+        try:
+            data = json.loads(self.path.read_text())
+        except (FileNotFoundError, ValueError):
+            return None
+        if not isinstance(data, dict) or not pid_alive(data.get("supervisor_pid")):
+            return None
+        return parse_status(data, str(self.path))

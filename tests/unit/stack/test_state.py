@@ -63,3 +63,12 @@ def test_a_file_missing_a_field_names_it(tmp_path):
     path.write_text(json.dumps(doc))
     with pytest.raises(StateSchemaError, match="cores"):
         StateFile(path).read()
+
+
+def test_a_stale_file_of_another_schema_is_no_running_stack(tmp_path):
+    path = tmp_path / "stack.json"
+    path.write_text(json.dumps({"supervisor_pid": 2**22 + 12345, "state": "ready"}))  # an older inferstack's
+    assert StateFile(path).live() is None
+    path.write_text(json.dumps({"supervisor_pid": os.getpid(), "state": "ready"}))  # ... whose stack still runs
+    with pytest.raises(StateSchemaError):
+        StateFile(path).live()
