@@ -32,8 +32,9 @@ down:
 status:
 	$(INFERSTACK) status
 
+# Two lanes (tests/conftest.py): the integration tests one at a time in one, the unit tests beside them.
 test: setup
-	$(VENV)/bin/pytest $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -n 2 --dist loadgroup $(PYTEST_ARGS)
 
 unit: $(VENV)/.installed
 	$(VENV)/bin/pytest tests/unit -q $(PYTEST_ARGS)

@@ -1,10 +1,12 @@
 """Process and port helpers shared by the supervisor, the gateway and the batch service.
 
-``SupervisedProcess`` is the one class for every child the stack runs (a vLLM replica, Envoy, the
-picker, the batch service): start in its own session with its output appended to a log, wait
-until ready (a clear error with the log tail when it exits or is too slow), heal (restart after
-an exit, the delay doubling from ``RestartPolicy.initial_s`` to ``max_s`` and reset once it has
-run ``stable_after_s``), stop the whole process group (SIGTERM, wait, SIGKILL), report its status.
+``SupervisedProcess`` is the one class for every child we run (a vLLM replica, Envoy, the picker,
+the batch service, inference-perf): start in its own session with its output appended to a log
+(and, with ``on_line``, each line handed to the caller as it comes), wait until ready (a clear
+error with the log tail when it exits or is too slow), heal (restart after an exit, the delay
+doubling from ``RestartPolicy.initial_s`` to ``max_s`` and reset once it has run
+``stable_after_s``), stop the whole process group (SIGINT first where the child saves its work on
+it, then SIGTERM, wait, SIGKILL), report its status.
 Its pid is its process group id, so ``stop_process_group`` signals the whole tree (vLLM's engine
 core and workers too), and ``group_alive`` says whether anything of it is left.
 """
@@ -17,10 +19,12 @@ import random
 import signal
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from inferstack.errors import ReplicaStartError
 
@@ -77,18 +81,33 @@ def group_alive(pgid: int) -> bool:
     return False
 
 
-def stop_process_group(pid: int, terminate_timeout_s: float) -> None:
-    """SIGTERM the process group led by ``pid``, wait, then SIGKILL what is left."""
+def _signal_and_wait(pid: int, sig: signal.Signals, timeout_s: float) -> bool:
+    """Send ``sig`` to the group and wait up to ``timeout_s`` for it to end; True when it has (a
+    Ctrl-C while waiting ends the wait: the caller escalates)."""
     try:
-        os.killpg(pid, signal.SIGTERM)
+        os.killpg(pid, sig)
     except ProcessLookupError:
+        return True
+    deadline = time.monotonic() + timeout_s
+    try:
+        while time.monotonic() < deadline:
+            if not group_alive(pid):
+                return True
+            time.sleep(0.05)
+    except KeyboardInterrupt:
+        log.warning("interrupted while process group %d handled %s; escalating", pid, sig.name)
+        return False
+    log.warning("process group %d still runs %.1fs after %s; escalating", pid, timeout_s, sig.name)
+    return False
+
+
+def stop_process_group(pid: int, terminate_timeout_s: float, interrupt_timeout_s: float = 0.0) -> None:
+    """SIGINT the process group led by ``pid`` and wait (when ``interrupt_timeout_s``), SIGTERM and
+    wait, then SIGKILL what is left."""
+    if interrupt_timeout_s > 0 and _signal_and_wait(pid, signal.SIGINT, interrupt_timeout_s):
         return
-    deadline = time.monotonic() + terminate_timeout_s
-    while time.monotonic() < deadline:
-        if not group_alive(pid):
-            return
-        time.sleep(0.05)
-    log.warning("process group %d ignored SIGTERM for %.1fs; sending SIGKILL", pid, terminate_timeout_s)
+    if _signal_and_wait(pid, signal.SIGTERM, terminate_timeout_s):
+        return
     try:
         os.killpg(pid, signal.SIGKILL)
     except ProcessLookupError:
@@ -231,15 +250,21 @@ class SupervisedProcess:
 
     def __init__(self, name: str, argv: list[str], log_path: Path, *, env: dict[str, str] | None = None,
                  cores: Collection[int] = (), stop_timeout_s: float = 10.0,
-                 restart: RestartPolicy = RestartPolicy()) -> None:
+                 restart: RestartPolicy = RestartPolicy(), cwd: Path | None = None,
+                 on_line: Callable[[str], None] | None = None, interrupt_timeout_s: float = 0.0) -> None:
         self.name = name
         self.argv = argv
         self.log_path = Path(log_path)
         self.env = env
         self.cores = set(cores)
         self.stop_timeout_s = stop_timeout_s
+        self.cwd = cwd
+        self.on_line = on_line  # each output line as it comes (the log gets it too)
+        self.interrupt_timeout_s = interrupt_timeout_s  # SIGINT first on stop, this long
+        self._pump: threading.Thread | None = None
         self.restart = restart
-        self.proc: subprocess.Popen[bytes] | None = None  # the current (or, once stopped, the last) incarnation
+        # the current (or, once stopped, the last) incarnation; its output is text with ``on_line``
+        self.proc: subprocess.Popen[Any] | None = None
         self.stopped = True  # by stop() (or never started): not to be healed
         self.started_at = 0.0  # monotonic, of the current incarnation
         self.restarts = 0
@@ -259,13 +284,39 @@ class SupervisedProcess:
             if cores:
                 os.sched_setaffinity(0, cores)
 
-        with open(self.log_path, "ab") as log_file:  # the child keeps its own descriptor
-            self.proc = subprocess.Popen(self.argv, env=self.env, stdout=log_file, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL, start_new_session=True,
-                                         preexec_fn=pin if cores else None)
+        if self.on_line is None:
+            with open(self.log_path, "ab") as log_file:  # the child keeps its own descriptor
+                self.proc = subprocess.Popen(self.argv, env=self.env, cwd=self.cwd, stdout=log_file,
+                                             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                             start_new_session=True, preexec_fn=pin if cores else None)
+        else:
+            piped: subprocess.Popen[str] = subprocess.Popen(
+                self.argv, env=self.env, cwd=self.cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL, text=True, errors="replace", start_new_session=True,
+                preexec_fn=pin if cores else None)
+            self.proc = piped
+            self._pump = threading.Thread(target=self._copy_lines, args=(piped, self.on_line),
+                                          name=f"{self.name}-output", daemon=True)
+            self._pump.start()
         self.stopped = False
         self.started_at = time.monotonic()
         log.info("%s started, pid %d", self.name, self.proc.pid)
+
+    def _copy_lines(self, proc: subprocess.Popen[str], on_line: Callable[[str], None]) -> None:
+        assert proc.stdout is not None
+        with open(self.log_path, "a", encoding="utf-8") as log_file:
+            for line in proc.stdout:
+                log_file.write(line)
+                log_file.flush()
+                on_line(line)
+
+    def wait(self) -> int:
+        """Until it exits (its output all handed over); its exit code."""
+        assert self.proc is not None, "start() first"
+        code = self.proc.wait()
+        if self._pump is not None:
+            self._pump.join(timeout=10)
+        return code
 
     def exit_code(self) -> int | None:
         """Its exit code once it has exited (and been reaped), else None."""
@@ -308,6 +359,8 @@ class SupervisedProcess:
             return False
         log.warning("%s pid %d exited with code %s; restarting it (log: %s)", self.name, self.proc.pid,
                     self.proc.returncode, self.log_path)
+        if group_alive(self.proc.pid):  # what the dead incarnation left (vLLM's engine core) goes first
+            stop_process_group(self.proc.pid, self.stop_timeout_s)
         self.restarts += 1
         self._delay_s = next_restart_delay(self._delay_s, self.restart)
         self._retry_at = now + self._delay_s
@@ -319,14 +372,17 @@ class SupervisedProcess:
         return True
 
     def stop(self) -> None:
-        """SIGTERM its whole process group, wait ``stop_timeout_s``, SIGKILL what is left."""
+        """SIGINT its whole process group and wait ``interrupt_timeout_s`` (when set), SIGTERM and wait
+        ``stop_timeout_s``, SIGKILL what is left."""
         proc = self.proc
         if proc is None or self.stopped:
             return
         self.stopped = True
-        stop_process_group(proc.pid, self.stop_timeout_s)
+        stop_process_group(proc.pid, self.stop_timeout_s, self.interrupt_timeout_s)
         try:
             proc.wait(timeout=1)
         except subprocess.TimeoutExpired:
             pass
+        if self._pump is not None:
+            self._pump.join(timeout=10)
         log.info("%s pid %d stopped (code %s)", self.name, proc.pid, proc.returncode)

@@ -8,17 +8,22 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 import yaml
+from test_gateway_support import wait_until
 
+from inferstack.engine.metrics import fetch_figures
 from inferstack.process import free_ports
+from inferstack.stack.state import StateFile
+from inferstack.stack.status import StackStatus
 
-__all__ = ["BackgroundLoad", "RunningStack", "chat", "detached_stack", "interruptible", "run_cli"]
+__all__ = ["BackgroundLoad", "RunningStack", "chat", "detached_stack", "generated_tokens", "interruptible", "run_cli",
+           "wait_until"]
 
 
 def interruptible() -> None:
@@ -43,6 +48,12 @@ def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 600,
     return proc
 
 
+def generated_tokens(replica_url: str) -> float:
+    """Tokens the replica generated since it started (its vLLM counter; 0 when unreachable)."""
+    figures = fetch_figures(replica_url, timeout_s=5.0)
+    return figures.generation_tokens if figures else 0.0
+
+
 def chat(base_url: str, model: str, content: str, max_tokens: int = 48, **extra) -> dict:
     response = httpx.post(
         f"{base_url}/chat/completions",
@@ -64,7 +75,27 @@ class RunningStack:
     env: dict[str, str]
 
     def status(self) -> dict:
+        """`inferstack status --json` (the CLI's contract; ~2 s of CPU a call: poll with ``state``)."""
         return json.loads(run_cli("status", "--json", env=self.env).stdout)
+
+    def state(self) -> StackStatus:
+        """The supervisor's published status, read in-process (what `status` prints, minus live metrics)."""
+        data = StateFile(self.state_dir / "stack.json").live()
+        assert data is not None, f"no stack runs in {self.state_dir}"
+        return data
+
+    def wait_for(self, cond: Callable[[StackStatus], bool], timeout_s: float, what: str) -> StackStatus:
+        """The first published status that meets ``cond`` (polled every 0.2 s), or an AssertionError
+        naming ``what`` with the stack's events."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            data = self.state()
+            if cond(data):
+                return data
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{what}: not reached in {timeout_s:.0f}s; events: "
+                                     f"{[e.message for e in data.events]}")
+            time.sleep(0.2)
 
     @classmethod
     def from_status(cls, state_dir: Path, env: dict[str, str]) -> RunningStack:
@@ -101,7 +132,8 @@ def detached_stack(state_dir: Path, config: dict, up_output: list[str] | None = 
 @dataclass
 class BackgroundLoad:
     """``workers`` threads sending short chat completions through ``base_url`` back to back until
-    stopped; every request that fails (transport error or non-200) is kept with its reason."""
+    stopped; every request that fails (transport error or non-200) is kept with its reason, and
+    every request's start (monotonic) and outcome (status code or error) in ``results``."""
 
     base_url: str
     model: str
@@ -109,6 +141,7 @@ class BackgroundLoad:
     max_tokens: int = 24
     ok: int = 0
     failures: list[str] = field(default_factory=list)
+    results: list[tuple[float, int | str]] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
     _threads: list[threading.Thread] = field(default_factory=list)
 
@@ -129,14 +162,17 @@ class BackgroundLoad:
         with httpx.Client(timeout=180) as client:
             while not self._stop.is_set():
                 n += 1
+                t0 = time.monotonic()
                 try:
                     r = client.post(f"{self.base_url}/chat/completions", json={
                         "model": self.model, "max_tokens": self.max_tokens, "temperature": 0,
                         "messages": [{"role": "user", "content": f"Worker {worker}, request {n}: name a tree."}]})
+                    self.results.append((t0, r.status_code))
                     if r.status_code == 200:
                         self.ok += 1
                     else:
                         self.failures.append(f"{r.status_code} {r.text[:200]}")
                 except httpx.HTTPError as exc:
+                    self.results.append((t0, repr(exc)))
                     self.failures.append(repr(exc))
                     time.sleep(0.2)

@@ -8,7 +8,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from stackutil import BackgroundLoad, RunningStack, detached_stack
+from stackutil import BackgroundLoad, RunningStack, detached_stack, generated_tokens, wait_until
 
 from inferstack.process import free_port_block, group_alive
 
@@ -32,34 +32,27 @@ def autoscaled(engine_python, tmp_path_factory) -> Iterator[RunningStack]:
         yield stack
 
 
-def _wait_for(stack: RunningStack, cond, timeout_s: float) -> dict:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        data = stack.status()
-        if cond(data):
-            return data
-        time.sleep(1.0)
-    raise AssertionError(f"not reached in {timeout_s:.0f}s; events: {[e['message'] for e in data['events']]}")
-
-
 def test_a_burst_scales_out_and_idle_scales_back_in_without_a_failed_request(autoscaled):
-    start = autoscaled.status()
-    assert start["desired_replicas"] == 1 and start["autoscaling"]["policy"] == "waiting:2"
+    start = autoscaled.state()
+    assert start.desired_replicas == 1 and start.autoscaling and start.autoscaling.policy == "waiting:2"
     with BackgroundLoad(autoscaled.base_url, autoscaled.served_model, workers=8, max_tokens=48) as load:
         t0 = time.monotonic()
-        scaled = _wait_for(autoscaled, lambda d: d["desired_replicas"] == 2, 240)
+        scaled = autoscaled.wait_for(lambda d: d.desired_replicas == 2, 240, "scale-out decided")
         decided_after = time.monotonic() - t0
-        served = _wait_for(autoscaled, lambda d: d["ready_replicas"] == 2, 600)
+        served = autoscaled.wait_for(lambda d: d.ready_replicas == 2, 600, "2 replicas ready")
         ready_after = time.monotonic() - t0
-        time.sleep(5)  # the new replica takes part of the burst
-    scale_out = next(e["message"] for e in scaled["events"] if e["kind"] == "autoscaler")
+        added = next(r for r in served.replicas if r.name not in {x.name for x in start.replicas})
+        at_ready = generated_tokens(added.url)
+        wait_until(lambda: generated_tokens(added.url) > at_ready + 96, timeout_s=120,
+                   what="the new replica to take part of the burst", interval_s=0.5)
+    scale_out = next(e.message for e in scaled.events if e.kind == "autoscaler")
     assert scale_out.startswith("scaled 1 -> 2: vllm:num_requests_waiting avg"), scale_out
     assert "> target 2" in scale_out
-    back = _wait_for(autoscaled, lambda d: d["desired_replicas"] == 1 and len(d["replicas"]) == 1, 240)
-    scale_in = [e["message"] for e in back["events"] if e["kind"] == "autoscaler"][-1]
+    back = autoscaled.wait_for(lambda d: d.desired_replicas == 1 and len(d.replicas) == 1, 240, "scale-in")
+    scale_in = [e.message for e in back.events if e.kind == "autoscaler"][-1]
     assert scale_in.startswith("scaled 2 -> 1"), scale_in
-    gone = next(r for r in served["replicas"] if r["name"] not in {x["name"] for x in back["replicas"]})
-    assert not group_alive(gone["pid"])
+    gone = next(r for r in served.replicas if r.name not in {x.name for x in back.replicas})
+    assert gone.pid and not group_alive(gone.pid)
     assert not load.failures, f"{len(load.failures)} failed requests: {load.failures[:3]}"
     print(f"burst: scale-out decided after {decided_after:.1f}s, 2 ready after {ready_after:.1f}s; "
           f"{load.ok} requests, 0 failed; {scale_out!r}; then {scale_in!r}")

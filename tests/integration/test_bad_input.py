@@ -55,7 +55,7 @@ def test_busy_port(stack, env):
     assert proc.returncode == 2
     assert f"port {busy}" in proc.stderr and "already in use" in proc.stderr
     # The running stack lost nothing.
-    assert all(r["state"] == "ready" for r in stack.status()["replicas"])
+    assert all(r.state == "ready" for r in stack.state().replicas)
 
 
 def test_a_replica_that_fails_to_start_shows_its_log_tail(tmp_path, env):

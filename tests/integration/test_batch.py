@@ -73,8 +73,8 @@ def test_official_client_runs_a_batch_of_50(stack: RunningStack):
         assert line["error"] is None and line["response"]["status_code"] == 200
         body = line["response"]["body"]
         assert body["object"] == "chat.completion" and body["choices"][0]["message"]["content"]
-    status = stack.status()["batch"]
-    assert status["state"] == "running" and pid_alive(status["pid"])
+    status = stack.state().batch
+    assert status and status.state == "running" and pid_alive(status.pid)
 
 
 def test_cli_submit_wait_and_results(stack: RunningStack, tmp_path):
@@ -107,15 +107,17 @@ def test_cancel_mid_run(stack: RunningStack):
 
 def test_sigkill_of_the_batch_service_mid_run_resumes_each_line_once(stack: RunningStack):
     client = _client(stack)
-    old_pid = stack.status()["batch"]["pid"]
+    old = stack.state().batch
+    assert old and old.pid
+    old_pid = old.pid
     batch = _create(client, _lines(stack.served_model, 40, max_tokens=16, prefix="kill"))
     _wait(client, batch.id, until=lambda b: b.request_counts.completed >= 5 or b.status in _TERMINAL)
     assert client.batches.retrieve(batch.id).status == "in_progress"
     os.kill(old_pid, signal.SIGKILL)
     deadline = time.monotonic() + 60
     while True:  # the supervisor restarts it (backoff 0.5 s); the API answers again through Envoy
-        status = stack.status()["batch"]
-        if status["pid"] != old_pid and status["state"] == "running":
+        status = stack.state().batch
+        if status and status.pid != old_pid and status.state == "running":
             try:
                 client.batches.retrieve(batch.id)
                 break
@@ -123,7 +125,7 @@ def test_sigkill_of_the_batch_service_mid_run_resumes_each_line_once(stack: Runn
                 pass
         assert time.monotonic() < deadline, status
         time.sleep(0.2)
-    assert status["restarts"] >= 1
+    assert status.restarts >= 1
     batch = _wait(client, batch.id)
     assert batch.status == "completed" and batch.request_counts.completed == 40
     ids = [x["custom_id"] for x in _output(client, batch.output_file_id)]
@@ -163,33 +165,22 @@ def test_bad_input_gives_openai_errors(stack: RunningStack):
     assert r.status_code == 200
 
 
-def test_down_then_up_resumes_the_batch(engine_python, tmp_path):
-    """A second, small stack: `down` mid-batch, `up` again on the same state dir -> the batch resumes and
-    completes with each line once (its state is in <state dir>/batch, which outlives the stack)."""
-    import yaml
-
-    from inferstack.process import free_port_block, free_ports
-
-    state_dir = tmp_path / "state"
-    env = dict(os.environ, INFERSTACK_STATE=str(state_dir))
-    listener, admin, grpc_port, metrics = free_ports(4)
-    config = tmp_path / "small.yaml"
-    config.write_text(yaml.safe_dump({
-        "replicas": 1, "speculative": {"method": "none"},
-        "engine": {"base_port": free_port_block(1, start=19300)},
-        "gateway": {"port": listener, "admin_port": admin, "epp": {"grpc_port": grpc_port, "metrics_port": metrics}},
-    }))
-    run_cli("up", "--detach", "--config", str(config), env=env, timeout=900)
+@pytest.mark.last_session_stack_user
+def test_down_then_up_resumes_the_batch(stack: RunningStack):
+    """`down` mid-batch, `up` again on the same state dir and config -> the batch resumes and completes
+    with each line once (its state is in <state dir>/batch, which outlives the stack). The session
+    stack's last user: it leaves the stack down."""
+    config = stack.state().config_path
+    assert config, "the session stack was started from a config file"
+    client = _client(stack)
+    batch = _create(client, _lines(stack.served_model, 30, max_tokens=24, prefix="resume"))
+    _wait(client, batch.id, until=lambda b: b.request_counts.completed >= 3 or b.status in _TERMINAL)
+    run_cli("down", env=stack.env, timeout=300)
     try:
-        small = RunningStack.from_status(state_dir, env)
-        client = _client(small)
-        batch = _create(client, _lines(small.served_model, 30, max_tokens=24, prefix="resume"))
-        _wait(client, batch.id, until=lambda b: b.request_counts.completed >= 3 or b.status in _TERMINAL)
-        run_cli("down", env=env, timeout=300)
-        run_cli("up", "--detach", "--config", str(config), env=env, timeout=900)
+        run_cli("up", "--detach", "--config", config, env=stack.env, timeout=900)
         batch = _wait(client, batch.id)
         assert batch.status == "completed" and batch.request_counts.completed == 30
         ids = [x["custom_id"] for x in _output(client, batch.output_file_id)]
         assert sorted(ids) == sorted(f"resume-{i}" for i in range(30))
     finally:
-        run_cli("down", env=env, timeout=300, check=False)
+        run_cli("down", env=stack.env, timeout=300, check=False)

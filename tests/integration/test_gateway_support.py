@@ -22,12 +22,13 @@ from inferstack.process import free_port
 ECHO = Path(__file__).resolve().parents[2] / "benchmarks" / "gateway_echo_backend.py"
 
 
-def wait_until(cond, timeout_s: float = 10.0, what: str = "condition") -> None:  # type: ignore[no-untyped-def]
+def wait_until(cond, timeout_s: float = 10.0, what: str = "condition",  # type: ignore[no-untyped-def]
+               interval_s: float = 0.02) -> None:
     deadline = time.monotonic() + timeout_s
     while not cond():
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-        time.sleep(0.02)
+        time.sleep(interval_s)
 
 
 def stop_process(proc: subprocess.Popen) -> None:  # type: ignore[type-arg]

@@ -20,8 +20,9 @@ pytestmark = pytest.mark.integration
 
 
 def test_epp_sigkill_cuts_no_stream_and_only_the_epp_restarts(stack):
-    before = stack.status()["gateway"]
-    envoy_pid, epp_pid = before["envoy"]["pid"], before["epp"]["pid"]
+    before = stack.state().gateway
+    assert before
+    envoy_pid, epp_pid = before.envoy.pid, before.epp.pid
     client = openai.OpenAI(base_url=stack.base_url, api_key="unused", max_retries=0, timeout=300)
     results: dict[int, object] = {}
     first_chunk = [threading.Event() for _ in range(8)]
@@ -50,8 +51,8 @@ def test_epp_sigkill_cuts_no_stream_and_only_the_epp_restarts(stack):
     killed_at = time.monotonic()
     back_after = None
     while time.monotonic() - killed_at < 20:
-        epp = stack.status()["gateway"]["epp"]
-        if epp["pid"] != epp_pid and epp["state"] == "running":
+        gateway = stack.state().gateway
+        if gateway and gateway.epp.pid != epp_pid and gateway.epp.state == "running":
             back_after = time.monotonic() - killed_at
             break
         time.sleep(0.2)
@@ -61,9 +62,9 @@ def test_epp_sigkill_cuts_no_stream_and_only_the_epp_restarts(stack):
     cut = {i: r for i, r in results.items() if r[0] != "done"}
     assert not cut, f"streams cut by the EPP's death: {cut}"
     assert all(r[1] == "length" and r[2] > 0 for r in results.values()), results
-    after = stack.status()["gateway"]
-    assert after["envoy"]["pid"] == envoy_pid, "Envoy was restarted; only the EPP should be"
-    assert after["epp"]["restarts"] >= 1
+    after = stack.state().gateway
+    assert after and after.envoy.pid == envoy_pid, "Envoy was restarted; only the EPP should be"
+    assert after.epp.restarts >= 1
     # routing resumes once the new EPP has scraped the replicas
     deadline = time.monotonic() + 30
     while True:

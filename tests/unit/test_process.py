@@ -15,7 +15,6 @@ from inferstack.process import (
     ephemeral_port_range,
     free_port,
     free_ports,
-    stop_process_group,
 )
 
 
@@ -120,6 +119,7 @@ def test_a_supervised_process_heals_with_backoff_by_the_clock_given_and_stops_it
     t0 = proc.started_at
     assert proc.state == "exited(0)" and group_alive(first)  # the leader is gone, its child is not
     assert proc.heal(now=t0) and proc.restarts == 1 and proc.pid != first  # first restart: at once
+    assert not group_alive(first)  # what the dead incarnation left was stopped before the restart
     proc.proc.wait()
     assert not proc.heal(now=t0 + 0.5)  # within 1 s of the first restart
     assert proc.heal(now=t0 + 1.1) and proc.restarts == 2
@@ -128,9 +128,47 @@ def test_a_supervised_process_heals_with_backoff_by_the_clock_given_and_stops_it
     last = proc.pid
     proc.stop()
     assert proc.state == "stopped" and not proc.heal(now=t0 + 100)
-    for pgid in (first, last):
-        stop_process_group(pgid, 2)  # the earlier incarnations' children (stop() ends the current one)
     assert not group_alive(last)
+
+
+def test_output_lines_reach_the_caller_and_the_log_and_stop_interrupts_first(tmp_path):
+    import sys
+    import time
+
+    from inferstack.process import SupervisedProcess, group_alive
+
+    lines: list[str] = []
+    proc = SupervisedProcess("talker", [sys.executable, "-c", "print('one'); print('two')"], tmp_path / "t.log",
+                             on_line=lines.append)
+    proc.start()
+    assert proc.wait() == 0
+    assert lines == ["one\n", "two\n"] and (tmp_path / "t.log").read_text() == "one\ntwo\n"
+
+    # a child that saves its work on SIGINT (as inference-perf writes its finished stages' reports)
+    saver = ("import signal, sys, time\n"
+             "def save(*_): print('saved', flush=True); sys.exit(0)\n"
+             "signal.signal(signal.SIGINT, save); print('ready', flush=True); time.sleep(60)")
+    seen: list[str] = []
+    proc = SupervisedProcess("saver", [sys.executable, "-c", saver], tmp_path / "s.log", on_line=seen.append,
+                             interrupt_timeout_s=10, stop_timeout_s=10)
+    proc.start()
+    while "ready\n" not in seen:
+        assert proc.exit_code() is None
+        time.sleep(0.01)
+    proc.stop()
+    assert proc.proc.returncode == 0 and seen == ["ready\n", "saved\n"]  # SIGINT sufficed
+
+    # one that ignores SIGINT gets SIGTERM once the interrupt's time is up
+    deaf = "import signal, time; signal.signal(signal.SIGINT, signal.SIG_IGN); print('ready', flush=True); time.sleep(60)"
+    seen.clear()
+    proc = SupervisedProcess("deaf", [sys.executable, "-c", deaf], tmp_path / "d.log", on_line=seen.append,
+                             interrupt_timeout_s=0.3, stop_timeout_s=10)
+    proc.start()
+    while "ready\n" not in seen:
+        assert proc.exit_code() is None
+        time.sleep(0.01)
+    proc.stop()
+    assert proc.proc.returncode == -15 and not group_alive(proc.proc.pid)
 
 
 def test_wait_ready_names_the_exit_and_shows_the_log_tail(tmp_path):

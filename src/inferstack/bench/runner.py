@@ -15,8 +15,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import signal
-import subprocess
 import sys
 import threading
 import time
@@ -34,6 +32,7 @@ from inferstack.engine.metrics import parse_series
 from inferstack.bench.settings import BenchSettings
 from inferstack.bench.target import default_tokenizer, probe_metrics, probe_target
 from inferstack.errors import ConfigError, InferstackError, SetupError
+from inferstack.process import SupervisedProcess
 from inferstack.wire import VllmMetric
 
 __all__ = ["run_bench", "finalize_run"]
@@ -102,27 +101,6 @@ class _Progress:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(timeout=5)
-
-
-def _stop_child(proc: subprocess.Popen[str], out: TextIO) -> int:
-    """Forward SIGINT (inference-perf writes finished stages' reports), escalate if it hangs."""
-    print("[bench] interrupted: stopping inference-perf; finished stages are kept", file=out, flush=True)
-    for sig, grace in ((signal.SIGINT, INTERRUPT_GRACE_S), (signal.SIGTERM, TERMINATE_GRACE_S)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            break
-        try:
-            return proc.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            logger.warning("inference-perf (pid %d) still running after %s; escalating", proc.pid, sig.name)
-        except KeyboardInterrupt:
-            logger.warning("second interrupt: terminating inference-perf (pid %d)", proc.pid)
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    return proc.wait()
 
 
 def finalize_run(run_dir: Path, windows: list[StageWindow], files: RunFiles | None = None) -> int:
@@ -206,50 +184,38 @@ def run_bench(settings: BenchSettings, run_dir: Path, out: TextIO = sys.stderr) 
     script = python.parent / "inference-perf"
     cmd = [str(python), str(script), "--config_file", str(config_path.resolve()), "--log-level", "INFO"]
     logger.info("starting inference-perf: %s", " ".join(cmd))
+
+    def feed(line: str) -> None:
+        w = tracker.feed(line)
+        if w is not None:
+            progress.stage_event(w)
+
+    # SIGINT first on stop: inference-perf then writes the finished stages' reports
+    child = SupervisedProcess("inference-perf", cmd, run_dir / files.inference_perf_log, env=env, cwd=run_dir,
+                              on_line=feed, interrupt_timeout_s=INTERRUPT_GRACE_S,
+                              stop_timeout_s=TERMINATE_GRACE_S)
     interrupted = False
-    with (run_dir / files.inference_perf_log).open("w", encoding="utf-8") as log:
-        try:
-            proc = subprocess.Popen(
-                cmd,
-                cwd=run_dir,
-                env=env,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                text=True,
-                errors="replace",
-                start_new_session=True,
-            )
-        except OSError as exc:
-            manifest.status, manifest.finished_at = "failed", time.time()
-            save_manifest(manifest, run_dir)
-            raise SetupError(f"cannot start inference-perf ({cmd[1]}): {exc}; run `make setup`") from exc
-        sampler.start()
-        logger.info("inference-perf started (pid %d)", proc.pid)
-
-        def _read() -> None:
-            assert proc.stdout is not None
-            for line in proc.stdout:
-                log.write(line)
-                log.flush()
-                w = tracker.feed(line)
-                if w is not None:
-                    progress.stage_event(w)
-
-        reader = threading.Thread(target=_read, name="bench-log-reader", daemon=True)
-        reader.start()
-        progress.start()
-        try:
-            rc = proc.wait()
-        except KeyboardInterrupt:
-            interrupted = True
-            rc = _stop_child(proc, out)
-        finally:
-            if proc.poll() is None:  # an unexpected error on our side: never leave it running
-                rc = _stop_child(proc, out)
-            reader.join(timeout=10)
-            progress.stop()
-            sampler.stop()
-        logger.info("inference-perf (pid %d) exited with %d", proc.pid, rc)
+    try:
+        child.start()
+    except OSError as exc:
+        manifest.status, manifest.finished_at = "failed", time.time()
+        save_manifest(manifest, run_dir)
+        raise SetupError(f"cannot start inference-perf ({cmd[1]}): {exc}; run `make setup`") from exc
+    sampler.start()
+    progress.start()
+    try:
+        rc = child.wait()
+    except KeyboardInterrupt:
+        interrupted = True
+        print("[bench] interrupted: stopping inference-perf; finished stages are kept", file=out, flush=True)
+        child.stop()
+        rc = child.wait()
+    finally:
+        if child.exit_code() is None:  # an unexpected error on our side: never leave it running
+            child.stop()
+        progress.stop()
+        sampler.stop()
+    logger.info("inference-perf (pid %s) exited with %d", child.pid, rc)
 
     windows = tracker.snapshot()
     manifest.stages_finished = finalize_run(run_dir, windows, files)

@@ -13,7 +13,6 @@ import argparse
 from pathlib import Path
 
 from inferstack.autoscale.policy import load_policy
-from inferstack.autoscale.report import write_report
 from inferstack.autoscale.simulate import BUILTIN_TRACES, SimSettings, compare, load_trace
 
 __all__ = ["DEFAULT_POLICIES", "register"]
@@ -64,6 +63,7 @@ def _simulate(args: argparse.Namespace) -> int:
         label = Path(spec).stem if Path(spec).suffix in (".yaml", ".yml") else spec
         policies.append((label, policy))
     results = compare(trace, policies, settings)
+    from inferstack.autoscale.report import write_report  # matplotlib: only when plotting
     files = write_report(trace, settings, results, args.output)
     print(f"trace {trace.name} ({trace.duration_s:.0f} s); replica ready after {settings.startup_s:g} s, "
           f"{settings.capacity_rps:g} req/s per replica, SLO: queue wait <= {settings.slo_wait_s:g} s")

@@ -16,7 +16,7 @@ import logging
 import subprocess
 import time
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 from pathlib import Path
 
 import httpx
@@ -66,7 +66,7 @@ class Replica:
     _client: httpx.Client = field(default_factory=lambda: httpx.Client(timeout=5.0), repr=False)
 
     @property
-    def proc(self) -> subprocess.Popen[bytes] | None:
+    def proc(self) -> subprocess.Popen[Any] | None:
         return self.process.proc if self.process is not None else None
 
     @property

@@ -209,21 +209,23 @@ class Gateway:
         now = time.monotonic() if now is None else now
         return [name for name in ("epp", "envoy") if name in self.procs and self.procs[name].heal(now)]
 
-    def _proc_info(self, name: str) -> dict[str, object]:
+    def _process(self, name: str) -> ProcessStatus:
         p = self.procs.get(name)
+        log_path = str(self.log_paths[name])
         if p is None:
-            return {"pid": None, "state": "stopped", "restarts": 0, "log": str(self.log_paths[name])}
-        return {"pid": None if p.stopped else p.pid, "state": p.state, "restarts": p.restarts,
-                "log": str(self.log_paths[name])}
+            return ProcessStatus(pid=None, state="stopped", restarts=0, log=log_path)
+        return ProcessStatus(pid=None if p.stopped else p.pid, state=p.state, restarts=p.restarts, log=log_path)
 
     def status(self) -> GatewayStatus:
         s = self.settings
+        envoy, epp = self._process("envoy"), self._process("epp")
         return GatewayStatus(
             state=self.state if self.state != "running" or self.alive() else "degraded",
             url=self.url, base_url=f"{self.url}/v1", run_dir=str(self.run_dir),
-            envoy=EnvoyStatus(**self._proc_info("envoy"), port=s.port, admin_port=s.admin_port),  # type: ignore[arg-type]
-            epp=EppStatus(**self._proc_info("epp"), grpc_port=s.epp.grpc_port,  # type: ignore[arg-type]
-                          metrics_port=s.epp.metrics_port),
+            envoy=EnvoyStatus(pid=envoy.pid, state=envoy.state, restarts=envoy.restarts, log=envoy.log,
+                              port=s.port, admin_port=s.admin_port),
+            epp=EppStatus(pid=epp.pid, state=epp.state, restarts=epp.restarts, log=epp.log,
+                          grpc_port=s.epp.grpc_port, metrics_port=s.epp.metrics_port),
             epp_failure_mode=s.epp_failure_mode)
 
     def __enter__(self) -> Gateway:

@@ -120,10 +120,17 @@ class Member:
     stopping: Future[None] | None = None
     synced: bool = False  # its runtime adapters were brought to the declared set
     warmed: bool = False  # its warm-up completion was answered
+    incarnation: int = 0  # which start of the replica: work begun for an earlier one changes nothing
 
     @property
     def name(self) -> str:
         return self.replica.spec.name
+
+    def start(self) -> None:
+        """A new incarnation: no adapters, not warm; pool work stamped with an older one is ignored."""
+        self.incarnation += 1
+        self.synced = self.warmed = False
+        self.replica.start()
 
     @property
     def ready(self) -> bool:
@@ -436,7 +443,7 @@ class Supervisor:
                     check_port_free(engine.host, engine.base_port + slot, f"replica r{slot}")
                 continue
             member = Member(Replica(self._spec(slot)), slot, self.generation)
-            member.replica.start()
+            member.start()
             self.members.append(member)
             self._event("replica", f"replica {member.name} starting on port {member.replica.spec.port} "
                         f"(pid {member.replica.pid}, cores {member.replica.spec.cores or 'all'}, "
@@ -466,8 +473,7 @@ class Supervisor:
             return
         if r.state == "backoff":
             if time.monotonic() >= r.next_start_at:
-                m.synced = m.warmed = False  # a new incarnation: no adapters, not warm
-                r.start()
+                m.start()
             return
         code = r.exited()
         if code is not None:
@@ -492,10 +498,10 @@ class Supervisor:
         if r.state == "starting":
             if ok and self.adapters is not None and not m.synced:
                 # a new or restarted vLLM has no runtime adapters: sync before it takes requests
-                m.probe = self._pool.submit(self._sync_new, m)
+                m.probe = self._pool.submit(self._sync_new, m, m.incarnation)
                 return
             if ok and engine.warm_up and not m.warmed:
-                m.probe = self._pool.submit(self._warm_up, m)
+                m.probe = self._pool.submit(self._warm_up, m, m.incarnation)
                 return
             if ok:
                 r.state = "ready"
@@ -521,26 +527,33 @@ class Supervisor:
         if r.failed_checks >= engine.health_failures:
             self._restart(m, f"{r.failed_checks} failed health checks")
 
-    def _sync_new(self, m: Member) -> bool:
-        """Runs in the pool: the starting replica's adapters; True = it may enter routing."""
+    def _sync_new(self, m: Member, incarnation: int) -> bool:
+        """Runs in the pool: the starting replica's adapters; True = it may enter routing. A sync
+        that ends after the replica was restarted loaded into the dead incarnation: it counts for
+        nothing (the new one syncs again)."""
         assert self.adapters is not None
         try:
             failed = [o for o in self.adapters.sync(m.replica.spec.url) if not o.ok]
         except LoraUnavailable:
             return False  # not answering after all: probe again
+        if m.incarnation != incarnation:
+            return False
         for outcome in failed:
             self._event("adapters", f"replica {m.name}: {outcome.error}")
         m.synced = True
         return True
 
-    def _warm_up(self, m: Member) -> bool:
+    def _warm_up(self, m: Member, incarnation: int) -> bool:
         """Runs in the pool: the warm-up completion; True = it may enter routing. A replica that
-        answers with an error still enters (its health is what decides): the event says why."""
+        answers with an error still enters (its health is what decides): the event says why. A
+        warm-up answered by an incarnation that has since died warms nothing."""
         t0 = time.monotonic()
         try:
             problem = m.replica.warm_up(self.model.served_name, self.config.engine.ready_timeout_s)
         except httpx.HTTPError:
             return False  # not answering after all: probe again
+        if m.incarnation != incarnation:
+            return False
         m.warmed = True
         if problem is not None:
             self._event("replica", f"replica {m.name}: the warm-up completion failed ({problem})")

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from inferstack.autoscale.policy import AutoscalingPolicy
-from inferstack.process import free_port_block, group_alive
+from inferstack.process import free_port_block, group_alive, port_is_free
 from inferstack.stack.autoscaler import LocalAutoscaler
 from inferstack.stack.config import StackConfig
 from inferstack.stack.control import submit_request
@@ -187,6 +187,16 @@ def test_a_health_answer_from_a_killed_incarnation_does_not_make_the_next_one_re
     assert member.replica.restarts == 1 and "exited with code -9" in member.replica.last_exit
 
 
+def test_a_warm_up_answered_for_a_killed_incarnation_warms_nothing(make):
+    sup = make(_config(1))
+    member = sup.members[0]
+    stale = member.incarnation
+    member.incarnation += 1  # as a restart does: the warm-up below began before it, ends after it
+    member.warmed = False
+    assert sup._warm_up(member, stale) is False and not member.warmed
+    assert sup._warm_up(member, member.incarnation) is True and member.warmed
+
+
 def test_a_replica_enters_routing_only_after_its_warm_up_answered(make, tmp_path, monkeypatch):
     warmed = tmp_path / "warm-ups"
     monkeypatch.setenv("FAKE_WARM_UP_FILE", str(warmed))
@@ -206,13 +216,17 @@ def test_warm_up_can_be_turned_off(make, tmp_path, monkeypatch):
 
 def test_a_hanging_health_check_does_not_stall_the_loop(make, monkeypatch):
     sup = make(_config(1))
-    monkeypatch.setenv("FAKE_HEALTH_HANG", "20")
+    monkeypatch.setenv("FAKE_HEALTH_HANG", "20")  # the replica started next answers /health after 20 s
     sup.set_desired(2, "test", "scaled 1 -> 2")
-    _until(sup, lambda: any(m.probe is not None for m in sup.members))
-    for _ in range(20):  # a tick that waited for a probe would take 20 s each: these all return
-        sup.tick()
-    # the ticks returned while the probes were still hanging (in the pool), whatever this machine's speed
-    assert any(m.probe is not None and not m.probe.done() for m in sup.members)
+    _until(sup, lambda: len(sup.members) == 2)
+    added = sup.members[1]
+    _until(sup, lambda: not port_is_free("127.0.0.1", added.replica.spec.port))  # listening: /health hangs now
+    listening = added.probe  # None, or one that may have been refused before it listened
+    _until(sup, lambda: added.probe is not None and added.probe is not listening)
+    hanging = added.probe
+    sup.tick()  # a tick that waited for the probe would return only once it is done (1 s timeout)
+    assert hanging is not None and not hanging.done()
+    assert added.probe is hanging  # still in flight, in the pool
 
 
 @pytest.mark.parametrize(
