@@ -34,7 +34,7 @@ status:
 
 # Two lanes (tests/conftest.py): the integration tests one at a time in one, the unit tests beside them.
 test: setup
-	$(VENV)/bin/pytest -n 2 --dist loadgroup $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -n 2 $(PYTEST_ARGS)
 
 unit: $(VENV)/.installed
 	$(VENV)/bin/pytest tests/unit -q $(PYTEST_ARGS)

@@ -144,31 +144,28 @@ def test_output_lines_reach_the_caller_and_the_log_and_stop_interrupts_first(tmp
     assert proc.wait() == 0
     assert lines == ["one\n", "two\n"] and (tmp_path / "t.log").read_text() == "one\ntwo\n"
 
+    def started(code: str, interrupt_timeout_s: float) -> tuple[SupervisedProcess, list[str]]:
+        seen: list[str] = []
+        proc = SupervisedProcess("child", [sys.executable, "-c", code + "; print('ready', flush=True); time.sleep(60)"],
+                                 tmp_path / f"{len(code)}.log", on_line=seen.append,
+                                 interrupt_timeout_s=interrupt_timeout_s, stop_timeout_s=10)
+        proc.start()
+        while "ready\n" not in seen:
+            assert proc.exit_code() is None
+            time.sleep(0.01)
+        return proc, seen
+
     # a child that saves its work on SIGINT (as inference-perf writes its finished stages' reports)
-    saver = ("import signal, sys, time\n"
-             "def save(*_): print('saved', flush=True); sys.exit(0)\n"
-             "signal.signal(signal.SIGINT, save); print('ready', flush=True); time.sleep(60)")
-    seen: list[str] = []
-    proc = SupervisedProcess("saver", [sys.executable, "-c", saver], tmp_path / "s.log", on_line=seen.append,
-                             interrupt_timeout_s=10, stop_timeout_s=10)
-    proc.start()
-    while "ready\n" not in seen:
-        assert proc.exit_code() is None
-        time.sleep(0.01)
-    proc.stop()
-    assert proc.proc.returncode == 0 and seen == ["ready\n", "saved\n"]  # SIGINT sufficed
+    saver, seen = started("import signal, sys, time\n"
+                          "def save(*_): print('saved', flush=True); sys.exit(0)\n"
+                          "signal.signal(signal.SIGINT, save)", interrupt_timeout_s=10)
+    saver.stop()
+    assert saver.proc.returncode == 0 and seen == ["ready\n", "saved\n"]  # SIGINT sufficed
 
     # one that ignores SIGINT gets SIGTERM once the interrupt's time is up
-    deaf = "import signal, time; signal.signal(signal.SIGINT, signal.SIG_IGN); print('ready', flush=True); time.sleep(60)"
-    seen.clear()
-    proc = SupervisedProcess("deaf", [sys.executable, "-c", deaf], tmp_path / "d.log", on_line=seen.append,
-                             interrupt_timeout_s=0.3, stop_timeout_s=10)
-    proc.start()
-    while "ready\n" not in seen:
-        assert proc.exit_code() is None
-        time.sleep(0.01)
-    proc.stop()
-    assert proc.proc.returncode == -15 and not group_alive(proc.proc.pid)
+    deaf, _ = started("import signal, time; signal.signal(signal.SIGINT, signal.SIG_IGN)", interrupt_timeout_s=0.3)
+    deaf.stop()
+    assert deaf.proc.returncode == -15 and not group_alive(deaf.proc.pid)
 
 
 def test_wait_ready_names_the_exit_and_shows_the_log_tail(tmp_path):
