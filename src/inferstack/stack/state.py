@@ -17,6 +17,8 @@ from inferstack.stack.status import StackStatus, parse_status
 
 __all__ = ["StateFile"]
 
+_NO_FILE = object()
+
 
 class StateFile:
     def __init__(self, path: Path | None = None) -> None:
@@ -32,14 +34,19 @@ class StateFile:
         tmp.write_text(status.model_dump_json(indent=2))
         os.replace(tmp, self.path)
 
-    def read(self) -> StackStatus | None:
-        """The status in the file; None without one (or an unreadable one: writes are atomic, so only
-        a hand-edited file is); StateSchemaError for a file of another schema version."""
+    def _load(self) -> object:
+        """The file's JSON; ``_NO_FILE`` without one (or an unreadable one: writes are atomic, so
+        only a hand-edited file is)."""
         try:
-            data = json.loads(self.path.read_text())
+            return json.loads(self.path.read_text())
         except (FileNotFoundError, ValueError):
-            return None
-        return parse_status(data, str(self.path))
+            return _NO_FILE
+
+    def read(self) -> StackStatus | None:
+        """The status in the file; None without one (or an unreadable one); StateSchemaError for a
+        file of another schema version."""
+        data = self._load()
+        return None if data is _NO_FILE else parse_status(data, str(self.path))
 
     def remove(self) -> None:
         self.path.unlink(missing_ok=True)
@@ -47,10 +54,7 @@ class StateFile:
     def live(self) -> StackStatus | None:
         """The state of a stack whose supervisor still runs, else None (stale files are ignored, of
         any schema: a file left by an older inferstack whose stack is gone is no error)."""
-        try:
-            data = json.loads(self.path.read_text())
-        except (FileNotFoundError, ValueError):
-            return None
+        data = self._load()
         if not isinstance(data, dict) or not pid_alive(data.get("supervisor_pid")):
             return None
         return parse_status(data, str(self.path))
