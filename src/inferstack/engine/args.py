@@ -42,6 +42,8 @@ def build_replica_argv(
         argv += ["--max-num-seqs", str(engine.max_num_seqs)]
     if engine.tensor_parallel_size > 1:
         argv += ["--tensor-parallel-size", str(engine.tensor_parallel_size)]
+    if engine.executor != "default":
+        argv += ["--distributed-executor-backend", engine.executor]
     if engine.gpu_memory_utilization is not None and engine.engine == "vllm":
         argv += ["--gpu-memory-utilization", str(engine.gpu_memory_utilization)]
     argv += speculative.to_vllm_args()
@@ -67,6 +69,10 @@ def build_replica_env(
         env.update(lora.vllm_env())
     if engine.engine == "vllm-cpu":
         env["VLLM_CPU_KVCACHE_SPACE"] = str(engine.kv_cache_gib)
+        if _in_engine_core(engine, cores):
+            # vLLM-CPU swaps uni (its default for one rank) for mp unless this is 0: the model then
+            # runs in the engine-core process, with no per-step hand-off to a worker process
+            env["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
         if cores:
             env["VLLM_CPU_OMP_THREADS_BIND"] = _core_list(cores)
         preload = _cpu_preload(engine_python)
@@ -78,6 +84,14 @@ def build_replica_env(
         # 1.02x with numba's own workqueue layer (benchmarks/spec_saturation.py).
         env.setdefault("NUMBA_THREADING_LAYER", "workqueue")
     return env
+
+
+def _in_engine_core(engine: EngineSettings, cores: list[int] | None) -> bool:
+    """Whether a vllm-cpu replica runs its model in the engine-core process (``executor`` uni, or
+    default on one pinned core: faster there, slower with more cores; see EngineSettings.executor)."""
+    if engine.executor != "default":
+        return engine.executor == "uni"
+    return engine.tensor_parallel_size == 1 and cores is not None and len(cores) == 1
 
 
 def _core_list(cores: list[int]) -> str:

@@ -1,5 +1,8 @@
 from pathlib import Path
 
+import pydantic
+import pytest
+
 from inferstack.engine.args import build_replica_argv, build_replica_env
 from inferstack.engine.settings import EngineSettings
 from inferstack.engine.speculative import SpeculativeSettings
@@ -94,3 +97,27 @@ def test_default_dtype_is_float32_on_cpu_and_auto_on_gpu_and_a_set_one_is_kept()
     assert dtype_of(EngineSettings(engine="vllm")) == "auto"
     assert dtype_of(EngineSettings(dtype="bfloat16")) == "bfloat16"
     assert EngineSettings(dtype="bfloat16").dtype_reason == "set in the config"
+
+
+def test_a_one_core_vllm_cpu_replica_runs_its_model_in_the_engine_core_process():
+    one_core = build_replica_env(EngineSettings(), [1], PY, base_env={})
+    # without it vLLM-CPU swaps uni, its default for one rank, for mp (a worker process beside it)
+    assert one_core["VLLM_ENABLE_V1_MULTIPROCESSING"] == "0"
+    assert "--distributed-executor-backend" not in build_replica_argv(PY, MODEL, 1, EngineSettings(), SpeculativeSettings())
+    # more cores (uni measured 0.54x tok/s under load on 2), unpinned, tensor parallel, GPU: vLLM's choice
+    for engine, cores in ((EngineSettings(), [0, 1]), (EngineSettings(), None),
+                          (EngineSettings(tensor_parallel_size=2), [0]), (EngineSettings(engine="vllm"), [0])):
+        assert "VLLM_ENABLE_V1_MULTIPROCESSING" not in build_replica_env(engine, cores, PY, base_env={})
+
+
+def test_an_explicit_executor_is_passed_on_and_wins_over_the_core_count():
+    mp, uni = EngineSettings(executor="mp"), EngineSettings(executor="uni")
+    assert _flag(build_replica_argv(PY, MODEL, 1, mp, SpeculativeSettings()), "--distributed-executor-backend") == "mp"
+    assert _flag(build_replica_argv(PY, MODEL, 1, uni, SpeculativeSettings()), "--distributed-executor-backend") == "uni"
+    assert "VLLM_ENABLE_V1_MULTIPROCESSING" not in build_replica_env(mp, [0], PY, base_env={})
+    assert build_replica_env(uni, [0, 1], PY, base_env={})["VLLM_ENABLE_V1_MULTIPROCESSING"] == "0"
+
+
+def test_one_worker_in_process_cannot_hold_several_tensor_parallel_ranks():
+    with pytest.raises(pydantic.ValidationError, match="executor 'uni' runs one worker, but tensor_parallel_size is 2"):
+        EngineSettings(executor="uni", tensor_parallel_size=2)
