@@ -30,6 +30,7 @@ _COMPONENT_CLIS = (
     "inferstack.commands.batch",  # batch submit|list|status|cancel|results
     "inferstack.commands.lora",  # adapters train|load|unload|list
     "inferstack.commands.spectune",  # tune-spec
+    "inferstack.commands.auth",  # keys add|list
 )
 
 

@@ -35,10 +35,13 @@ def interruptible() -> None:
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 600,
-            check: bool = True) -> subprocess.CompletedProcess[str]:
+            check: bool = True, cpus: set[int] | None = None) -> subprocess.CompletedProcess[str]:
+    """``inferstack ARGS``; ``cpus``: the CPU affinity it runs with (a stack plans its replicas' cores
+    within it, as in a container's cpuset)."""
     proc = subprocess.run(
         [sys.executable, "-m", "inferstack", *args],
         capture_output=True, text=True, timeout=timeout, env=env,
+        preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None,
     )
     if check and proc.returncode != 0:
         raise AssertionError(
@@ -111,16 +114,18 @@ class RunningStack:
 
 
 @contextmanager
-def detached_stack(state_dir: Path, config: dict, up_output: list[str] | None = None) -> Iterator[RunningStack]:
+def detached_stack(state_dir: Path, config: dict, up_output: list[str] | None = None,
+                   cpus: set[int] | None = None) -> Iterator[RunningStack]:
     """A stack from `inferstack up --detach` in its own state dir, with ``config`` and its gateway on
-    free ports, stopped with `inferstack down` at exit; `up`'s stdout goes to ``up_output``."""
+    free ports, stopped with `inferstack down` at exit; `up`'s stdout goes to ``up_output``; ``cpus``:
+    the cores it may use (its supervisor inherits the affinity)."""
     env = dict(os.environ, INFERSTACK_STATE=str(state_dir))
     listener, admin, grpc_port, metrics = free_ports(4)
     path = state_dir / "stack-under-test.yaml"
     gateway = dict(config.get("gateway", {}), port=listener, admin_port=admin)
     gateway["epp"] = dict(gateway.get("epp", {}), grpc_port=grpc_port, metrics_port=metrics)
     path.write_text(yaml.safe_dump({**config, "gateway": gateway}))
-    up = run_cli("up", "--detach", "--config", str(path), env=env, timeout=900)
+    up = run_cli("up", "--detach", "--config", str(path), env=env, timeout=900, cpus=cpus)
     if up_output is not None:
         up_output.append(up.stdout)
     try:

@@ -22,7 +22,9 @@ def autoscaled(engine_python, tmp_path_factory) -> Iterator[RunningStack]:
         "replicas": 1,
         "speculative": {"method": "none"},
         # 2 sequences a batch: a burst of 8 clients queues in vLLM (the scaling metric)
-        "engine": {"base_port": free_port_block(4, start=19400), "max_model_len": 1024, "max_num_seqs": 2},
+        # one core a replica: the added replica gets a core of its own
+        "engine": {"base_port": free_port_block(4, start=19400), "max_model_len": 1024, "max_num_seqs": 2,
+                   "cores_per_replica": 1},
         "batch": {"enabled": False},
         "autoscaling": {"min_replicas": 1, "max_replicas": 2, "metric": "waiting", "target": 2,
                         "sync_period_s": 2,

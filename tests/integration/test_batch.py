@@ -110,7 +110,7 @@ def test_sigkill_of_the_batch_service_mid_run_resumes_each_line_once(stack: Runn
     old = stack.state().batch
     assert old and old.pid
     old_pid = old.pid
-    batch = _create(client, _lines(stack.served_model, 40, max_tokens=16, prefix="kill"))
+    batch = _create(client, _lines(stack.served_model, 20, max_tokens=8, prefix="kill"))
     _wait(client, batch.id, until=lambda b: b.request_counts.completed >= 5 or b.status in _TERMINAL)
     assert client.batches.retrieve(batch.id).status == "in_progress"
     os.kill(old_pid, signal.SIGKILL)
@@ -127,9 +127,9 @@ def test_sigkill_of_the_batch_service_mid_run_resumes_each_line_once(stack: Runn
         time.sleep(0.2)
     assert status.restarts >= 1
     batch = _wait(client, batch.id)
-    assert batch.status == "completed" and batch.request_counts.completed == 40
+    assert batch.status == "completed" and batch.request_counts.completed == 20
     ids = [x["custom_id"] for x in _output(client, batch.output_file_id)]
-    assert sorted(ids) == sorted(f"kill-{i}" for i in range(40))  # none lost, none twice
+    assert sorted(ids) == sorted(f"kill-{i}" for i in range(20))  # none lost, none twice
 
 
 def test_bad_input_gives_openai_errors(stack: RunningStack):
@@ -173,14 +173,14 @@ def test_down_then_up_resumes_the_batch(stack: RunningStack):
     config = stack.state().config_path
     assert config, "the session stack was started from a config file"
     client = _client(stack)
-    batch = _create(client, _lines(stack.served_model, 30, max_tokens=24, prefix="resume"))
+    batch = _create(client, _lines(stack.served_model, 16, max_tokens=16, prefix="resume"))
     _wait(client, batch.id, until=lambda b: b.request_counts.completed >= 3 or b.status in _TERMINAL)
     run_cli("down", env=stack.env, timeout=300)
     try:
         run_cli("up", "--detach", "--config", config, env=stack.env, timeout=900)
         batch = _wait(client, batch.id)
-        assert batch.status == "completed" and batch.request_counts.completed == 30
+        assert batch.status == "completed" and batch.request_counts.completed == 16
         ids = [x["custom_id"] for x in _output(client, batch.output_file_id)]
-        assert sorted(ids) == sorted(f"resume-{i}" for i in range(30))
+        assert sorted(ids) == sorted(f"resume-{i}" for i in range(16))
     finally:
         run_cli("down", env=stack.env, timeout=300, check=False)

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import httpx
 
+from inferstack.batch import BatchService, BatchSettings, DispatchSettings
+from inferstack.batch.stack import gateway_with_batch
 from inferstack.gateway import EppSettings, Gateway, GatewaySettings
 from inferstack.gateway.settings import HoldSettings
 from inferstack.process import free_port
@@ -92,6 +94,28 @@ def running_gateway(endpoints: list[str] | None = None, endpoints_file: Path | N
     try:
         yield gw
     finally:
+        gw.stop()
+
+
+@contextlib.contextmanager
+def gateway_and_batch_service(run_dir: Path, endpoints: list[str], epp: dict[str, object],
+                              batch: dict[str, object]) -> Iterator[tuple[Gateway, BatchService]]:
+    """Envoy + EPP (``epp``: more EppSettings) routing /v1/files and /v1/batches to a batch service
+    (``batch``: more BatchSettings) whose lines go back through the gateway; both ready, endpoints scraped."""
+    gw_settings = GatewaySettings(port=free_port(), admin_port=free_port(), epp=EppSettings(
+        grpc_port=free_port(), metrics_port=free_port(), **epp))  # type: ignore[arg-type]
+    settings = BatchSettings(port=free_port(), state_dir=run_dir / "batch", poll_interval_s=0.05,  # type: ignore[arg-type]
+                             gateway_url=f"http://127.0.0.1:{gw_settings.port}",
+                             **{"dispatch": DispatchSettings(backoff_initial_s=0.05, backoff_max_s=0.5), **batch})
+    gw = Gateway(gateway_with_batch(gw_settings, settings), endpoints=endpoints, run_dir=run_dir / "gw")
+    svc = BatchService(settings, run_dir=run_dir / "svc")
+    try:
+        gw.start()
+        svc.start()
+        wait_ready(gw, endpoints)
+        yield gw, svc
+    finally:
+        svc.stop()
         gw.stop()
 
 

@@ -1,9 +1,11 @@
 """Speculative decoding is lossless, and the stack's lifecycle leaves nothing behind.
 
-Four one-replica float32 stacks (no gateway) start at once: plain (no speculation: the reference),
-draft, suffix and load-aware ngram. A vLLM start is mostly one core's imports, so two cores start
-them side by side (measured: 210 s for the four, against ~70 s + 3 x ~80 s one after another). Every method that runs here answers greedy prompts token for token
-as the plain replica does; the ones that cannot run fail before anything starts; `down` leaves nothing.
+Four one-replica float32 stacks (no gateway) start at once, each on one core of its own affinity:
+plain (no speculation: the reference), draft, suffix and load-aware ngram. A vLLM start is mostly
+one core's imports, so two cores start them side by side (measured: 144 s for the four on 2 cores
+each, 210 s before replicas ran their model in the engine core). Every method that runs here
+answers greedy prompts token for token as the plain replica does; the ones that cannot run fail
+before anything starts; `down` leaves nothing.
 """
 
 from __future__ import annotations
@@ -43,11 +45,15 @@ SPECULATIVE = {
 @pytest.fixture(scope="module")
 def stacks(engine_python, tmp_path_factory) -> Iterator[dict[str, RunningStack]]:
     base = free_port_block(len(SPECULATIVE), start=19100)
+    cores = sorted(os.sched_getaffinity(0))
     with ExitStack() as running, ThreadPoolExecutor(len(SPECULATIVE)) as pool:
         def up(i: int, name: str) -> RunningStack:
+            # each stack on one core (its supervisor plans within the affinity it is given): two
+            # starts per core on this machine, and each replica runs its model in its engine core
             return running.enter_context(detached_stack(tmp_path_factory.mktemp(f"{name}-state"), {
                 "replicas": 1, "speculative": SPECULATIVE[name], "gateway": {"enabled": False},
-                "batch": {"enabled": False}, "engine": {"base_port": base + i, "dtype": "float32"}}))
+                "batch": {"enabled": False}, "engine": {"base_port": base + i, "dtype": "float32"}},
+                cpus={cores[i % len(cores)]}))
 
         futures = {name: pool.submit(up, i, name) for i, name in enumerate(SPECULATIVE)}
         started = {name: f.result() for name, f in futures.items()}

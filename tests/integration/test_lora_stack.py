@@ -164,7 +164,8 @@ def test_adapter_requests_go_to_the_replica_holding_it_while_base_requests_sprea
     with LoraClient() as client:  # on r0 only, by hand (the stack's syncer leaves undeclared adapters alone)
         client.load(r0, "solo", str(adapter_dir))
     try:
-        time.sleep(3)  # the picker polls /v1/models every 2 s
+        wait_until(lambda: _gateway_models(lora_stack).get("solo") == lora_stack.served_model, timeout_s=10,
+                   what="the picker to poll r0's /v1/models", interval_s=0.5)
         for _ in range(4):  # the gateway's list is the union of the replicas', whichever Envoy asks
             assert _gateway_models(lora_stack).get("solo") == lora_stack.served_model
         before = (_successes(r0), _successes(r1))

@@ -12,8 +12,12 @@
     GET  /health                      {"status": "ok", dispatcher counters}; 503 {"status": "unhealthy",
                                       "reason"} when the dispatcher's loop ended or stalled
 
+Files and batches belong to a tenant: with API keys (``auth_file``) the key's, else the
+x-gateway-inference-fairness-id header's ('' without one). A tenant sees, reads, cancels and deletes
+its own only: another's is a 404, as an unknown id is, and is not listed.
+
 Errors are OpenAI-shaped: ``{"error": {"message", "type", "param", "code"}}`` with 400 (bad
-value), 404 (unknown id), 413 (file too large). The dispatcher runs in the same event loop
+value), 401 (no or a wrong API key), 404 (unknown id), 413 (file too large). The dispatcher runs in the same event loop
 (started and stopped by the app's lifespan), so a created or cancelled batch wakes it at once.
 ``app.state.dispatcher_problem()`` says why the dispatcher is not working (None when it is, or
 when it is not meant to run): ``/health`` answers with it, and the service process's watchdog
@@ -38,11 +42,12 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 
+from inferstack.auth import MISSING_KEY_MESSAGE, KeyFileWatch, bearer_token, wrong_key_message
 from inferstack.batch.dispatcher import Dispatcher, liveness_problem
 from inferstack.batch.jsonl import loads_strict
 from inferstack.batch.settings import BATCH_ENDPOINTS, BatchSettings
 from inferstack.batch.store import BatchStore
-from inferstack.wire import BatchStatus
+from inferstack.wire import FAIRNESS_ID_HEADER, BatchStatus
 
 __all__ = ["create_app", "openai_error"]
 
@@ -69,6 +74,21 @@ def create_app(settings: BatchSettings, store: BatchStore | None = None, *, disp
     if store is None and state_dir is None:
         raise ValueError("create_app needs a store or settings.state_dir")
     box: dict[str, Any] = {}
+    keys = KeyFileWatch(settings.auth_file) if settings.auth_file is not None else None
+
+    def as_tenant(handler):  # type: ignore[no-untyped-def]
+        """The endpoint: who calls (401 if keys are on and theirs is missing or wrong), then ``handler``."""
+        async def endpoint(request: Request) -> Response:
+            if keys is None:
+                return await handler(request, request.headers.get(FAIRNESS_ID_HEADER, ""))
+            token = bearer_token(request.headers.get("authorization", ""))
+            if token is None:
+                return openai_error(401, MISSING_KEY_MESSAGE, code="invalid_api_key")
+            tenant = keys.current().lookup(token)
+            if tenant is None:
+                return openai_error(401, wrong_key_message(token), code="invalid_api_key")
+            return await handler(request, tenant.name)
+        return endpoint
 
     def get_store() -> BatchStore:
         return box["store"]
@@ -127,7 +147,7 @@ def create_app(settings: BatchSettings, store: BatchStore | None = None, *, disp
         return JSONResponse(info, status_code=200 if problem is None else 503)
 
     # ----- files ----------------------------------------------------------------------------
-    async def create_file(request: Request) -> Response:
+    async def create_file(request: Request, tenant: str) -> Response:
         length = request.headers.get("content-length")
         if length and length.isdigit() and int(length) > settings.max_file_bytes + _FORM_OVERHEAD:
             # Read (and drop) the body first: an answer before the upload ends makes some clients and
@@ -161,7 +181,7 @@ def create_app(settings: BatchSettings, store: BatchStore | None = None, *, disp
                         out.write(chunk)
                 if size > settings.max_file_bytes:
                     return _too_large(size)
-                obj = st.add_file(temp, upload.filename or "upload.jsonl", "batch")
+                obj = st.add_file(temp, upload.filename or "upload.jsonl", "batch", tenant)
             finally:
                 temp.unlink(missing_ok=True)
         finally:
@@ -173,31 +193,31 @@ def create_app(settings: BatchSettings, store: BatchStore | None = None, *, disp
         return openai_error(413, f"the file is too large ({size} bytes); the most this server accepts is "
                             f"{settings.max_file_bytes} bytes (batch.max_file_bytes)", "file", "file_too_large")
 
-    async def list_files(request: Request) -> Response:
-        data = get_store().list_files(request.query_params.get("purpose") or None)
+    async def list_files(request: Request, tenant: str) -> Response:
+        data = get_store().list_files(request.query_params.get("purpose") or None, tenant=tenant)
         return JSONResponse({"object": "list", "data": data, "has_more": False,
                              "first_id": data[0]["id"] if data else None, "last_id": data[-1]["id"] if data else None})
 
-    async def get_file(request: Request) -> Response:
+    async def get_file(request: Request, tenant: str) -> Response:
         file_id = request.path_params["file_id"]
-        obj = get_store().get_file(file_id)
+        obj = get_store().get_file(file_id, tenant)
         return JSONResponse(obj) if obj else _not_found("File", file_id)
 
-    async def file_content(request: Request) -> Response:
+    async def file_content(request: Request, tenant: str) -> Response:
         file_id = request.path_params["file_id"]
-        path = get_store().file_path(file_id)
+        path = get_store().file_path(file_id, tenant)
         if path is None or not path.is_file():
             return _not_found("File", file_id)
         return FileResponse(path, media_type="application/jsonl")
 
-    async def delete_file(request: Request) -> Response:
+    async def delete_file(request: Request, tenant: str) -> Response:
         file_id = request.path_params["file_id"]
-        if not get_store().delete_file(file_id):
+        if not get_store().delete_file(file_id, tenant):
             return _not_found("File", file_id)
         return JSONResponse({"id": file_id, "object": "file", "deleted": True})
 
     # ----- batches --------------------------------------------------------------------------
-    async def create_batch(request: Request) -> Response:
+    async def create_batch(request: Request, tenant: str) -> Response:
         try:
             body = loads_strict(await request.body())
         except ValueError as exc:
@@ -223,37 +243,37 @@ def create_app(settings: BatchSettings, store: BatchStore | None = None, *, disp
             return openai_error(400, "'metadata' must map at most 16 string keys (<= 64 chars) to string "
                                 "values (<= 512 chars)", "metadata", "invalid_value")
         st = get_store()
-        file_obj = st.get_file(input_file_id)
+        file_obj = st.get_file(input_file_id, tenant)
         if file_obj is None:
             return _not_found("File", input_file_id, "input_file_id")
         if file_obj["purpose"] != "batch":
             return openai_error(400, f"file {input_file_id} has purpose {file_obj['purpose']!r}; a batch "
                                 "needs a file uploaded with purpose 'batch'", "input_file_id", "invalid_value")
-        batch = st.create_batch(input_file_id, endpoint, window, metadata)
+        batch = st.create_batch(input_file_id, endpoint, window, metadata, tenant=tenant)
         log.info("batch %s created from %s for %s", batch["id"], input_file_id, endpoint)
         wake()
         return JSONResponse(batch)
 
-    async def list_batches(request: Request) -> Response:
+    async def list_batches(request: Request, tenant: str) -> Response:
         try:
             limit = int(request.query_params.get("limit", "20"))
         except ValueError:
             return openai_error(400, "'limit' must be an integer in 1..100", "limit", "invalid_value")
         if not 1 <= limit <= 100:
             return openai_error(400, f"'limit' has value {limit}; must be in 1..100", "limit", "invalid_value")
-        data, more = get_store().list_batches(limit, request.query_params.get("after"))
+        data, more = get_store().list_batches(limit, request.query_params.get("after"), tenant)
         return JSONResponse({"object": "list", "data": data, "has_more": more,
                              "first_id": data[0]["id"] if data else None, "last_id": data[-1]["id"] if data else None})
 
-    async def get_batch(request: Request) -> Response:
+    async def get_batch(request: Request, tenant: str) -> Response:
         batch_id = request.path_params["batch_id"]
-        obj = get_store().get_batch(batch_id)
+        obj = get_store().get_batch(batch_id, tenant)
         return JSONResponse(obj) if obj else _not_found("Batch", batch_id)
 
-    async def cancel_batch(request: Request) -> Response:
+    async def cancel_batch(request: Request, tenant: str) -> Response:
         batch_id = request.path_params["batch_id"]
         st = get_store()
-        obj = st.get_batch(batch_id)
+        obj = st.get_batch(batch_id, tenant)
         if obj is None:
             return _not_found("Batch", batch_id)
         if obj["status"] in _NOT_CANCELLABLE:
@@ -265,15 +285,15 @@ def create_app(settings: BatchSettings, store: BatchStore | None = None, *, disp
 
     routes = [
         Route("/health", health, methods=["GET"]),
-        Route("/v1/files", create_file, methods=["POST"]),
-        Route("/v1/files", list_files, methods=["GET"]),
-        Route("/v1/files/{file_id}", get_file, methods=["GET"]),
-        Route("/v1/files/{file_id}", delete_file, methods=["DELETE"]),
-        Route("/v1/files/{file_id}/content", file_content, methods=["GET"]),
-        Route("/v1/batches", create_batch, methods=["POST"]),
-        Route("/v1/batches", list_batches, methods=["GET"]),
-        Route("/v1/batches/{batch_id}", get_batch, methods=["GET"]),
-        Route("/v1/batches/{batch_id}/cancel", cancel_batch, methods=["POST"]),
+        Route("/v1/files", as_tenant(create_file), methods=["POST"]),
+        Route("/v1/files", as_tenant(list_files), methods=["GET"]),
+        Route("/v1/files/{file_id}", as_tenant(get_file), methods=["GET"]),
+        Route("/v1/files/{file_id}", as_tenant(delete_file), methods=["DELETE"]),
+        Route("/v1/files/{file_id}/content", as_tenant(file_content), methods=["GET"]),
+        Route("/v1/batches", as_tenant(create_batch), methods=["POST"]),
+        Route("/v1/batches", as_tenant(list_batches), methods=["GET"]),
+        Route("/v1/batches/{batch_id}", as_tenant(get_batch), methods=["GET"]),
+        Route("/v1/batches/{batch_id}/cancel", as_tenant(cancel_batch), methods=["POST"]),
     ]
 
     async def not_found(request: Request, _exc: Exception) -> Response:

@@ -36,7 +36,8 @@ import httpx
 from inferstack.batch.jsonl import LineError, parse_batch_input
 from inferstack.batch.settings import BatchSettings, DispatchSettings
 from inferstack.batch.store import BatchStore, PendingLine, new_id
-from inferstack.wire import OBJECTIVE_HEADER, BatchStatus
+from inferstack.auth import read_key
+from inferstack.wire import FAIRNESS_ID_HEADER, OBJECTIVE_HEADER, BatchStatus
 
 __all__ = ["AdaptiveLimit", "Backoff", "Dispatcher", "liveness_problem"]
 
@@ -145,6 +146,10 @@ class Dispatcher:
         self.backoff = Backoff(settings.dispatch.backoff_initial_s, settings.dispatch.backoff_max_s)
         self._client = client
         self._own_client = client is None
+        # every line: the batch objective, its batch's tenant, and the service key when keys are on
+        self._headers = {OBJECTIVE_HEADER: settings.dispatch.objective}
+        if settings.gateway_key_file is not None:
+            self._headers["authorization"] = f"Bearer {read_key(settings.gateway_key_file)}"
         self._tasks: dict[tuple[str, int], asyncio.Task[None]] = {}
         self._wake = asyncio.Event()
         self._step_failures: dict[str, int] = {}  # batch id -> passes in a row that raised
@@ -307,11 +312,11 @@ class Dispatcher:
 
     async def _attempt(self, line: PendingLine) -> None:
         assert self._client is not None
-        d = self.dispatch
         self.sent += 1
         begun = time.monotonic()
         try:
-            resp = await self._client.post(line.url, json=line.body, headers={OBJECTIVE_HEADER: d.objective})
+            resp = await self._client.post(line.url, json=line.body,
+                                           headers={**self._headers, FAIRNESS_ID_HEADER: line.tenant})
         except httpx.HTTPError as exc:
             await self._transient(line, "connection_error", f"{type(exc).__name__}: {exc}", None)
             return

@@ -88,6 +88,13 @@ class BatchSettings(BaseModel):
     ready_timeout_s: float = Field(default=30.0, gt=0, description="How long start() waits for /health.")
     stop_timeout_s: float = Field(default=10.0, gt=0, description="terminate -> wait this long -> kill.")
     dispatch: DispatchSettings = Field(default_factory=DispatchSettings, description="Line dispatch.")
+    auth_file: Path | None = Field(default=None, description="API keys (the gateway's key file): every call "
+                                   "needs `Authorization: Bearer <key>` (401 otherwise); files and batches belong "
+                                   "to the key's tenant (others get 404 and do not list them). None: the tenant "
+                                   "is the x-gateway-inference-fairness-id header ('' without it).")
+    gateway_key_file: Path | None = Field(default=None, description="The key lines are sent to the gateway "
+                                          "with (the stack's service key), each naming its batch's tenant in "
+                                          "x-gateway-inference-fairness-id.")
 
 
 def load_batch_settings(path: Path) -> BatchSettings:

@@ -51,7 +51,8 @@ CREATE TABLE IF NOT EXISTS files (
     purpose TEXT NOT NULL,
     bytes INTEGER NOT NULL,
     created_at INTEGER NOT NULL,
-    path TEXT NOT NULL
+    path TEXT NOT NULL,
+    tenant TEXT NOT NULL DEFAULT ''
 );
 CREATE TABLE IF NOT EXISTS batches (
     id TEXT PRIMARY KEY,
@@ -78,7 +79,8 @@ CREATE TABLE IF NOT EXISTS batches (
     completed INTEGER NOT NULL DEFAULT 0,
     failed INTEGER NOT NULL DEFAULT 0,
     input_tokens INTEGER NOT NULL DEFAULT 0,
-    output_tokens INTEGER NOT NULL DEFAULT 0
+    output_tokens INTEGER NOT NULL DEFAULT 0,
+    tenant TEXT NOT NULL DEFAULT ''
 );
 CREATE TABLE IF NOT EXISTS lines (
     batch_id TEXT NOT NULL,
@@ -93,6 +95,8 @@ CREATE TABLE IF NOT EXISTS lines (
 );
 CREATE INDEX IF NOT EXISTS lines_pending ON lines (batch_id, state, idx);
 """
+# columns added after the first schema: a state dir from an older version gains them on open
+_ADDED_COLUMNS = {"files": ("tenant TEXT NOT NULL DEFAULT ''",), "batches": ("tenant TEXT NOT NULL DEFAULT ''",)}
 
 
 @dataclass(frozen=True)
@@ -103,6 +107,7 @@ class PendingLine:
     url: str
     body: dict[str, Any]
     attempts: int
+    tenant: str = ""  # whose batch: the line is sent as theirs
 
     @property
     def key(self) -> tuple[str, int]:
@@ -131,6 +136,11 @@ class BatchStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
+        for table, columns in _ADDED_COLUMNS.items():
+            have = {row["name"] for row in self._db.execute(f"PRAGMA table_info({table})")}
+            for column in columns:
+                if column.split()[0] not in have:
+                    self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column}")
         self._lock = threading.RLock()
 
     def close(self) -> None:
@@ -160,7 +170,9 @@ class BatchStore:
     def temp_path(self) -> Path:
         return self.files_dir / f".tmp-{uuid.uuid4().hex}"
 
-    def add_file(self, temp: Path, filename: str, purpose: str) -> dict[str, Any]:
+    # Every read and change of a file or batch takes ``tenant``: the owner the caller acts for (only
+    # that owner's objects exist for it), or None for the service itself (all of them).
+    def add_file(self, temp: Path, filename: str, purpose: str, tenant: str = "") -> dict[str, Any]:
         """Register an uploaded file (written to ``temp`` by the caller); returns the File object."""
         file_id = new_id("file-")
         path = self.files_dir / file_id
@@ -169,28 +181,33 @@ class BatchStore:
         os.replace(temp, path)
         size = path.stat().st_size
         with self._tx() as db:
-            db.execute("INSERT INTO files (id, filename, purpose, bytes, created_at, path) VALUES (?,?,?,?,?,?)",
-                       (file_id, filename, purpose, size, _now(), str(path)))
+            db.execute("INSERT INTO files (id, filename, purpose, bytes, created_at, path, tenant) "
+                       "VALUES (?,?,?,?,?,?,?)", (file_id, filename, purpose, size, _now(), str(path), tenant))
         return self.get_file(file_id)  # type: ignore[return-value]
 
-    def get_file(self, file_id: str) -> dict[str, Any] | None:
-        row = self._one("SELECT * FROM files WHERE id = ?", (file_id,))
+    def get_file(self, file_id: str, tenant: str | None = None) -> dict[str, Any] | None:
+        owned, args = _owned_by(tenant)
+        row = self._one(f"SELECT * FROM files WHERE id = ?{owned}", (file_id, *args))
         return _file_object(row) if row else None
 
-    def file_path(self, file_id: str) -> Path | None:
-        row = self._one("SELECT path FROM files WHERE id = ?", (file_id,))
+    def file_path(self, file_id: str, tenant: str | None = None) -> Path | None:
+        owned, args = _owned_by(tenant)
+        row = self._one(f"SELECT path FROM files WHERE id = ?{owned}", (file_id, *args))
         return Path(row["path"]) if row else None
 
-    def list_files(self, purpose: str | None = None, limit: int = 10_000) -> list[dict[str, Any]]:
+    def list_files(self, purpose: str | None = None, limit: int = 10_000,
+                   tenant: str | None = None) -> list[dict[str, Any]]:
+        owned, args = _owned_by(tenant)
         if purpose:
-            rows = self._all("SELECT * FROM files WHERE purpose = ? ORDER BY created_at DESC, rowid DESC "
-                             "LIMIT ?", (purpose, limit))
+            rows = self._all(f"SELECT * FROM files WHERE purpose = ?{owned} ORDER BY created_at DESC, rowid DESC "
+                             "LIMIT ?", (purpose, *args, limit))
         else:
-            rows = self._all("SELECT * FROM files ORDER BY created_at DESC, rowid DESC LIMIT ?", (limit,))
+            rows = self._all(f"SELECT * FROM files WHERE 1{owned} ORDER BY created_at DESC, rowid DESC LIMIT ?",
+                             (*args, limit))
         return [_file_object(r) for r in rows]
 
-    def delete_file(self, file_id: str) -> bool:
-        path = self.file_path(file_id)
+    def delete_file(self, file_id: str, tenant: str | None = None) -> bool:
+        path = self.file_path(file_id, tenant)
         if path is None:
             return False
         with self._tx() as db:
@@ -200,30 +217,34 @@ class BatchStore:
 
     # ----- batches --------------------------------------------------------------------------
     def create_batch(self, input_file_id: str, endpoint: str, completion_window: str,
-                     metadata: dict[str, str] | None = None, window_s: int = 24 * 3600) -> dict[str, Any]:
+                     metadata: dict[str, str] | None = None, window_s: int = 24 * 3600,
+                     tenant: str = "") -> dict[str, Any]:
         batch_id = new_id("batch_")
         now = _now()
         with self._tx() as db:
             seq = db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM batches").fetchone()[0]
             db.execute(
                 "INSERT INTO batches (id, seq, endpoint, input_file_id, completion_window, status, created_at, "
-                "expires_at, metadata) VALUES (?,?,?,?,?,'validating',?,?,?)",
+                "expires_at, metadata, tenant) VALUES (?,?,?,?,?,'validating',?,?,?,?)",
                 (batch_id, seq, endpoint, input_file_id, completion_window, now, now + window_s,
-                 json.dumps(metadata) if metadata is not None else None))
+                 json.dumps(metadata) if metadata is not None else None, tenant))
         return self.get_batch(batch_id)  # type: ignore[return-value]
 
-    def get_batch(self, batch_id: str) -> dict[str, Any] | None:
-        row = self._one("SELECT * FROM batches WHERE id = ?", (batch_id,))
+    def get_batch(self, batch_id: str, tenant: str | None = None) -> dict[str, Any] | None:
+        owned, args = _owned_by(tenant)
+        row = self._one(f"SELECT * FROM batches WHERE id = ?{owned}", (batch_id, *args))
         return _batch_object(row) if row else None
 
-    def list_batches(self, limit: int = 20, after: str | None = None) -> tuple[list[dict[str, Any]], bool]:
+    def list_batches(self, limit: int = 20, after: str | None = None,
+                     tenant: str | None = None) -> tuple[list[dict[str, Any]], bool]:
         """Newest first; ``after`` is the id of the last batch of the previous page."""
+        owned, args = _owned_by(tenant)
+        top = None
         if after:
-            anchor = self._one("SELECT seq FROM batches WHERE id = ?", (after,))
+            anchor = self._one(f"SELECT seq FROM batches WHERE id = ?{owned}", (after, *args))
             top = anchor["seq"] if anchor else 0
-            rows = self._all("SELECT * FROM batches WHERE seq < ? ORDER BY seq DESC LIMIT ?", (top, limit + 1))
-        else:
-            rows = self._all("SELECT * FROM batches ORDER BY seq DESC LIMIT ?", (limit + 1,))
+        rows = self._all(f"SELECT * FROM batches WHERE seq < ?{owned} ORDER BY seq DESC LIMIT ?",
+                         (top if top is not None else 2**62, *args, limit + 1))
         return [_batch_object(r) for r in rows[:limit]], len(rows) > limit
 
     def active_batches(self) -> list[dict[str, Any]]:
@@ -264,7 +285,7 @@ class BatchStore:
         if limit <= 0:
             return []
         rows = self._all(
-            "SELECT l.batch_id, l.idx, l.custom_id, l.url, l.body, l.attempts FROM lines l "
+            "SELECT l.batch_id, l.idx, l.custom_id, l.url, l.body, l.attempts, b.tenant FROM lines l "
             "JOIN batches b ON b.id = l.batch_id WHERE b.status = 'in_progress' AND l.state = 'pending' "
             "ORDER BY b.seq, l.idx LIMIT ?", (limit + len(exclude),))
         out = []
@@ -272,7 +293,7 @@ class BatchStore:
             if (r["batch_id"], r["idx"]) in exclude:
                 continue
             out.append(PendingLine(r["batch_id"], r["idx"], r["custom_id"], r["url"], json.loads(r["body"]),
-                                   r["attempts"]))
+                                   r["attempts"], r["tenant"]))
             if len(out) >= limit:
                 break
         return out
@@ -334,7 +355,7 @@ class BatchStore:
         now = _now()
         stamp = {"completed": "completed_at", "cancelled": "cancelled_at", "expired": "expired_at"}[final_status]
         with self._tx() as db:
-            row = db.execute("SELECT status, output_file_id, error_file_id FROM batches WHERE id = ?",
+            row = db.execute("SELECT status, output_file_id, error_file_id, tenant FROM batches WHERE id = ?",
                              (batch_id,)).fetchone()
             if row is None or row["status"] in TERMINAL_STATUSES:
                 return
@@ -346,9 +367,9 @@ class BatchStore:
                 existing = row[f"{kind}_file_id"]
                 file_id = existing or new_id("file-")
                 path = self.files_dir / name
-                db.execute("INSERT OR REPLACE INTO files (id, filename, purpose, bytes, created_at, path) "
-                           "VALUES (?,?,?,?,?,?)", (file_id, name, "batch_output", path.stat().st_size, now,
-                                                    str(path)))
+                db.execute("INSERT OR REPLACE INTO files (id, filename, purpose, bytes, created_at, path, tenant) "
+                           "VALUES (?,?,?,?,?,?,?)", (file_id, name, "batch_output", path.stat().st_size, now,
+                                                      str(path), row["tenant"]))
                 ids[kind] = file_id
             db.execute(f"UPDATE batches SET status = ?, {stamp} = ?, output_file_id = ?, error_file_id = ?, "
                        "finalizing_at = COALESCE(finalizing_at, ?) WHERE id = ?",
@@ -367,6 +388,11 @@ class BatchStore:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
         return count
+
+
+def _owned_by(tenant: str | None) -> tuple[str, tuple[str, ...]]:
+    """The SQL condition (and its argument) keeping a tenant's own rows; none for the service."""
+    return ("", ()) if tenant is None else (" AND tenant = ?", (tenant,))
 
 
 def _file_object(row: sqlite3.Row) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -27,9 +28,10 @@ _TERMINAL = BATCH_TERMINAL_STATUSES
 
 
 class _Api:
-    def __init__(self, base_url: str, timeout_s: float = 60.0) -> None:
+    def __init__(self, base_url: str, api_key: str | None = None, timeout_s: float = 60.0) -> None:
         self.base_url = base_url.rstrip("/")
-        self._client = httpx.Client(base_url=self.base_url, timeout=timeout_s)
+        headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
+        self._client = httpx.Client(base_url=self.base_url, timeout=timeout_s, headers=headers)
 
     def call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         try:
@@ -59,7 +61,7 @@ def _api(args: argparse.Namespace) -> _Api:
             raise InferstackError("the running stack has no batch service (it was started with --no-batch, "
                                   "batch.enabled: false or without the gateway)")
         base = data.base_url
-    return _Api(base)
+    return _Api(base, args.api_key or os.environ.get("OPENAI_API_KEY"))
 
 
 def _first_url(path: Path) -> str | None:
@@ -220,6 +222,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     def common(p: argparse.ArgumentParser) -> None:
         p.add_argument("--base-url", help="OpenAI base URL (default: the running stack's, e.g. "
                        "http://127.0.0.1:8080/v1)")
+        p.add_argument("--api-key", help="API key when the stack has keys on (default: $OPENAI_API_KEY)")
 
     submit = sub.add_parser("submit", help="upload a JSONL file and create a batch; prints the batch id")
     submit.add_argument("file", type=Path, help="JSONL: one {custom_id, method, url, body} per line")

@@ -9,6 +9,7 @@ import signal
 import time
 from pathlib import Path
 
+from inferstack.configfile import validate
 from inferstack.gateway.settings import EppSettings, GatewaySettings, HoldSettings, load_epp_settings
 
 __all__ = ["register"]
@@ -28,10 +29,13 @@ def _gateway(args: argparse.Namespace) -> int:
     epp = load_epp_settings(Path(args.config)) if args.config else EppSettings()
     # a hold in the EPP file is the gateway's (Envoy's ext_proc timer is sized for it)
     hold = epp.hold
-    epp = epp.model_copy(update={"grpc_port": args.epp_port, "metrics_port": args.epp_metrics_port,
-                                 "hold": HoldSettings()})
-    settings = GatewaySettings(port=args.port, admin_port=args.admin_port, listen_host=args.host, epp=epp,
-                               hold=hold)
+    update = {"grpc_port": args.epp_port, "metrics_port": args.epp_metrics_port, "hold": HoldSettings()}
+    if args.auth_file:
+        update["auth_file"] = Path(args.auth_file).absolute()
+    epp = epp.model_copy(update=update)
+    settings = validate(GatewaySettings, {"port": args.port, "admin_port": args.admin_port, "listen_host": args.host,
+                                          "epp": epp.model_dump(), "hold": hold.model_dump(),
+                                          "insecure": args.insecure}, "gateway flags")
     endpoints = [e.strip() for e in args.endpoints.split(",") if e.strip()]
     gw = Gateway(settings, endpoints=endpoints, run_dir=Path(args.run_dir) if args.run_dir else None)
     stop = []
@@ -63,4 +67,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     g.add_argument("--epp-port", type=int, default=9002, help="EPP gRPC port (default 9002)")
     g.add_argument("--epp-metrics-port", type=int, default=9090, help="EPP /metrics port (default 9090)")
     g.add_argument("--run-dir", help="where configs and logs go (default: a new temp dir)")
+    g.add_argument("--auth-file", help="API key file: every request needs Authorization: Bearer <key> "
+                   "(see `inferstack keys add`)")
+    g.add_argument("--insecure", action="store_true",
+                   help="allow a --host beyond loopback without --auth-file (anyone who reaches it can use it)")
     g.set_defaults(func=_gateway)

@@ -22,6 +22,7 @@ from typing import Any
 
 import yaml
 
+from inferstack.auth import load_key_file, new_key
 from inferstack.autoscale.policy import AutoscalingPolicy
 from inferstack.batch.settings import BatchSettings
 from inferstack.configfile import read_yaml_mapping
@@ -70,6 +71,10 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         values[("batch", "enabled")] = False
     if getattr(args, "lora", False):
         values[("lora", "enabled")] = True
+    if getattr(args, "auth_file", None):
+        values[("auth", "file")] = args.auth_file
+    if getattr(args, "insecure", False):
+        values[("gateway", "insecure")] = True
     out: dict[str, Any] = {}
     for path, value in values.items():
         if value is None:
@@ -90,7 +95,24 @@ def _batch_settings(config: StackConfig, state: StateFile) -> BatchSettings | No
     gw = config.gateway
     host = "127.0.0.1" if gw.listen_host in ("0.0.0.0", "::", "") else gw.listen_host
     taken = {gw.port, gw.admin_port, gw.epp.grpc_port, gw.epp.metrics_port}
-    return resolve_batch(config.batch, f"http://{host}:{gw.port}", state.run_dir, taken)
+    batch = config.batch
+    if config.auth is not None:  # its callers' keys; its own to the gateway, acting for each batch's tenant
+        batch = batch.model_copy(update={"auth_file": config.auth.file, "gateway_key_file": _service_key_path(state)})
+    return resolve_batch(batch, f"http://{host}:{gw.port}", state.run_dir, taken)
+
+
+def _service_key_path(state: StateFile) -> Path:
+    return state.run_dir / "service-key"
+
+
+def _write_service_key(state: StateFile) -> None:
+    """A fresh key for the stack's own batch service, readable by this user only; the picker lets
+    its holder name the tenant it acts for."""
+    path = _service_key_path(state)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(new_key() + "\n")
 
 
 def _batch_factory(batch: BatchSettings | None):  # type: ignore[no-untyped-def]
@@ -110,7 +132,12 @@ def _gateway_factory(config: StackConfig, batch: BatchSettings | None = None):  
     from inferstack.gateway.runtime import Gateway
     from inferstack.gateway.settings import GatewaySettings
 
-    settings = GatewaySettings.model_validate(config.gateway.model_dump(exclude={"enabled"}))
+    data = config.gateway.model_dump(exclude={"enabled"})
+    if config.auth is not None:
+        data["epp"]["auth_file"] = config.auth.file
+        if batch is not None:
+            data["epp"]["service_key_file"] = batch.gateway_key_file
+    settings = GatewaySettings.model_validate(data)
     if batch is not None:
         from inferstack.batch.stack import gateway_with_batch
 
@@ -147,6 +174,8 @@ def _up(args: argparse.Namespace) -> int:
         p = config.autoscaling
         print(f"[up] autoscaling {p.min_replicas}..{p.max_replicas} replicas on {p.label()} "
               f"(sync every {p.sync_period_s:g}s)", flush=True)
+    if config.auth is not None:
+        load_key_file(config.auth.file)  # a bad key file fails here, before anything starts
     state = StateFile()
     running = state.live()
     if running:
@@ -166,6 +195,8 @@ def _up(args: argparse.Namespace) -> int:
 def _up_foreground(config: StackConfig, state: StateFile, config_path: Path | None) -> int:
     engine_python = env_python(engine_env_for(config.engine.engine))
     batch = _batch_settings(config, state)
+    if batch is not None and batch.gateway_key_file is not None:
+        _write_service_key(state)
     supervisor = Supervisor(config, engine_python, state, config_path=config_path,
                             front_end_factory=_gateway_factory(config, batch),
                             batch_factory=_batch_factory(batch),
@@ -489,6 +520,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     up.add_argument("--gateway-port", type=int, help="Envoy listener port (default 8080)")
     up.add_argument("--no-gateway", action="store_true", help="serve from the replicas directly")
     up.add_argument("--no-batch", action="store_true", help="no batch service (/v1/files, /v1/batches)")
+    up.add_argument("--auth-file", help="API keys and tenants (a YAML list of {key, tenant}; `inferstack keys "
+                    "add` writes one): every request needs Authorization: Bearer <key>")
+    up.add_argument("--insecure", action="store_true", help="serve a gateway listen_host beyond loopback "
+                    "without API keys (anyone who reaches it can use it)")
     up.add_argument("--lora", action="store_true",
                     help="serve LoRA adapters: static ones from the lora: section, runtime ones with "
                          "`inferstack adapters load`")

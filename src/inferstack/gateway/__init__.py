@@ -7,7 +7,7 @@ Public surface: ``Gateway`` (start/stop/status of Envoy + EPP; ``GatewayStatus``
 
 from inferstack.gateway.discovery import write_endpoints_file
 from inferstack.gateway.runtime import Gateway, GatewayStatus
-from inferstack.gateway.settings import EppSettings, GatewaySettings, HoldSettings, load_epp_settings
+from inferstack.gateway.settings import EppSettings, GatewaySettings, HoldSettings, check_exposure, load_epp_settings
 
-__all__ = ["EppSettings", "Gateway", "GatewaySettings", "GatewayStatus", "HoldSettings", "load_epp_settings",
-           "write_endpoints_file"]
+__all__ = ["EppSettings", "Gateway", "GatewaySettings", "GatewayStatus", "HoldSettings", "check_exposure",
+           "load_epp_settings", "write_endpoints_file"]

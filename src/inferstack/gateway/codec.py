@@ -15,7 +15,7 @@ from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from google.protobuf import duration_pb2, struct_pb2
 
 from inferstack.gateway.decision import Decision, Defer, Reject, RequestContext, Respond, Route
-from inferstack.wire import DESTINATION_HEADER, ENVOY_LB_NAMESPACE, OBJECTIVE_HEADER
+from inferstack.wire import DESTINATION_HEADER, ENVOY_LB_NAMESPACE, FAIRNESS_ID_HEADER, OBJECTIVE_HEADER
 
 __all__ = ["CONTINUE_HEADERS", "Codec", "error_response", "immediate_json", "read_headers", "route_response"]
 
@@ -41,7 +41,7 @@ def error_response(reject: Reject) -> bytes:
     error: dict[str, object] = {"message": reject.message, "type": reject.err_type}
     if reject.param is not None:
         error["param"] = reject.param
-    error["code"] = reject.status
+    error["code"] = reject.code or reject.status
     return immediate_json(reject.status, json.dumps({"error": error}).encode(), reject.err_type, reject.headers)
 
 
@@ -67,7 +67,8 @@ def route_response(route: Route) -> bytes:
 
 def read_headers(headers: pb.HttpHeaders, now: float) -> RequestContext:
     """The request's context from its headers message (path and method only for a body-less one:
-    nothing else reads them)."""
+    nothing else reads them). ``tenant`` is the fairness-id header here; the auth step replaces it
+    with the API key's tenant when keys are on."""
     ctx = RequestContext(arrived=now)
     body_less = headers.end_of_stream
     for h in headers.headers.headers:
@@ -76,6 +77,10 @@ def read_headers(headers: pb.HttpHeaders, now: float) -> RequestContext:
             ctx.request_id = (h.raw_value or h.value.encode()).decode("latin-1")
         elif key == OBJECTIVE_HEADER:
             ctx.objective = (h.raw_value or h.value.encode()).decode("latin-1")
+        elif key == "authorization":
+            ctx.authorization = (h.raw_value or h.value.encode()).decode("latin-1")
+        elif key == FAIRNESS_ID_HEADER:
+            ctx.tenant = (h.raw_value or h.value.encode()).decode("latin-1")
         elif body_less and key == ":path":
             ctx.path = (h.raw_value or h.value.encode()).decode("latin-1")
         elif body_less and key == ":method":

@@ -9,7 +9,7 @@ transport edge, as an ext_proc answer:
 - ``Defer``: decided later on the same stream (a held request, a served-models recheck): the
   awaitable's decision follows, and meanwhile Envoy's message timer is extended.
 ``RequestContext`` is what a request's headers message leaves for its body message (and for a
-deferred decision): the request id, the objective header, the path and method, when it arrived.
+deferred decision): the request id, the objective header, the path and method, when it arrived, and who sent it.
 """
 
 from __future__ import annotations
@@ -30,6 +30,9 @@ class RequestContext:
     path: str = ""  # only for body-less requests
     method: str = ""
     arrived: float = 0.0  # monotonic
+    authorization: str = ""  # the Authorization header, read once by the auth step, then dropped
+    tenant: str = ""  # who sent it: the API key's tenant, else x-gateway-inference-fairness-id
+    priority: int | None = None  # the API key's priority, over the objective's
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +49,7 @@ class Reject:
     err_type: str
     param: str | None = None
     headers: tuple[tuple[str, bytes], ...] = ()
+    code: str | None = None  # OpenAI's error code (e.g. invalid_api_key); default: the status
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,6 +1,8 @@
 """The director: what the picker decides for one request, as a typed ``Decision``, no wire format.
 
 Like GIE's director, one request goes through fixed steps:
+0. auth (on its headers, before its body is read): with API keys on, no valid
+   ``Authorization: Bearer`` key -> 401; the key names the tenant (else GIE's fairness-id header);
 1. objective: the target model (``rewrites``) and the priority (``objectives``, by model or the
    objective header);
 2. admission: no routable endpoint -> hold it (scale from zero, ``Defer``) or 503; held requests
@@ -20,6 +22,7 @@ import asyncio
 import json
 import time
 
+from inferstack.auth import MISSING_KEY_MESSAGE, KeyFileWatch, bearer_token, hash_key, read_key, wrong_key_message
 from inferstack.gateway.datastore import Datastore, Endpoint
 from inferstack.gateway.decision import Decision, Defer, Phase, Reject, RequestContext, Respond, Route
 from inferstack.gateway.envoy_config import CLUSTER_NAME
@@ -32,7 +35,7 @@ from inferstack.gateway.scheduling import SchedContext, Scheduler
 from inferstack.gateway.served_models import ModelsPoller
 from inferstack.gateway.settings import EppSettings
 
-__all__ = ["MODELS_METHOD_NOT_ALLOWED", "NO_ENDPOINT", "SHED", "Director"]
+__all__ = ["MISSING_KEY", "MODELS_METHOD_NOT_ALLOWED", "NO_ENDPOINT", "SHED", "Director"]
 
 _MAX_LISTED_MODELS = 20  # served names a 404 lists
 _MAX_ECHOED_NAME = 200  # characters of the client's model name a 404 repeats
@@ -41,6 +44,8 @@ _MODELS_RECHECK_WAIT_S = 1.5  # and of the wait for it (one started earlier may 
 
 NO_ENDPOINT = Reject(503, "no model server endpoint is ready", "service_unavailable")
 SHED = Reject(429, "the model servers are saturated and this request is sheddable", "too_many_requests")
+_CHALLENGE = (("www-authenticate", b'Bearer realm="inferstack"'),)
+MISSING_KEY = Reject(401, MISSING_KEY_MESSAGE, "invalid_request_error", headers=_CHALLENGE, code="invalid_api_key")
 # what vLLM answers to any other method on its GET-only /v1/models (the EPP answers that path itself)
 MODELS_METHOD_NOT_ALLOWED = Reject(405, "/v1/models answers GET only", "invalid_request_error",
                                    headers=(("allow", b"GET"),))
@@ -56,6 +61,8 @@ class Director:
         self.metrics = EppMetrics(datastore, self.scheduler, settings)
         self.in_flight = InFlightLedger(settings.in_flight_timeout_s)
         self.models_poller: ModelsPoller | None = None  # set by serve() when models_poll is on
+        self.keys = KeyFileWatch(settings.auth_file) if settings.auth_file is not None else None
+        self._service_digest = hash_key(read_key(settings.service_key_file)) if settings.service_key_file else None
         self._staleness_s = settings.saturation.metrics_staleness_ms / 1000.0
         self._models_refresh: asyncio.Task[None] | None = None  # the 404 path's recheck, shared
         self._models_refresh_at = 0.0  # monotonic start of that recheck
@@ -67,6 +74,29 @@ class Director:
             503, f"the scale-from-zero hold queue is full ({hold.max_requests} requests already wait for a model "
             "server to become ready); retry later", "service_unavailable")
 
+    # -- auth ----------------------------------------------------------------------------------
+    def authenticate(self, ctx: RequestContext) -> Reject | None:
+        """Who sent the request (``ctx.tenant``, ``ctx.priority``), or the 401 it gets. Without keys
+        the tenant is the fairness-id header as sent. The service key's holder (the stack's batch
+        service) names the tenant it acts for in that header."""
+        header, ctx.authorization = ctx.authorization, ""  # the key goes no further
+        if self.keys is None:
+            return None
+        token = bearer_token(header) if header else None
+        if token is None:
+            self.metrics.count("", "", "", "unauthorized")
+            return MISSING_KEY
+        digest = hash_key(token)
+        if digest == self._service_digest:
+            return None
+        tenant = self.keys.current().lookup_digest(digest)
+        if tenant is None:
+            self.metrics.count("", "", "", "unauthorized")
+            return Reject(401, wrong_key_message(token), "invalid_request_error", headers=_CHALLENGE,
+                          code="invalid_api_key")
+        ctx.tenant, ctx.priority = tenant.name, tenant.priority
+        return None
+
     # -- requests ------------------------------------------------------------------------------
     def decide(self, req: InferenceRequest, ctx: RequestContext, phase: Phase, body: bytes,
                can_defer: bool) -> Decision:
@@ -76,7 +106,7 @@ class Director:
         model = req.model
         target = self.rewrites.apply(model) if model else model
         req.target_model = target
-        req.priority = self.objectives.priority(model, target, ctx.objective) if model or ctx.objective else 0
+        req.priority = self._priority(model, target, ctx)
         if self.hold is not None and can_defer:
             ready = self.routable()
             if not ready or len(self.hold):  # held requests go first
@@ -87,6 +117,14 @@ class Director:
                 self.metrics.count(model, target, "", "unavailable")
                 return NO_ENDPOINT
         return self._route(req, phase, body, ctx.request_id, ready, now, can_defer)
+
+    def _priority(self, model: str, target: str, ctx: RequestContext) -> int:
+        """The objective's priority; a key's own priority replaces it, but an objective the request
+        names can only lower it (a tenant may mark its own requests sheddable, never raise them)."""
+        objective = self.objectives.priority(model, target, ctx.objective) if model or ctx.objective else 0
+        if ctx.priority is None:
+            return objective
+        return min(ctx.priority, objective) if ctx.objective else ctx.priority
 
     def decide_body_less(self, ctx: RequestContext, can_defer: bool) -> Decision:
         """A request without a body: ``GET /v1/models`` answered here, other methods there 405,

@@ -185,11 +185,15 @@ class EndpointPicker:
                 decision = self.director.decide(req, ctx, "body", msg.request_body.body, stream is not None)
         elif which == "request_headers":
             ctx = read_headers(msg.request_headers, time.monotonic())
-            if not msg.request_headers.end_of_stream:  # the body follows: decided on it
+            refused = self.director.authenticate(ctx)
+            if refused is not None:  # before the body is read
+                decision = refused
+            elif not msg.request_headers.end_of_stream:  # the body follows: decided on it
                 if stream is not None:
                     stream.data = ctx
                 return CONTINUE_HEADERS
-            decision = self.director.decide_body_less(ctx, stream is not None)
+            else:
+                decision = self.director.decide_body_less(ctx, stream is not None)
         else:  # a phase we did not ask for: let it continue unchanged
             return pb.ProcessingResponse(**{which: {}}).SerializeToString() if which else b""
         if isinstance(decision, Defer):

@@ -8,8 +8,9 @@ description; ports are in 1..65535; weights are > 0; rewrite targets name at lea
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field
@@ -30,6 +31,8 @@ __all__ = [
     "SchedulerSettings",
     "ScorerSettings",
     "StaticDiscovery",
+    "check_exposure",
+    "is_loopback",
     "load_epp_settings",
 ]
 
@@ -190,6 +193,12 @@ class EppSettings(_Strict):
                                           "new endpoint only once Envoy's admin shows it loaded from the EDS file.")
     hold: HoldSettings = Field(default_factory=HoldSettings, description="Scale-from-zero hold of requests "
                                "while no endpoint is ready.")
+    auth_file: Path | None = Field(default=None, description="API keys (inferstack.auth's key file): every "
+                                   "request needs `Authorization: Bearer <key>` (401 otherwise) and runs as the "
+                                   "key's tenant. None: no keys; the tenant is x-gateway-inference-fairness-id.")
+    service_key_file: Path | None = Field(default=None, description="A file holding the key of a trusted "
+                                          "caller (the stack's batch service) that names the tenant it acts "
+                                          "for in x-gateway-inference-fairness-id.")
 
     @pydantic.model_validator(mode="after")
     def _hold_sees_envoy(self) -> EppSettings:
@@ -225,6 +234,17 @@ class GatewaySettings(_Strict):
                                     "to the batch service on 127.0.0.1:<batch_port>, without the picker.")
     hold: HoldSettings = Field(default_factory=HoldSettings, description="Scale from zero: hold requests while "
                                "no replica is ready (the Gateway passes this to the EPP and lets Envoy wait for it).")
+    insecure: bool = Field(default=False, description="Serve a listen_host other than loopback without API "
+                           "keys (epp.auth_file); refused otherwise, since anyone who reaches it could use the "
+                           "model servers and the batch API.")
+
+    keys_checked_here: ClassVar[bool] = True  # False where a wider config holds the keys (the stack's)
+
+    @pydantic.model_validator(mode="after")
+    def _not_open_to_the_network(self) -> GatewaySettings:
+        if self.keys_checked_here:
+            check_exposure(self.listen_host, self.epp.auth_file is not None, self.insecure, "epp.auth_file")
+        return self
 
     @pydantic.model_validator(mode="after")
     def _one_hold(self) -> GatewaySettings:
@@ -236,6 +256,24 @@ class GatewaySettings(_Strict):
                              f"stream_idle_timeout_s ({self.stream_idle_timeout_s:g}): Envoy would end a held "
                              "request's idle client stream first")
         return self
+
+
+def check_exposure(listen_host: str, keys_on: bool, insecure: bool, keys_setting: str) -> None:
+    """A listener beyond loopback serves anyone who reaches it: it needs API keys, or ``insecure``."""
+    if keys_on or insecure or is_loopback(listen_host):
+        return
+    raise ValueError(f"the gateway would listen on {listen_host}, beyond this machine, without API keys: set "
+                     f"{keys_setting} (a key file; `inferstack keys add` makes one), or say --insecure (insecure: "
+                     "true) to serve it open, or listen on 127.0.0.1")
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a name: it may resolve to anything
 
 
 def load_epp_settings(path: Path) -> EppSettings:

@@ -9,6 +9,7 @@ Example (every key optional)::
     gateway: {enabled: true, port: 8080}
     autoscaling: {min_replicas: 1, max_replicas: 2, metric: waiting, target: 3}   # on: see docs/autoscale.md
     batch: {enabled: true}            # OpenAI Files + Batch API on the gateway's base URL
+    auth: {file: keys.yaml}           # API keys and tenants (inferstack.auth); `up --auth-file`
     lora: {enabled: true, max_loras: 2, adapters: {json-mode: /path/to/adapter}}   # inferstack.lora
 
 Unknown keys are errors, so a misspelt key never silently vanishes. Errors name the key, the bad
@@ -18,16 +19,17 @@ value and what would be valid.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from inferstack.auth import AuthSettings
 from inferstack.autoscale.policy import AutoscalingPolicy
 from inferstack.batch.settings import BatchSettings
 from inferstack.configfile import read_yaml_mapping, validate
 from inferstack.engine.settings import EngineSettings
 from inferstack.engine.speculative import SpeculativeSettings
-from inferstack.gateway import GatewaySettings, HoldSettings
+from inferstack.gateway import GatewaySettings, HoldSettings, check_exposure
 from inferstack.lora.settings import LoraSettings
 
 __all__ = ["StackBatchSettings", "StackConfig", "StackGatewaySettings", "load_config", "merge_config"]
@@ -42,6 +44,8 @@ class StackGatewaySettings(GatewaySettings):
         description="The picker holds requests while no replica is ready (on by default here: the "
         "stack can be scaled to zero, and a crashed replica restarts), answering 503 after timeout_s.",
     )
+    # the stack's keys are its `auth:` section: StackConfig checks the exposure with them
+    keys_checked_here: ClassVar[bool] = False
 
 
 class StackBatchSettings(BatchSettings):
@@ -72,10 +76,18 @@ class StackConfig(BaseModel):
         "renders the HPA for GKE and drives `autoscale simulate`.",
     )
     batch: StackBatchSettings = Field(default_factory=StackBatchSettings)
+    auth: AuthSettings | None = Field(None, description="API keys and tenants for the gateway and the batch "
+                                      "API (off: no keys, the tenant is x-gateway-inference-fairness-id).")
     lora: LoraSettings = Field(
         default_factory=LoraSettings,
         description="LoRA adapters on every replica (default off): vLLM flags, static adapters, runtime API.",
     )
+
+    @model_validator(mode="after")
+    def _keys_beyond_loopback(self) -> StackConfig:
+        if self.gateway.enabled:
+            check_exposure(self.gateway.listen_host, self.auth is not None, self.gateway.insecure, "auth.file")
+        return self
 
     @model_validator(mode="after")
     def _lora_with_speculation(self) -> StackConfig:

@@ -11,12 +11,12 @@ import time
 import httpx
 import openai
 import pytest
-from test_gateway_support import echo_backends, epp_gauge, wait_ready, wait_until
-
-from inferstack.batch import BatchService, BatchSettings, DispatchSettings
-from inferstack.batch.stack import gateway_with_batch
-from inferstack.gateway import EppSettings, Gateway, GatewaySettings
-from inferstack.process import free_port
+from test_gateway_support import (
+    echo_backends,
+    epp_gauge,
+    gateway_and_batch_service,
+    wait_until,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -24,18 +24,8 @@ pytestmark = pytest.mark.integration
 def test_saturation_sheds_batch_lines_first_then_the_batch_completes(tmp_path):
     with echo_backends(2) as backends:
         addrs = [a for a, _ in backends]
-        gw_settings = GatewaySettings(port=free_port(), admin_port=free_port(), epp=EppSettings(
-            grpc_port=free_port(), metrics_port=free_port(),
-            saturation={"queue_depth_threshold": 3, "metrics_staleness_ms": 500}))
-        batch = BatchSettings(port=free_port(), state_dir=tmp_path / "batch", poll_interval_s=0.05,
-                              gateway_url=f"http://127.0.0.1:{gw_settings.port}",
-                              dispatch=DispatchSettings(backoff_initial_s=0.05, backoff_max_s=0.5))
-        gw = Gateway(gateway_with_batch(gw_settings, batch), endpoints=addrs, run_dir=tmp_path / "gw")
-        gw.start()
-        svc = BatchService(batch, run_dir=tmp_path / "svc")
-        try:
-            svc.start()
-            wait_ready(gw, addrs)
+        with gateway_and_batch_service(tmp_path, addrs, epp={"saturation": {
+                "queue_depth_threshold": 3, "metrics_staleness_ms": 500}}, batch={}) as (gw, svc):
             for a in addrs:
                 httpx.post(f"http://{a}/admin/metrics", json={"waiting": 10})
             for a in addrs:
@@ -60,6 +50,3 @@ def test_saturation_sheds_batch_lines_first_then_the_batch_completes(tmp_path):
             assert b.request_counts.completed == 20 and b.request_counts.failed == 0
             ids = [json.loads(x)["custom_id"] for x in client.files.content(b.output_file_id).text.splitlines()]
             assert ids == [f"c{i}" for i in range(20)]
-        finally:
-            svc.stop()
-            gw.stop()

@@ -149,3 +149,25 @@ def test_public_surface():
         "Dispatcher", "LineError", "ParsedLine", "batch_objective", "create_app", "load_batch_settings",
         "parse_batch_input"]
     assert batch_pkg.batch_objective(DispatchSettings()) == {"name": "batch", "priority": -1}
+
+
+def test_up_with_keys_wires_them_into_the_picker_and_the_batch_service(tmp_path):
+    keys = tmp_path / "keys.yaml"
+    keys.write_text("- {key: sk-team-a-0123456789, tenant: team-a}\n")
+    state = StateFile(tmp_path / "stack.json")
+    config = load_config(None, stack_cli._overrides(_args(auth_file=str(keys), insecure=False)))
+    assert config.auth is not None and config.auth.file == keys
+    batch = stack_cli._batch_settings(config, state)
+    assert batch.auth_file == keys and batch.gateway_key_file == tmp_path / "service-key"
+    factory = stack_cli._gateway_factory(config, batch)
+    gateway = factory(tmp_path / "endpoints.json", tmp_path / "gateway")
+    assert gateway.settings.epp.auth_file == keys and gateway.settings.epp.service_key_file == batch.gateway_key_file
+    stack_cli._write_service_key(state)
+    key = batch.gateway_key_file.read_text().strip()
+    assert key.startswith("sk-inferstack-") and (batch.gateway_key_file.stat().st_mode & 0o777) == 0o600
+    # beyond loopback: keys, or --insecure said out loud
+    with pytest.raises(ConfigError, match="without API keys: set auth.file"):
+        load_config(None, {"gateway": {"listen_host": "0.0.0.0"}})
+    assert load_config(None, stack_cli._overrides(_args(insecure=True)) | {"gateway": {"listen_host": "0.0.0.0",
+                                                                                       "insecure": True}})
+    assert load_config(None, {"gateway": {"listen_host": "0.0.0.0"}, "auth": {"file": str(keys)}}).auth

@@ -1,0 +1,107 @@
+"""The picker's auth step: API keys checked on the headers message, before any body is read."""
+
+import json
+
+import pytest
+from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
+
+from inferstack.gateway.decision import RequestContext
+from inferstack.gateway.epp import DESTINATION_HEADER
+from inferstack.gateway.h2grpc import StreamContext
+from inferstack.gateway.settings import EppSettings, GatewaySettings, ObjectiveSettings
+
+from .test_epp import CHAT, answer, body_msg, headers_msg, picker
+
+KEY_A, KEY_B, SERVICE = "sk-team-a-0123456789", "sk-team-b-0123456789", "sk-service-0123456789"
+
+
+@pytest.fixture
+def keyed(tmp_path):
+    keys = tmp_path / "keys.yaml"
+    keys.write_text(f"- {{key: {KEY_A}, tenant: team-a}}\n- {{key: {KEY_B}, tenant: team-b, priority: -1}}\n")
+    service = tmp_path / "service-key"
+    service.write_text(SERVICE + "\n")
+    return picker(auth_file=keys, service_key_file=service,
+                  objectives=[ObjectiveSettings(name="batch", priority=-1), ObjectiveSettings(name="vip", priority=5)])
+
+
+def _error(r: pb.ProcessingResponse) -> tuple[int, dict, dict]:
+    imm = r.immediate_response
+    hdrs = {h.header.key: h.header.raw_value.decode() for h in imm.headers.set_headers}
+    return imm.status.code, json.loads(imm.body)["error"], hdrs
+
+
+@pytest.mark.parametrize("authorization", [None, "", "Basic dXNlcjpwYXNz", "Bearer"])
+def test_no_key_is_401_on_the_headers_before_the_body(keyed, authorization):
+    stream = StreamContext(1)
+    hdrs = {":path": "/v1/chat/completions"} | ({"authorization": authorization} if authorization is not None else {})
+    status, err, extra = _error(answer_on(keyed, headers_msg(hdrs), stream))
+    assert status == 401 and err["code"] == "invalid_api_key" and err["type"] == "invalid_request_error"
+    assert "Authorization: Bearer" in err["message"] and extra["www-authenticate"].startswith("Bearer")
+    assert stream.finish  # decided: no body is asked for
+
+
+def test_a_wrong_key_is_401_naming_only_its_last_four_characters(keyed):
+    status, err, _ = _error(answer(keyed, headers_msg({"authorization": "Bearer sk-wrong-key-98765"})))
+    assert status == 401 and "...8765" in err["message"] and "sk-wrong" not in err["message"]
+
+
+def test_a_valid_key_routes_as_its_tenant_and_a_body_less_request_too(keyed):
+    stream = StreamContext(1)
+    assert answer_on(keyed, headers_msg({"authorization": f"Bearer {KEY_A}"}), stream).WhichOneof(
+        "response") == "request_headers"
+    ctx = stream.data
+    assert isinstance(ctx, RequestContext) and ctx.tenant == "team-a" and ctx.authorization == ""
+    r = answer_on(keyed, body_msg(CHAT), stream)
+    assert DESTINATION_HEADER in {h.header.key for h in r.request_body.response.header_mutation.set_headers}
+    r = answer(keyed, headers_msg({"authorization": f"Bearer {KEY_A}", ":path": "/v1/x"}, end_of_stream=True))
+    assert r.WhichOneof("response") == "request_headers"
+
+
+def test_a_tenant_cannot_claim_another_tenant_by_header_but_the_service_key_names_it(keyed):
+    stream = StreamContext(1)
+    answer_on(keyed, headers_msg({"authorization": f"Bearer {KEY_A}", "x-gateway-inference-fairness-id": "team-b"}),
+              stream)
+    assert stream.data.tenant == "team-a"
+    stream = StreamContext(3)
+    answer_on(keyed, headers_msg({"authorization": f"Bearer {SERVICE}", "x-gateway-inference-fairness-id": "team-b"}),
+              stream)
+    assert stream.data.tenant == "team-b"
+
+
+def test_a_keys_priority_replaces_the_objectives_and_a_named_objective_only_lowers_it(keyed):
+    d = keyed.director
+    assert d._priority("m", "m", RequestContext(priority=-1)) == -1  # team-b: sheddable
+    assert d._priority("m", "m", RequestContext(priority=3)) == 3
+    assert d._priority("m", "m", RequestContext(priority=3, objective="vip")) == 3  # never raised by a header
+    assert d._priority("m", "m", RequestContext(priority=3, objective="batch")) == -1
+    assert d._priority("m", "m", RequestContext(objective="vip")) == 5  # no key priority: the objective's
+
+
+def test_without_keys_the_tenant_is_the_fairness_header_and_nothing_is_refused():
+    p = picker()
+    stream = StreamContext(1)
+    answer_on(p, headers_msg({"x-gateway-inference-fairness-id": "team-z"}), stream)
+    assert stream.data.tenant == "team-z"
+
+
+def test_the_unauthorized_count_rises_per_refusal(keyed):
+    for _ in range(3):
+        answer(keyed, headers_msg({}))
+    refused = sum(s.value for f in keyed.metrics.registry.collect() if f.name == "inferstack_epp_requests"
+                  for s in f.samples if s.name.endswith("_total") and s.labels["outcome"] == "unauthorized")
+    assert refused == 3
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "10.1.2.3", "::", "gateway.example.com"])
+def test_a_gateway_beyond_loopback_needs_keys_or_insecure(tmp_path, host):
+    with pytest.raises(ValueError, match="without API keys: set epp.auth_file"):
+        GatewaySettings(listen_host=host)
+    GatewaySettings(listen_host=host, insecure=True)
+    GatewaySettings(listen_host=host, epp=EppSettings(auth_file=tmp_path / "k.yaml"))
+    for loopback in ("127.0.0.1", "::1", "localhost", "127.0.0.9"):
+        GatewaySettings(listen_host=loopback)
+
+
+def answer_on(p, raw, stream) -> pb.ProcessingResponse:
+    return pb.ProcessingResponse.FromString(p.handle(raw, stream))
