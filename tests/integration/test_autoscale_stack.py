@@ -27,8 +27,8 @@ def autoscaled(engine_python, tmp_path_factory) -> Iterator[RunningStack]:
                    "cores_per_replica": 1},
         "batch": {"enabled": False},
         "autoscaling": {"min_replicas": 1, "max_replicas": 2, "metric": "waiting", "target": 2,
-                        "sync_period_s": 2,
-                        "behavior": {"scale_down": {"stabilization_window_s": 20}}},
+                        "sync_period_s": 1,
+                        "behavior": {"scale_down": {"stabilization_window_s": 10}}},
     }, up_output) as stack:
         assert "autoscaling 1..2 replicas on waiting:2" in up_output[0]
         yield stack

@@ -60,15 +60,15 @@ def _output(client: openai.OpenAI, file_id: str) -> list[dict]:
     return [json.loads(x) for x in client.files.content(file_id).text.splitlines()]
 
 
-def test_official_client_runs_a_batch_of_50(stack: RunningStack):
+def test_official_client_runs_a_batch_of_24(stack: RunningStack):
     client = _client(stack)
-    batch = _create(client, _lines(stack.served_model, 50))
+    batch = _create(client, _lines(stack.served_model, 24))
     batch = _wait(client, batch.id)
     assert batch.status == "completed", batch
-    assert (batch.request_counts.total, batch.request_counts.completed, batch.request_counts.failed) == (50, 50, 0)
+    assert (batch.request_counts.total, batch.request_counts.completed, batch.request_counts.failed) == (24, 24, 0)
     assert batch.usage.output_tokens > 0 and batch.error_file_id is None
     out = _output(client, batch.output_file_id)
-    assert sorted(x["custom_id"] for x in out) == sorted(f"req-{i}" for i in range(50))  # each once
+    assert sorted(x["custom_id"] for x in out) == sorted(f"req-{i}" for i in range(24))  # each once
     for line in out:
         assert line["error"] is None and line["response"]["status_code"] == 200
         body = line["response"]["body"]
@@ -173,14 +173,14 @@ def test_down_then_up_resumes_the_batch(stack: RunningStack):
     config = stack.state().config_path
     assert config, "the session stack was started from a config file"
     client = _client(stack)
-    batch = _create(client, _lines(stack.served_model, 16, max_tokens=16, prefix="resume"))
+    batch = _create(client, _lines(stack.served_model, 10, max_tokens=16, prefix="resume"))
     _wait(client, batch.id, until=lambda b: b.request_counts.completed >= 3 or b.status in _TERMINAL)
     run_cli("down", env=stack.env, timeout=300)
     try:
         run_cli("up", "--detach", "--config", config, env=stack.env, timeout=900)
         batch = _wait(client, batch.id)
-        assert batch.status == "completed" and batch.request_counts.completed == 16
+        assert batch.status == "completed" and batch.request_counts.completed == 10
         ids = [x["custom_id"] for x in _output(client, batch.output_file_id)]
-        assert sorted(ids) == sorted(f"resume-{i}" for i in range(16))
+        assert sorted(ids) == sorted(f"resume-{i}" for i in range(10))
     finally:
         run_cli("down", env=stack.env, timeout=300, check=False)

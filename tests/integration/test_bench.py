@@ -48,7 +48,7 @@ def test_bench_against_a_replica_and_report(stack: RunningStack, bench_python: P
     run_dir = tmp_path / "run"
     replica = stack.replica_urls[0]
     proc = run_cli(
-        "bench", "--profile", "constant", "--rate", "2", "--stages", "2", "--duration", "5",
+        "bench", "--profile", "constant", "--rate", "2", "--stages", "2", "--duration", "3",
         "--dataset", str(DOCUMENTS), "--target", replica, "--output", str(run_dir),
         "--label", "ngram replica", env=stack.env, timeout=300,
     )
@@ -96,7 +96,7 @@ def test_interrupted_bench_through_the_gateway_keeps_finished_stages(stack: Runn
     # No --target: the running stack (state file in stack.env) supplies gateway URL and replicas.
     proc = subprocess.Popen(
         [sys.executable, "-m", "inferstack", "bench", "--profile", "constant", "--rate", "2",
-         "--stages", "3", "--duration", "5", "--dataset", str(DOCUMENTS), "--output", str(run_dir)],
+         "--stages", "3", "--duration", "4", "--dataset", str(DOCUMENTS), "--output", str(run_dir)],
         env=stack.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, preexec_fn=interruptible,
     )
     lines: list[str] = []

@@ -97,7 +97,9 @@ def _drafts(stack: RunningStack) -> tuple[float, float]:
 def test_draft_model_speculation_is_lossless(stacks):
     draft = stacks["draft"]
     assert draft.state().speculative == "draft"
-    assert _answers(draft) == _plain_answers(stacks["plain"])
+    with ThreadPoolExecutor(1) as pool:  # the plain references on their own core meanwhile
+        references = pool.submit(_plain_answers, stacks["plain"])
+        assert _answers(draft) == references.result()
     drafted, accepted = _drafts(draft)
     assert drafted > 0 and accepted / drafted > 0.9  # a model agrees with itself (float32, greedy)
 

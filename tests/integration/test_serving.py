@@ -7,7 +7,7 @@ import os
 
 import httpx
 import pytest
-from stackutil import chat
+from stackutil import chat, run_cli
 
 from inferstack.engine.metrics import fetch_figures
 
@@ -100,3 +100,13 @@ def test_default_stack_answers_agree_with_the_float32_references(stack):
     score = agreement(answers, refs.answers)
     assert score.full >= 0.90 and score.first_n >= 0.95, f"{score}; differing: {score.differing}"
     assert answers["fact-00"].text == "The capital of France is Paris."  # the README's example
+
+
+def test_busy_port(stack, tmp_path):
+    """`up` on a port the running stack's replica holds: a clear message, and the stack loses nothing."""
+    busy = int(stack.replica_urls[0].rsplit(":", 1)[1])
+    env = dict(os.environ, INFERSTACK_STATE=str(tmp_path / "state"))
+    proc = run_cli("up", "--detach", "--base-port", str(busy), "--no-gateway", env=env, timeout=300, check=False)
+    assert proc.returncode == 2
+    assert f"port {busy}" in proc.stderr and "already in use" in proc.stderr
+    assert all(r.state == "ready" for r in stack.state().replicas)

@@ -1,4 +1,5 @@
-"""Bad input to `inferstack up` gets a clear message (exit 2), starts nothing, and loses nothing."""
+"""Bad input to `inferstack up` gets a clear message (exit 2), starts nothing, and loses nothing.
+(A busy replica port beside a running stack: ``test_serving.py::test_busy_port``.)"""
 
 from __future__ import annotations
 
@@ -47,15 +48,6 @@ def test_unknown_model_path(tmp_path, env):
     assert "does not exist" in proc.stderr
     proc = _up(env, "--model", "not-a-model", "--no-gateway")
     assert proc.returncode == 2 and "is unknown" in proc.stderr
-
-
-def test_busy_port(stack, env):
-    busy = int(stack.replica_urls[0].rsplit(":", 1)[1])
-    proc = _up(env, "--base-port", str(busy), "--no-gateway")
-    assert proc.returncode == 2
-    assert f"port {busy}" in proc.stderr and "already in use" in proc.stderr
-    # The running stack lost nothing.
-    assert all(r.state == "ready" for r in stack.state().replicas)
 
 
 def test_a_replica_that_fails_to_start_shows_its_log_tail(tmp_path, env):
