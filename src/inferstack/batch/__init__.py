@@ -7,12 +7,24 @@ validation) and ``batch_objective`` (the picker objective the stack declares for
 Commands live in ``inferstack.commands.batch`` (``inferstack batch ...``).
 """
 
-from inferstack.batch.api import create_app
-from inferstack.batch.dispatcher import Dispatcher
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from inferstack.lazy import lazy_attributes
+
 from inferstack.batch.jsonl import LineError, ParsedLine, parse_batch_input
 from inferstack.batch.runtime import BatchService, BatchServiceStatus
 from inferstack.batch.settings import BATCH_ENDPOINTS, BatchSettings, DispatchSettings, load_batch_settings
-from inferstack.batch.store import BatchStore
+
+# The server's side opens lazily (PEP 562): the stack's status (every CLI call) needs the service's
+# status model, not the Starlette app, the dispatcher or the store.
+_SERVER = {"create_app": "api", "Dispatcher": "dispatcher", "BatchStore": "store"}
+
+if TYPE_CHECKING:
+    from inferstack.batch.api import create_app
+    from inferstack.batch.dispatcher import Dispatcher
+    from inferstack.batch.store import BatchStore
 
 __all__ = [
     "BATCH_ENDPOINTS",
@@ -34,3 +46,6 @@ __all__ = [
 def batch_objective(settings: DispatchSettings) -> dict[str, object]:
     """The picker objective for batch lines: ``{"name": "batch", "priority": -1}`` by default."""
     return {"name": settings.objective, "priority": settings.priority}
+
+
+__getattr__ = lazy_attributes(__name__, _SERVER)

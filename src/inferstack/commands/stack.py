@@ -34,12 +34,10 @@ from inferstack.envs.environments import engine_env_for, env_python
 from inferstack.errors import ConfigError, InferstackError, ReplicaStartError
 from inferstack.models.resolve import resolve_model
 from inferstack.process import group_alive, log_tail, pid_alive, stop_process_group
-from inferstack.stack.autoscaler import LocalAutoscaler
 from inferstack.stack.config import StackConfig, load_config
 from inferstack.stack.control import submit_request
 from inferstack.stack.state import StateFile
 from inferstack.stack.status import ControlAnswer, StackStatus
-from inferstack.stack.supervisor import Supervisor
 
 __all__ = ["register", "register_adapter_commands", "with_autoscaling"]
 
@@ -193,6 +191,11 @@ def _up(args: argparse.Namespace) -> int:
 
 
 def _up_foreground(config: StackConfig, state: StateFile, config_path: Path | None) -> int:
+    # Imported here: the supervisor brings the gateway, grpc and the engine code, which no other
+    # command of this module needs (each CLI call imports every command module).
+    from inferstack.stack.autoscaler import LocalAutoscaler
+    from inferstack.stack.supervisor import Supervisor
+
     engine_python = env_python(engine_env_for(config.engine.engine))
     batch = _batch_settings(config, state)
     if batch is not None and batch.gateway_key_file is not None:

@@ -5,9 +5,24 @@ Public surface: ``Gateway`` (start/stop/status of Envoy + EPP; ``GatewayStatus``
 ``write_endpoints_file`` (how a supervisor tells a running EPP about replica changes).
 """
 
-from inferstack.gateway.discovery import write_endpoints_file
-from inferstack.gateway.runtime import Gateway, GatewayStatus
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from inferstack.lazy import lazy_attributes
+
 from inferstack.gateway.settings import EppSettings, GatewaySettings, HoldSettings, check_exposure, load_epp_settings
+from inferstack.gateway.status import GatewayStatus
 
 __all__ = ["EppSettings", "Gateway", "GatewaySettings", "GatewayStatus", "HoldSettings", "check_exposure",
            "load_epp_settings", "write_endpoints_file"]
+
+# The processes' side opens lazily (PEP 562): configs that only read the settings (the stack's,
+# every CLI call) do not import grpc and the picker.
+_RUNTIME = {"Gateway": "runtime", "write_endpoints_file": "discovery"}
+
+if TYPE_CHECKING:
+    from inferstack.gateway.discovery import write_endpoints_file
+    from inferstack.gateway.runtime import Gateway
+
+__getattr__ = lazy_attributes(__name__, _RUNTIME)

@@ -28,13 +28,13 @@ from pathlib import Path
 import grpc
 import httpx
 import yaml
-from pydantic import BaseModel, ConfigDict
 
 from inferstack.errors import PortInUseError, SetupError
 from inferstack.gateway.discovery import read_endpoints_file, validate_address
 from inferstack.gateway.envoy_config import CLUSTER_NAME, build_envoy_config
 from inferstack.gateway.epp import write_eds_file
 from inferstack.gateway.settings import FileDiscovery, GatewaySettings, StaticDiscovery
+from inferstack.gateway.status import EnvoyStatus, EppStatus, GatewayStatus, ProcessStatus
 from inferstack.process import SupervisedProcess, port_is_free
 
 __all__ = ["EnvoyStatus", "EppStatus", "Gateway", "GatewayStatus", "ProcessStatus", "envoy_binary", "epp_health",
@@ -70,36 +70,6 @@ def epp_healthy(host: str, port: int, timeout_s: float = 0.5) -> bool:
     """True if the EPP answers SERVING."""
     return epp_health(host, port, timeout_s) == "SERVING"
 
-
-
-class ProcessStatus(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    pid: int | None
-    state: str  # stopped | running | exited(CODE)
-    restarts: int
-    log: str
-
-
-class EnvoyStatus(ProcessStatus):
-    port: int
-    admin_port: int
-
-
-class EppStatus(ProcessStatus):
-    grpc_port: int
-    metrics_port: int
-
-
-class GatewayStatus(BaseModel):
-    """What ``Gateway.status()`` reports (the ``gateway`` part of the stack's status)."""
-    model_config = ConfigDict(extra="forbid")
-    state: str  # stopped | starting | running | degraded | failed
-    url: str
-    base_url: str
-    run_dir: str
-    envoy: EnvoyStatus
-    epp: EppStatus
-    epp_failure_mode: str
 
 
 class Gateway:
