@@ -2,8 +2,8 @@
 
 Four one-replica float32 stacks (no gateway) start at once, each on one core of its own affinity:
 plain (no speculation: the reference), draft, suffix and load-aware ngram. A vLLM start is mostly
-one core's imports, so two cores start them side by side (measured: 144 s for the four on 2 cores
-each, 210 s before replicas ran their model in the engine core). Every method that runs here
+one core's imports, so two cores start them side by side (measured: 81-94 s for the four, one core
+each; 144 s with two cores each; 210 s before replicas ran their model in the engine core). Every method that runs here
 answers greedy prompts token for token as the plain replica does; the ones that cannot run fail
 before anything starts; `down` leaves nothing.
 """
