@@ -164,8 +164,12 @@ def test_output_lines_reach_the_caller_and_the_log_and_stop_interrupts_first(tmp
 
     # one that ignores SIGINT gets SIGTERM once the interrupt's time is up
     deaf, _ = started("import signal, time; signal.signal(signal.SIGINT, signal.SIG_IGN)", interrupt_timeout_s=0.3)
+    began = time.monotonic()
     deaf.stop()
-    assert deaf.proc.returncode == -15 and not group_alive(deaf.proc.pid)
+    # the group stop may reap the child before Popen does (Popen then reports 0 for a child it
+    # never saw exit): what holds is that it is gone, after the interrupt's time and not much more
+    assert deaf.proc.returncode in (-15, 0) and not group_alive(deaf.proc.pid)
+    assert 0.3 <= time.monotonic() - began < 10
 
 
 def test_wait_ready_names_the_exit_and_shows_the_log_tail(tmp_path):
