@@ -3,12 +3,15 @@
 
 from inferstack.auth.keys import (
     MISSING_KEY_MESSAGE,
+    SERVICE,
     ApiKeyEntry,
     KeyFileWatch,
+    KeyRefused,
     KeyRing,
     Tenant,
     bearer_token,
     hash_key,
+    identify,
     load_key_file,
     mask_key,
     new_key,
@@ -17,5 +20,6 @@ from inferstack.auth.keys import (
 )
 from inferstack.auth.settings import AuthSettings
 
-__all__ = ["MISSING_KEY_MESSAGE", "ApiKeyEntry", "AuthSettings", "KeyFileWatch", "KeyRing", "Tenant", "bearer_token", "hash_key",
-           "load_key_file", "mask_key", "new_key", "read_key", "wrong_key_message"]
+__all__ = ["MISSING_KEY_MESSAGE", "SERVICE", "ApiKeyEntry", "AuthSettings", "KeyFileWatch", "KeyRefused", "KeyRing",
+           "Tenant", "bearer_token", "hash_key", "identify", "load_key_file", "mask_key", "new_key", "read_key",
+           "wrong_key_message"]

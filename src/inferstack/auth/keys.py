@@ -36,8 +36,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from inferstack.configfile import format_validation_error
 from inferstack.errors import ConfigError
 
-__all__ = ["MISSING_KEY_MESSAGE", "ApiKeyEntry", "KeyFileWatch", "KeyRing", "Tenant", "bearer_token", "hash_key",
-           "load_key_file", "mask_key", "new_key", "read_key", "wrong_key_message"]
+__all__ = ["MISSING_KEY_MESSAGE", "SERVICE", "ApiKeyEntry", "KeyFileWatch", "KeyRefused", "KeyRing", "Tenant",
+           "bearer_token", "hash_key", "identify", "load_key_file", "mask_key", "new_key", "read_key",
+           "wrong_key_message"]
 
 log = logging.getLogger(__name__)
 
@@ -160,6 +161,28 @@ class KeyRing:
     @property
     def tenants(self) -> list[Tenant]:
         return list({t.name: t for t in self._by_digest.values()}.values())
+
+
+SERVICE = Tenant("")  # the stack's own service key (its batch service): acts for the tenant it names
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRefused:
+    """Why a request's key gets 401 (OpenAI's ``invalid_api_key``): the message to answer with."""
+    message: str
+
+
+def identify(ring: KeyRing, authorization: str, service_digest: str | None = None) -> Tenant | KeyRefused:
+    """Who holds the key of an ``Authorization`` header value: its tenant, ``SERVICE`` for the key
+    hashing to ``service_digest``, or why it is refused. The picker and the batch API both ask this."""
+    token = bearer_token(authorization)
+    if token is None:
+        return KeyRefused(MISSING_KEY_MESSAGE)
+    digest = hash_key(token)
+    if digest == service_digest:
+        return SERVICE
+    tenant = ring.lookup_digest(digest)
+    return tenant if tenant is not None else KeyRefused(wrong_key_message(token))
 
 
 def load_key_file(path: Path, environ: dict[str, str] | None = None) -> KeyRing:

@@ -42,7 +42,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from inferstack.auth import MISSING_KEY_MESSAGE, KeyFileWatch, bearer_token, wrong_key_message
+from inferstack.auth import KeyFileWatch, KeyRefused, identify
 from inferstack.batch.dispatcher import Dispatcher, liveness_problem
 from inferstack.batch.jsonl import loads_strict
 from inferstack.batch.settings import BATCH_ENDPOINTS, BatchSettings
@@ -81,13 +81,10 @@ def create_app(settings: BatchSettings, store: BatchStore | None = None, *, disp
         async def endpoint(request: Request) -> Response:
             if keys is None:
                 return await handler(request, request.headers.get(FAIRNESS_ID_HEADER, ""))
-            token = bearer_token(request.headers.get("authorization", ""))
-            if token is None:
-                return openai_error(401, MISSING_KEY_MESSAGE, code="invalid_api_key")
-            tenant = keys.current().lookup(token)
-            if tenant is None:
-                return openai_error(401, wrong_key_message(token), code="invalid_api_key")
-            return await handler(request, tenant.name)
+            who = identify(keys.current(), request.headers.get("authorization", ""))
+            if isinstance(who, KeyRefused):
+                return openai_error(401, who.message, code="invalid_api_key")
+            return await handler(request, who.name)
         return endpoint
 
     def get_store() -> BatchStore:

@@ -22,7 +22,7 @@ import asyncio
 import json
 import time
 
-from inferstack.auth import MISSING_KEY_MESSAGE, KeyFileWatch, bearer_token, hash_key, read_key, wrong_key_message
+from inferstack.auth import SERVICE, KeyFileWatch, KeyRefused, hash_key, identify, read_key
 from inferstack.gateway.datastore import Datastore, Endpoint
 from inferstack.gateway.decision import Decision, Defer, Phase, Reject, RequestContext, Respond, Route
 from inferstack.gateway.envoy_config import CLUSTER_NAME
@@ -35,7 +35,7 @@ from inferstack.gateway.scheduling import SchedContext, Scheduler
 from inferstack.gateway.served_models import ModelsPoller
 from inferstack.gateway.settings import EppSettings
 
-__all__ = ["MISSING_KEY", "MODELS_METHOD_NOT_ALLOWED", "NO_ENDPOINT", "SHED", "Director"]
+__all__ = ["MODELS_METHOD_NOT_ALLOWED", "NO_ENDPOINT", "SHED", "Director"]
 
 _MAX_LISTED_MODELS = 20  # served names a 404 lists
 _MAX_ECHOED_NAME = 200  # characters of the client's model name a 404 repeats
@@ -45,7 +45,6 @@ _MODELS_RECHECK_WAIT_S = 1.5  # and of the wait for it (one started earlier may 
 NO_ENDPOINT = Reject(503, "no model server endpoint is ready", "service_unavailable")
 SHED = Reject(429, "the model servers are saturated and this request is sheddable", "too_many_requests")
 _CHALLENGE = (("www-authenticate", b'Bearer realm="inferstack"'),)
-MISSING_KEY = Reject(401, MISSING_KEY_MESSAGE, "invalid_request_error", headers=_CHALLENGE, code="invalid_api_key")
 # what vLLM answers to any other method on its GET-only /v1/models (the EPP answers that path itself)
 MODELS_METHOD_NOT_ALLOWED = Reject(405, "/v1/models answers GET only", "invalid_request_error",
                                    headers=(("allow", b"GET"),))
@@ -82,19 +81,12 @@ class Director:
         header, ctx.authorization = ctx.authorization, ""  # the key goes no further
         if self.keys is None:
             return None
-        token = bearer_token(header) if header else None
-        if token is None:
+        who = identify(self.keys.current(), header, self._service_digest)
+        if isinstance(who, KeyRefused):
             self.metrics.count("", "", "", "unauthorized")
-            return MISSING_KEY
-        digest = hash_key(token)
-        if digest == self._service_digest:
-            return None
-        tenant = self.keys.current().lookup_digest(digest)
-        if tenant is None:
-            self.metrics.count("", "", "", "unauthorized")
-            return Reject(401, wrong_key_message(token), "invalid_request_error", headers=_CHALLENGE,
-                          code="invalid_api_key")
-        ctx.tenant, ctx.priority = tenant.name, tenant.priority
+            return Reject(401, who.message, "invalid_request_error", headers=_CHALLENGE, code="invalid_api_key")
+        if who is not SERVICE:
+            ctx.tenant, ctx.priority = who.name, who.priority
         return None
 
     # -- requests ------------------------------------------------------------------------------

@@ -3,10 +3,16 @@ import hashlib
 import pytest
 
 from inferstack.auth import (
+    MISSING_KEY_MESSAGE,
+    SERVICE,
     ApiKeyEntry,
     KeyFileWatch,
+    KeyRefused,
+    KeyRing,
+    Tenant,
     bearer_token,
     hash_key,
+    identify,
     load_key_file,
     mask_key,
     new_key,
@@ -103,3 +109,13 @@ def test_the_file_is_read_again_when_it_changes_and_a_broken_one_keeps_the_last_
 
 def test_an_entry_validates_alone_as_keys_add_checks_it():
     assert ApiKeyEntry(key_sha256="a" * 64, tenant="t-1.x_y").tenant_of().name == "t-1.x_y"
+
+
+def test_identify_names_the_tenant_the_service_or_why_the_key_is_refused():
+    ring = KeyRing({hash_key("sk-team-a-0123456789"): Tenant("team-a", priority=2)})
+    service = hash_key("sk-service-0123456789")
+    assert identify(ring, "Bearer sk-team-a-0123456789", service) == Tenant("team-a", priority=2)
+    assert identify(ring, "bearer  sk-service-0123456789", service) is SERVICE
+    assert identify(ring, "Bearer sk-service-0123456789") == KeyRefused(wrong_key_message("sk-service-0123456789"))
+    assert identify(ring, "", service) == KeyRefused(MISSING_KEY_MESSAGE)
+    assert identify(ring, "Basic c2stdGVhbS1h", service) == KeyRefused(MISSING_KEY_MESSAGE)
