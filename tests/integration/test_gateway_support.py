@@ -18,7 +18,7 @@ import httpx
 from inferstack.batch import BatchService, BatchSettings, DispatchSettings
 from inferstack.batch.stack import gateway_with_batch
 from inferstack.gateway import EppSettings, Gateway, GatewaySettings
-from inferstack.gateway.settings import HoldSettings
+from inferstack.gateway.settings import FlowControlSettings, HoldSettings
 from inferstack.process import free_port
 
 ECHO = Path(__file__).resolve().parents[2] / "benchmarks" / "gateway_echo_backend.py"
@@ -85,9 +85,11 @@ def epp_gauge(gw: Gateway, name: str, endpoint: str | None = None, **labels: str
 @contextlib.contextmanager
 def running_gateway(endpoints: list[str] | None = None, endpoints_file: Path | None = None,
                     run_dir: Path | None = None, failure_mode: str = "closed",
-                    hold: HoldSettings | None = None, **epp_kw: object) -> Iterator[Gateway]:
+                    hold: HoldSettings | None = None, flow_control: FlowControlSettings | None = None,
+                    **epp_kw: object) -> Iterator[Gateway]:
     epp = EppSettings(grpc_port=free_port(), metrics_port=free_port(), **epp_kw)  # type: ignore[arg-type]
     settings = GatewaySettings(port=free_port(), admin_port=free_port(), epp=epp, hold=hold or HoldSettings(),
+                               flow_control=flow_control or FlowControlSettings(),
                                epp_failure_mode=failure_mode)  # type: ignore[arg-type]
     gw = Gateway(settings, endpoints=endpoints, endpoints_file=endpoints_file, run_dir=run_dir)
     gw.start()

@@ -33,6 +33,8 @@ def test_status_json_contract(stack):
         assert replica["pid"] > 0
         assert replica["metrics"]["kv_cache_usage"] is not None
         assert os.path.exists(replica["log"])
+    flow = data["gateway"]["flow_control"]  # read live from the picker's /metrics
+    assert flow["enabled"] is False and flow["waiting"] == 0
 
 
 def test_capital_of_france_on_every_replica(stack):

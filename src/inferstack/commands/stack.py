@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import yaml
 
 from inferstack.auth import load_key_file, new_key
@@ -32,6 +33,7 @@ from inferstack.engine.spec_support import resolve_speculation
 from inferstack.engine.speculative import SPEC_METHODS
 from inferstack.envs.environments import engine_env_for, env_python
 from inferstack.errors import ConfigError, InferstackError, ReplicaStartError
+from inferstack.gateway.status import FlowControlStatus, GatewayStatus, read_flow_control
 from inferstack.models.resolve import resolve_model
 from inferstack.process import group_alive, log_tail, pid_alive, stop_process_group
 from inferstack.stack.config import StackConfig, load_config
@@ -287,6 +289,9 @@ def _status(args: argparse.Namespace) -> int:
             f = figures[r.name]
             entry["metrics"] = f.as_dict() if f else None
             entry["uptime_s"] = round(now - r.started_at, 1) if r.started_at else None
+        if data.gateway is not None and doc["gateway"] is not None:
+            flow = _flow_control(data.gateway)
+            doc["gateway"]["flow_control"] = flow.model_dump(mode="json") if flow else None
         print(json.dumps(doc, indent=2))
         return 0
     print(f"base_url: {data.base_url}   model: {data.model}   speculative: {data.speculative}"
@@ -325,6 +330,16 @@ def _status(args: argparse.Namespace) -> int:
         for e in data.events[-args.events:]:
             print(f"  {time.strftime('%H:%M:%S', time.localtime(e.at))} {e.kind:15} {e.message}")
     return 0
+
+
+def _flow_control(gateway: GatewayStatus) -> FlowControlStatus | None:
+    """The picker's queue per tenant, live from its /metrics page (None when it does not answer)."""
+    try:
+        page = httpx.get(f"http://127.0.0.1:{gateway.epp.metrics_port}/metrics", timeout=2.0)
+        page.raise_for_status()
+    except httpx.HTTPError:
+        return None
+    return read_flow_control(page.text, gateway.flow_control_enabled)
 
 
 def _running_state() -> tuple[StateFile, StackStatus]:

@@ -5,8 +5,10 @@ Like GIE's director, one request goes through fixed steps:
    ``Authorization: Bearer`` key -> 401; the key names the tenant (else GIE's fairness-id header);
 1. objective: the target model (``rewrites``) and the priority (``objectives``, by model or the
    objective header);
-2. admission: no routable endpoint -> hold it (scale from zero, ``Defer``) or 503; held requests
-   go first; a sheddable request on a saturated pool -> 429 (flow control will live here);
+2. admission: no routable endpoint -> wait (scale from zero, ``Defer``) or 503; with flow control,
+   no endpoint with room -> wait; waiting requests go first, in the wait queue's fair order
+   (``gateway/waiting.py``); a full queue or an expired wait -> 503 (no endpoint) or 429 with
+   Retry-After (saturated); without flow control a sheddable request on a saturated pool -> 429;
 3. candidates: the ready endpoints serving the target model (one recheck of the served-models
    lists before a 404, ``Defer``);
 4. schedule: filters, scorers and picker choose the endpoint and fallbacks (``Route``), recorded
@@ -27,13 +29,15 @@ from inferstack.gateway.datastore import Datastore, Endpoint
 from inferstack.gateway.decision import Decision, Defer, Phase, Reject, RequestContext, Respond, Route
 from inferstack.gateway.envoy_config import CLUSTER_NAME
 from inferstack.gateway.epp_metrics import EppMetrics
-from inferstack.gateway.hold import EnvoyLoadWatch, Held, HoldQueue
+from inferstack.gateway.fair_queue import weighted_tokens
+from inferstack.gateway.hold import EnvoyLoadWatch
 from inferstack.gateway.inflight import InFlightLedger
-from inferstack.gateway.policy import Objectives, Rewrites, is_saturated, serving
+from inferstack.gateway.policy import Objectives, Rewrites, has_capacity, is_saturated, serving
 from inferstack.gateway.request import InferenceRequest
 from inferstack.gateway.scheduling import SchedContext, Scheduler
 from inferstack.gateway.served_models import ModelsPoller
 from inferstack.gateway.settings import EppSettings
+from inferstack.gateway.waiting import WaitQueue, Waiting
 
 __all__ = ["MODELS_METHOD_NOT_ALLOWED", "NO_ENDPOINT", "SHED", "Director"]
 
@@ -65,13 +69,22 @@ class Director:
         self._staleness_s = settings.saturation.metrics_staleness_ms / 1000.0
         self._models_refresh: asyncio.Task[None] | None = None  # the 404 path's recheck, shared
         self._models_refresh_at = 0.0  # monotonic start of that recheck
-        hold = settings.hold
-        self.hold = HoldQueue(hold, self.metrics, self._hold_timed_out) if hold.enabled else None
+        hold, flow = settings.hold, settings.flow_control
+        self.hold_enabled = hold.enabled
+        self.flow = flow if flow.enabled else None
+        size = max(hold.max_requests if hold.enabled else 0, flow.max_requests if flow.enabled else 0)
+        self.waiting = WaitQueue(size, self.metrics, self._wait_timed_out) if size else None
+        if self.waiting is not None:
+            self.metrics.watch_waiting(self.waiting.order.lengths)
         self.envoy = EnvoyLoadWatch(settings.envoy_admin_port if hold.enabled else None, CLUSTER_NAME,
-                                    self.release_held)
+                                    self.release_waiting)
         self._hold_full = Reject(
-            503, f"the scale-from-zero hold queue is full ({hold.max_requests} requests already wait for a model "
+            503, f"the scale-from-zero hold queue is full ({size} requests already wait for a model "
             "server to become ready); retry later", "service_unavailable")
+        self._retry_after = (("retry-after", str(flow.retry_after_s).encode()),)
+        self._flow_full = Reject(
+            429, f"the model servers are saturated and {size} requests already wait in the gateway's queue; "
+            f"retry after {flow.retry_after_s} s", "too_many_requests", headers=self._retry_after, code="queue_full")
 
     # -- auth ----------------------------------------------------------------------------------
     def authenticate(self, ctx: RequestContext) -> Reject | None:
@@ -99,10 +112,22 @@ class Director:
         target = self.rewrites.apply(model) if model else model
         req.target_model = target
         req.priority = self._priority(model, target, ctx)
-        if self.hold is not None and can_defer:
+        req.tenant = ctx.tenant
+        if self.waiting is not None and can_defer:
             ready = self.routable()
-            if not ready or len(self.hold):  # held requests go first
-                return self._hold(req, phase, body, ctx.request_id)
+            if not ready and not self.hold_enabled:
+                self.metrics.count(model, target, "", "unavailable")
+                return NO_ENDPOINT
+            if self.flow is not None and ready:
+                # Room now means room no waiting request of its band or above can use (each end and
+                # scrape releases them first): a tenant with nothing running, in the reserve.
+                candidates = self._candidates(req, ready, now)
+                top = self.waiting.order.highest_priority()
+                if candidates is None or (top is not None and req.priority < top):
+                    return self._wait(req, phase, body, ctx.request_id, True)
+                ready = candidates
+            elif not ready or len(self.waiting):  # held requests go first
+                return self._wait(req, phase, body, ctx.request_id, False)
         else:
             ready = self.datastore.ready()
             if not ready:
@@ -135,39 +160,78 @@ class Director:
         req = InferenceRequest(model="", prompt="", stream=False, max_tokens=None, kind="other")
         return self.decide(req, ctx, "headers", b"", can_defer)
 
-    # -- admission: the hold queue (scale from zero) -------------------------------------------
+    # -- admission: the wait queue (scale from zero, flow control) -----------------------------
     def routable(self) -> list[Endpoint]:
         """Ready endpoints Envoy can route to (it may not have loaded a new one from the EDS file yet)."""
         ready = self.datastore.ready()
         pending = self.envoy.pending
         return [e for e in ready if e.address not in pending] if pending else ready
 
-    def _hold(self, req: InferenceRequest, phase: Phase, body: bytes, request_id: str) -> Decision:
-        assert self.hold is not None
+    def _candidates(self, req: InferenceRequest, ready: list[Endpoint], now: float) -> list[Endpoint] | None:
+        """Flow control's saturation detector: the endpoints with room for this request now (None:
+        it waits). Room: fresh metrics, vLLM's queue and KV use under the saturation thresholds,
+        and fewer outstanding requests than ``max_requests_per_endpoint``, plus the reserve for a
+        tenant with nothing running (so a quiet tenant does not wait for a noisy one's requests to
+        end). A model no ready endpoint serves goes on to the 404 path at once."""
+        flow = self.flow
+        assert flow is not None
+        target = req.target_model
+        if target and not serving(target, ready):
+            return ready
+        cap = flow.max_requests_per_endpoint
+        if cap is not None and not self.in_flight.of_tenant(req.tenant):
+            cap += flow.reserve_per_endpoint
+        sat = self.settings.saturation
+        roomy = [e for e in ready if has_capacity(e, sat, now) and (cap is None or e.load() < cap)]
+        if target:
+            roomy = serving(target, roomy)
+        return roomy or None
+
+    def _wait(self, req: InferenceRequest, phase: Phase, body: bytes, request_id: str, saturated: bool) -> Decision:
+        assert self.waiting is not None
+        flow = self.flow is not None and saturated
+        timeout = self.settings.flow_control.max_wait_s if flow else self.settings.hold.timeout_s
         # keep the body (up to 16 MiB) only if routing will rewrite it
-        answer = self.hold.add(req, phase, body if req.target_model != req.model else b"", request_id)
+        answer = self.waiting.add(req, phase, body if req.target_model != req.model else b"", request_id, timeout)
         if answer is None:
+            if flow:
+                self.metrics.count(req.model, req.target_model, "", "queue_full")
+                self.metrics.flow_rejected(req.tenant, "queue_full")
+                return self._flow_full
             self.metrics.count(req.model, req.target_model, "", "unavailable")
             return self._hold_full
-        return Defer(answer)  # the decision (or 503) follows on this stream
+        return Defer(answer)  # the decision (or 503/429) follows on this stream
 
-    def release_held(self) -> None:
-        """Route the held requests, oldest first, if an endpoint is routable now."""
-        if self.hold is None or not len(self.hold):
+    def release_waiting(self) -> None:
+        """Route waiting requests in the queue's order while the next one has somewhere to go."""
+        if self.waiting is None or not len(self.waiting):
             return
+        now = time.monotonic()
         ready = self.routable()
-        if ready:
-            now = time.monotonic()
-            self.hold.release(lambda h: self._route(h.req, h.phase, h.body, h.request_id, ready, now, False))
 
-    def _hold_timed_out(self, held: Held) -> Decision:
-        assert self.hold is not None
-        req = held.req
-        self.metrics.count(req.model, req.target_model, "", "unavailable")
+        def route(w: Waiting) -> Decision | None:
+            candidates = ready if self.flow is None else self._candidates(w.req, ready, now)
+            if not candidates:
+                return None
+            return self._route(w.req, w.phase, w.body, w.request_id, candidates, now, False)
+
+        self.waiting.release(route)
+
+    def _wait_timed_out(self, w: Waiting) -> Decision:
+        assert self.waiting is not None
+        req = w.req
         known = self.datastore.all()
         ready = sum(e.ready for e in known)
+        if self.flow is not None and self.routable():
+            self.metrics.count(req.model, req.target_model, "", "wait_expired")
+            self.metrics.flow_rejected(req.tenant, "wait_expired")
+            return Reject(429, f"the model servers stayed saturated for {self.flow.max_wait_s:g} s while "
+                          f"this request waited in the gateway's queue ({len(self.waiting)} still wait; "
+                          f"{ready} endpoints ready); retry after {self.flow.retry_after_s} s",
+                          "too_many_requests", headers=self._retry_after, code="wait_expired")
+        self.metrics.count(req.model, req.target_model, "", "unavailable")
         loading = f" (Envoy has not loaded {len(self.envoy.pending)} of them yet)" if self.envoy.pending else ""
-        return Reject(503, f"no model server became ready within {self.hold.settings.timeout_s:g} s "
+        return Reject(503, f"no model server became ready within {self.settings.hold.timeout_s:g} s "
                       f"(scale-from-zero hold); the pool has {len(known)} endpoints, {ready} ready{loading}; "
                       "retry later", "service_unavailable")
 
@@ -186,13 +250,17 @@ class Director:
                 self.metrics.count(model, target, "", "unknown_model")
                 return self._unknown_model(model, target)
         sat = self.settings.saturation
-        if req.priority < 0 and is_saturated(ready, sat, now):
+        if self.flow is None and req.priority < 0 and is_saturated(ready, sat, now):
             self.metrics.shed.labels(model).inc()
             self.metrics.count(model, target, "", "shed")
             return SHED
         result = self.scheduler.schedule(SchedContext(now, self._staleness_s, sat), req, ready)
         assert result is not None  # ready is not empty
-        self.in_flight.start(request_id, result.endpoint, req.prompt_tokens, now)
+        self.in_flight.start(request_id, result.endpoint, req.prompt_tokens, now, req.tenant)
+        if self.flow is not None and self.waiting is not None:  # the tenant's service, for fair turns
+            served = weighted_tokens(req.prompt_tokens, req.max_tokens or self.flow.output_tokens_estimate)
+            self.waiting.order.charge(req.tenant, served)
+            self.metrics.flow_served(req.tenant, served)
         destination = result.endpoint.address
         if result.fallbacks:
             destination = ",".join([destination, *(e.address for e in result.fallbacks)])
@@ -206,7 +274,7 @@ class Director:
         """The 404 path: poll the ready endpoints' /v1/models (a recheck started after this request
         arrived, shared with other requests), then decide again, without another recheck."""
         await self._refresh_models(arrived)
-        ready = self.routable() if self.hold is not None else self.datastore.ready()
+        ready = self.routable() if self.waiting is not None else self.datastore.ready()
         if not ready:
             self.metrics.count(req.model, req.target_model, "", "unavailable")
             return NO_ENDPOINT

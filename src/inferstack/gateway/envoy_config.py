@@ -52,11 +52,10 @@ def _duration(seconds: float) -> str:
 
 
 def _hold_timer(settings: GatewaySettings) -> dict:
-    # A held request is answered late: the EPP first sends only override_message_timeout, which
+    # A waiting request is answered late: the EPP first sends only override_message_timeout, which
     # Envoy honours (once per message) up to max_message_timeout; 0 (unset) disables overrides.
-    if not settings.hold.enabled:
-        return {}
-    return {"max_message_timeout": _duration(settings.hold.envoy_timer_s())}
+    timer = settings.wait_timer_s()
+    return {} if timer is None else {"max_message_timeout": _duration(timer)}
 
 
 def build_envoy_config(settings: GatewaySettings, eds_path: Path) -> dict:

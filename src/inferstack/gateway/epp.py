@@ -108,11 +108,11 @@ class EndpointPicker:
         self.settings = settings
         self.director = Director(settings, datastore or Datastore(
             reset_in_flight_on_scrape=settings.completion == "scrape"))
-        self.codec = Codec(settings.hold.envoy_timer_s())
+        self.codec = Codec(settings.wait_timer_s())
         d = self.director
         # the director's parts, for the transport's wiring (scraper, poller, metrics endpoint) and tests
         self.datastore, self.scheduler, self.metrics, self.in_flight = d.datastore, d.scheduler, d.metrics, d.in_flight
-        self.rewrites, self.hold = d.rewrites, d.hold
+        self.rewrites, self.waiting = d.rewrites, d.waiting
         self._latency = self.metrics.latency
         self._unready: set[str] = set()  # endpoints not ready at their last scrape (or never scraped)
 
@@ -155,17 +155,13 @@ class EndpointPicker:
                 self._unready.discard(address)
                 if self.models_poller is not None:
                     self.models_poller.poke(address)
-        if ok and self.hold is not None and len(self.hold):
-            self.release_held()
-
-    def release_held(self) -> None:
-        """Route the held requests, oldest first, if an endpoint is routable now."""
-        self.director.release_held()
+        if ok and self.waiting is not None and len(self.waiting):
+            self.director.release_waiting()
 
     def health(self, raw: bytes = b"", stream: StreamContext | None = None) -> bytes:
         """grpc.health.v1 Check: SERVING while the pool can take requests: some endpoint is ready, or
         requests are held until one is."""
-        return _HEALTH_SERVING if self.hold is not None or self.datastore.ready() else _HEALTH_NOT_SERVING
+        return _HEALTH_SERVING if self.director.hold_enabled or self.datastore.ready() else _HEALTH_NOT_SERVING
 
     def handle(self, raw: bytes, stream: StreamContext | None = None) -> bytes:
         """One ext_proc message -> its answer; ``stream`` carries the request's context between its
@@ -235,6 +231,8 @@ class EndpointPicker:
         msg = als_pb2.StreamAccessLogsMessage.FromString(raw)
         for entry in msg.http_logs.log_entry:
             self.in_flight.complete(entry.request.request_id)
+        if self.waiting is not None and len(self.waiting):  # an end makes room
+            self.director.release_waiting()
         return None
 
 

@@ -24,12 +24,15 @@ from inferstack.gateway.datastore import Datastore
 from inferstack.gateway.scheduling import Scheduler
 from inferstack.gateway.settings import EppSettings
 
-__all__ = ["MAX_SERVED_MODELS", "OTHER_MODEL", "EppMetrics", "configured_models"]
+__all__ = ["MAX_SERVED_MODELS", "MAX_TENANT_LABELS", "OTHER_MODEL", "OTHER_TENANT", "EppMetrics", "configured_models"]
 
 log = logging.getLogger(__name__)
 
 OTHER_MODEL = "other"  # the label value of every model name that is not known
 MAX_SERVED_MODELS = 1000  # bound on names learned from scrapes (a misbehaving server cannot flood)
+OTHER_TENANT = "other"  # the tenant label past MAX_TENANT_LABELS (tenants come from a client header)
+MAX_TENANT_LABELS = 100
+_NO_TENANT = "none"  # the label of requests that name no tenant (no keys, no fairness-id header)
 
 _LATENCY_BUCKETS = (25e-6, 50e-6, 100e-6, 200e-6, 400e-6, 800e-6, 1.6e-3, 3.2e-3, 10e-3, 50e-3)
 _HOLD_BUCKETS = (0.1, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300)  # a replica's cold start: seconds to minutes
@@ -95,6 +98,22 @@ class _StateCollector(Collector):
         yield calls
 
 
+class _WaitingCollector(Collector):
+    def __init__(self, lengths: Callable[[], dict[str, int]], label: Callable[[str], str]) -> None:
+        self._lengths, self._label = lengths, label
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily("inferstack_epp_flow_queue_requests", "Requests waiting in the picker per "
+                                   "tenant (saturated pool or no ready endpoint).", labels=["tenant"])
+        by_label: dict[str, int] = {}
+        for tenant, n in self._lengths().items():
+            label = self._label(tenant)
+            by_label[label] = by_label.get(label, 0) + n
+        for label, n in sorted(by_label.items()):
+            family.add_metric([label], n)
+        yield family
+
+
 def configured_models(settings: EppSettings) -> set[str]:
     """The model names the settings mention: objectives' models, rewrites' models and targets."""
     names = {o.model for o in settings.objectives if o.model}
@@ -132,10 +151,12 @@ class EppMetrics:
                                  "Time from the EPP receiving a request to its answer.",
                                  buckets=_LATENCY_BUCKETS, registry=self.registry)
         # scale from zero: a supervisor starts a replica on held > 0
-        self.held = Gauge("inferstack_epp_held_requests", "Requests held now while no endpoint is ready.",
+        self.held = Gauge("inferstack_epp_held_requests", "Requests waiting in the picker now: no endpoint is "
+                          "ready (scale from zero), or none has room (flow control).",
                           registry=self.registry)
-        self.hold_outcomes = Counter("inferstack_epp_hold_outcomes", "Ends of holds: routed, timeout (503), "
-                                     "full (503 at once: the hold queue was full), cancelled (the client left).",
+        self.hold_outcomes = Counter("inferstack_epp_hold_outcomes", "Ends of waits in the picker: routed, timeout "
+                                     "(503, or 429 under flow control), full (503 or 429 at once: the queue was "
+                                     "full), cancelled (the client left).",
                                      ["outcome"], registry=self.registry)
         self.hold_seconds = Histogram("inferstack_epp_hold_seconds", "Time requests were held, by outcome.",
                                       ["outcome"], buckets=_HOLD_BUCKETS, registry=self.registry)
@@ -145,6 +166,13 @@ class EppMetrics:
                                    registry=self.registry)
         for outcome in _HOLD_OUTCOMES:  # exported from the start, so a rate() sees the first one
             self.hold_outcomes.labels(outcome)
+        # flow control, per tenant (the first MAX_TENANT_LABELS names seen; the rest as "other")
+        self._flow_served = Counter("inferstack_epp_flow_served_weighted_tokens", "Weighted tokens routed per "
+                                    "tenant, as flow control charges them (prompt tokens estimated x1 + max_tokens "
+                                    "or the configured estimate x2).", ["tenant"], registry=self.registry)
+        self._flow_rejected = Counter("inferstack_epp_flow_rejected_requests", "429 answers of flow control per "
+                                      "tenant: queue_full, wait_expired.", ["tenant", "reason"], registry=self.registry)
+        self._tenants: set[str] = set()
         self.registry.register(_StateCollector(datastore, scheduler))
         self._children: dict[tuple[str, str, str, str], object] = {}
         self._configured: frozenset[str] = frozenset()
@@ -152,6 +180,25 @@ class EppMetrics:
         self._known: frozenset[str] = frozenset({""})  # "": requests without a model (bad body, GET)
         if settings is not None:
             self.set_known_models(configured_models(settings))
+
+    def tenant_label(self, tenant: str) -> str:
+        if not tenant:
+            return _NO_TENANT
+        if tenant not in self._tenants:
+            if len(self._tenants) >= MAX_TENANT_LABELS:
+                return OTHER_TENANT
+            self._tenants.add(tenant)
+        return tenant
+
+    def flow_served(self, tenant: str, weighted_tokens: float) -> None:
+        self._flow_served.labels(self.tenant_label(tenant)).inc(weighted_tokens)
+
+    def flow_rejected(self, tenant: str, reason: str) -> None:
+        self._flow_rejected.labels(self.tenant_label(tenant), reason).inc()
+
+    def watch_waiting(self, lengths: Callable[[], dict[str, int]]) -> None:
+        """Export the requests waiting per tenant (``lengths()`` read at each scrape)."""
+        self.registry.register(_WaitingCollector(lengths, self.tenant_label))
 
     def set_known_models(self, names: Iterable[str]) -> None:
         """Replace the configured model names (those learned from scrapes stay known)."""

@@ -1,11 +1,5 @@
-"""Scale from zero: requests held while no endpoint is ready, and the check that Envoy can route.
-
-``HoldQueue`` keeps held requests in arrival order, at most ``max_requests``, each with a deadline;
-the EPP answers each one later through its future: the routing decision when ``release`` finds a
-routable endpoint, a JSON 503 at the deadline. Cancelling a future (the client left, so the
-transport reset the stream) takes that request out. Every end is counted in the EPP metrics
-(``inferstack_epp_held_requests`` now, ``inferstack_epp_hold_outcomes_total``,
-``inferstack_epp_hold_seconds``).
+"""Scale from zero: the check that Envoy can route to a new endpoint (held requests themselves wait
+in ``gateway/waiting.py``).
 
 ``EnvoyLoadWatch``: the EPP mirrors endpoints into an EDS file that Envoy loads some ms later
 (measured here: 3.5-50 ms median, up to 84 ms, growing with the machine's load), while the EPP
@@ -20,92 +14,14 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
-import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import httpx
 
-from inferstack.gateway.decision import Decision, Phase
-from inferstack.gateway.epp_metrics import EppMetrics
-from inferstack.gateway.request import InferenceRequest
-from inferstack.gateway.settings import HoldSettings
 
-__all__ = ["EnvoyLoadWatch", "Held", "HoldQueue", "envoy_pool_hosts"]
+__all__ = ["EnvoyLoadWatch", "envoy_pool_hosts"]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(eq=False, slots=True)
-class Held:
-    """One held request: what its routing decision needs, and how to answer it."""
-
-    req: InferenceRequest
-    phase: Phase
-    body: bytes
-    request_id: str
-    since: float
-    future: asyncio.Future[Decision]
-    timer: asyncio.TimerHandle | None = None
-
-
-class HoldQueue:
-    def __init__(self, settings: HoldSettings, metrics: EppMetrics,
-                 timed_out: Callable[[Held], Decision]) -> None:
-        self.settings = settings
-        self._metrics = metrics
-        self._timed_out = timed_out  # the answer at the deadline (a JSON 503 saying why)
-        self._held: dict[int, Held] = {}  # insertion order = arrival order
-        self._next = 0
-
-    def __len__(self) -> int:
-        return len(self._held)
-
-    def add(self, req: InferenceRequest, phase: Phase, body: bytes,
-            request_id: str) -> asyncio.Future[Decision] | None:
-        """Hold a request; its future gets the decision. None when the queue is full."""
-        if len(self._held) >= self.settings.max_requests:
-            self._metrics.hold_outcomes.labels("full").inc()
-            return None
-        loop = asyncio.get_running_loop()
-        key, self._next = self._next, self._next + 1
-        item = Held(req, phase, body, request_id, time.monotonic(), loop.create_future())
-        item.timer = loop.call_later(self.settings.timeout_s, self._expire, key)
-        item.future.add_done_callback(lambda f: self._cancelled(key) if f.cancelled() else None)
-        self._held[key] = item
-        self._metrics.held.set(len(self._held))
-        return item.future
-
-    def release(self, decide: Callable[[Held], Decision]) -> None:
-        """Answer every held request, oldest first, with ``decide(held)``."""
-        while self._held:
-            key = next(iter(self._held))
-            item = self._end(key, "routed")
-            try:
-                answer = decide(item)
-            except Exception as exc:  # one bad decision fails that request only (INTERNAL)
-                log.exception("deciding a held request failed")
-                item.future.set_exception(exc)
-            else:
-                item.future.set_result(answer)
-
-    def _end(self, key: int, outcome: str) -> Held:
-        item = self._held.pop(key)
-        if item.timer is not None:
-            item.timer.cancel()
-        self._metrics.held.set(len(self._held))
-        self._metrics.hold_outcomes.labels(outcome).inc()
-        self._metrics.hold_seconds.labels(outcome).observe(time.monotonic() - item.since)
-        return item
-
-    def _expire(self, key: int) -> None:
-        if key in self._held:
-            item = self._end(key, "timeout")
-            item.future.set_result(self._timed_out(item))
-
-    def _cancelled(self, key: int) -> None:
-        if key in self._held:
-            self._end(key, "cancelled")
 
 
 HostKey = tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, int]

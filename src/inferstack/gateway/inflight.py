@@ -5,6 +5,8 @@ this ledger remembers each pick by Envoy's request id and undoes it when Envoy's
 reports the response ended (``complete``). A request whose end never arrives (an access-log
 entry lost while the EPP restarted, a stream Envoy dropped) is undone after ``max_age_s`` by
 ``expire``, so counts cannot grow without bound.
+It also counts the open requests per tenant (``of_tenant``): flow control lets a tenant with nothing
+running use an endpoint's reserved room.
 Invariants: each pick is undone at most once; counts never go below 0; O(1) per event.
 """
 
@@ -21,21 +23,27 @@ __all__ = ["InFlightLedger"]
 class InFlightLedger:
     def __init__(self, max_age_s: float) -> None:
         self.max_age_s = max_age_s
-        # request id -> (endpoint, tokens, started); insertion order = start order, for expiry
-        self._open: OrderedDict[str, tuple[Endpoint, int, float]] = OrderedDict()
+        # request id -> (endpoint, tokens, started, tenant); insertion order = start order, for expiry
+        self._open: OrderedDict[str, tuple[Endpoint, int, float, str]] = OrderedDict()
+        self._by_tenant: dict[str, int] = {}
         self.completed = 0
         self.expired = 0
 
     def __len__(self) -> int:
         return len(self._open)
 
-    def start(self, request_id: str, endpoint: Endpoint, tokens: int, now: float | None = None) -> None:
+    def of_tenant(self, tenant: str) -> int:
+        return self._by_tenant.get(tenant, 0)
+
+    def start(self, request_id: str, endpoint: Endpoint, tokens: int, now: float | None = None,
+              tenant: str = "") -> None:
         if not request_id:
             return
         old = self._open.pop(request_id, None)
         if old is not None:  # a retried id: undo the earlier pick first
             self._undo(old)
-        self._open[request_id] = (endpoint, tokens, time.monotonic() if now is None else now)
+        self._open[request_id] = (endpoint, tokens, time.monotonic() if now is None else now, tenant)
+        self._by_tenant[tenant] = self._by_tenant.get(tenant, 0) + 1
 
     def complete(self, request_id: str) -> bool:
         entry = self._open.pop(request_id, None)
@@ -59,11 +67,18 @@ class InFlightLedger:
         return n
 
     def forget_endpoint(self, address: str) -> None:
-        for rid in [r for r, (e, _, _) in self._open.items() if e.address == address]:
-            del self._open[rid]
+        for rid in [r for r, entry in self._open.items() if entry[0].address == address]:
+            self._untenant(self._open.pop(rid)[3])
 
-    @staticmethod
-    def _undo(entry: tuple[Endpoint, int, float]) -> None:
-        ep, tokens, _ = entry
+    def _undo(self, entry: tuple[Endpoint, int, float, str]) -> None:
+        ep, tokens, _, tenant = entry
         ep.in_flight = max(0, ep.in_flight - 1)
         ep.in_flight_tokens = max(0, ep.in_flight_tokens - tokens)
+        self._untenant(tenant)
+
+    def _untenant(self, tenant: str) -> None:
+        n = self._by_tenant.get(tenant, 0) - 1
+        if n > 0:
+            self._by_tenant[tenant] = n
+        else:
+            self._by_tenant.pop(tenant, None)

@@ -28,6 +28,7 @@ class InferenceRequest:
     kind: str  # "chat" | "completion"
     target_model: str = ""
     priority: int = 0
+    tenant: str = ""  # who sent it (the API key's tenant, else the fairness-id header)
     prompt_tokens: int = 0  # estimated (~4 characters a token): the load this request adds
     prefix_hashes: list[int] | None = None  # filled once by the prefix scorer
     prefix_best_match: float | None = None  # best match over the endpoints, set by the prefix scorer

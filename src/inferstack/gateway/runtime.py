@@ -122,7 +122,8 @@ class Gateway:
         epp.eds_path = eds_path
         epp.envoy_admin_port = self.settings.admin_port  # where a holding EPP sees Envoy load the EDS file
         epp.completion = "access-log"  # build_envoy_config wires Envoy's access log to the EPP
-        epp.hold = self.settings.hold  # build_envoy_config sizes the ext_proc timer for it
+        epp.hold = self.settings.hold  # build_envoy_config sizes the ext_proc timer for these two
+        epp.flow_control = self.settings.flow_control
         write_eds_file(eds_path, CLUSTER_NAME, initial)
         epp_yaml = self.run_dir / "epp.yaml"
         epp_yaml.write_text(yaml.safe_dump(epp.model_dump(mode="json"), sort_keys=False))
@@ -196,7 +197,7 @@ class Gateway:
                               port=s.port, admin_port=s.admin_port),
             epp=EppStatus(pid=epp.pid, state=epp.state, restarts=epp.restarts, log=epp.log,
                           grpc_port=s.epp.grpc_port, metrics_port=s.epp.metrics_port),
-            epp_failure_mode=s.epp_failure_mode)
+            epp_failure_mode=s.epp_failure_mode, flow_control_enabled=s.flow_control.enabled)
 
     def __enter__(self) -> Gateway:
         self.start()

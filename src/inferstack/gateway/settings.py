@@ -21,6 +21,7 @@ __all__ = [
     "DiscoverySettings",
     "EppSettings",
     "FileDiscovery",
+    "FlowControlSettings",
     "GatewaySettings",
     "HoldSettings",
     "KubernetesDiscovery",
@@ -157,6 +158,33 @@ class HoldSettings(_Strict):
         return self.timeout_s + HOLD_TIMER_MARGIN_S
 
 
+class FlowControlSettings(_Strict):
+    """Fair queuing in the picker: while no endpoint has room, requests wait in the picker (not in
+    vLLM's first-come-first-served queue) and leave by priority band, then by turns between tenants
+    (VTC on weighted tokens), then in arrival order."""
+
+    enabled: bool = Field(default=False, description="Queue requests in the picker while the pool is saturated; "
+                          "off: they go to the model servers at once (sheddable ones get 429).")
+    max_requests_per_endpoint: int | None = Field(
+        default=None, ge=1, description="Requests outstanding on one endpoint (running + waiting, by vLLM's "
+        "count and the picker's) from which it has no room. Set it near the knee of the replica's "
+        "throughput-latency curve (`inferstack bench`): beyond it a new request mostly slows the others. "
+        "None: only saturation's queue and KV thresholds count.")
+    reserve_per_endpoint: int = Field(default=1, ge=0, description="Room past max_requests_per_endpoint kept "
+                                      "for tenants with nothing running, so a quiet tenant's request starts at "
+                                      "once instead of waiting for a busy tenant's requests to end.")
+    max_requests: int = Field(default=256, ge=1, le=1000, description="Requests waiting at once; more get 429 "
+                              "at once. At most 1000: each keeps an ext_proc stream open (Envoy allows 1024).")
+    max_wait_s: float = Field(default=30.0, gt=0, le=_MAX_ENVOY_MESSAGE_TIMEOUT_S - HOLD_TIMER_MARGIN_S,
+                              description="How long a request waits at most; then 429 with Retry-After.")
+    retry_after_s: int = Field(default=2, ge=1, description="Retry-After (seconds) of those 429 answers.")
+    output_tokens_estimate: int = Field(default=128, ge=1, description="Output tokens a request without "
+                                        "max_tokens is charged to its tenant's fair share (charged when routed).")
+
+    def envoy_timer_s(self) -> float:
+        return self.max_wait_s + HOLD_TIMER_MARGIN_S
+
+
 class EppSettings(_Strict):
     grpc_port: Port = Field(default=9002, description="ext_proc gRPC port (also serves gRPC health).")
     grpc_host: str = Field(default="127.0.0.1", description="Address the gRPC server binds.")
@@ -193,6 +221,8 @@ class EppSettings(_Strict):
                                           "new endpoint only once Envoy's admin shows it loaded from the EDS file.")
     hold: HoldSettings = Field(default_factory=HoldSettings, description="Scale-from-zero hold of requests "
                                "while no endpoint is ready.")
+    flow_control: FlowControlSettings = Field(default_factory=FlowControlSettings, description="Fair queuing "
+                                              "while the pool is saturated.")
     auth_file: Path | None = Field(default=None, description="API keys (inferstack.auth's key file): every "
                                    "request needs `Authorization: Bearer <key>` (401 otherwise) and runs as the "
                                    "key's tenant. None: no keys; the tenant is x-gateway-inference-fairness-id.")
@@ -207,6 +237,11 @@ class EppSettings(_Strict):
                              "endpoint only once Envoy has loaded it from the EDS file, which the EPP asks "
                              "Envoy's admin")
         return self
+
+    def wait_timer_s(self) -> float:
+        """The ext_proc message timeout the EPP asks Envoy for while a request waits in it (the
+        gateway's ``max_message_timeout``; without either wait, Envoy ignores the override)."""
+        return waits_timer_s(self.hold, self.flow_control) or self.hold.envoy_timer_s()
 
 
 class GatewaySettings(_Strict):
@@ -234,6 +269,8 @@ class GatewaySettings(_Strict):
                                     "to the batch service on 127.0.0.1:<batch_port>, without the picker.")
     hold: HoldSettings = Field(default_factory=HoldSettings, description="Scale from zero: hold requests while "
                                "no replica is ready (the Gateway passes this to the EPP and lets Envoy wait for it).")
+    flow_control: FlowControlSettings = Field(default_factory=FlowControlSettings, description="Fair queuing in the "
+                                              "picker while the replicas are saturated (passed to the EPP too).")
     insecure: bool = Field(default=False, description="Serve a listen_host other than loopback without API "
                            "keys (epp.auth_file); refused otherwise, since anyone who reaches it could use the "
                            "model servers and the batch API.")
@@ -251,11 +288,29 @@ class GatewaySettings(_Strict):
         if self.epp.hold != HoldSettings():
             raise ValueError("set the hold on the gateway ('hold'), not under 'epp': the gateway passes it to "
                              "the EPP and sizes Envoy's ext_proc timer for it")
+        if self.epp.flow_control != FlowControlSettings():
+            raise ValueError("set flow control on the gateway ('flow_control'), not under 'epp': the gateway passes "
+                             "it to the EPP and sizes Envoy's ext_proc timer for it")
         if self.hold.enabled and self.hold.envoy_timer_s() >= self.stream_idle_timeout_s:
             raise ValueError(f"hold.timeout_s ({self.hold.timeout_s:g}) + {HOLD_TIMER_MARGIN_S:g} s must be below "
                              f"stream_idle_timeout_s ({self.stream_idle_timeout_s:g}): Envoy would end a held "
                              "request's idle client stream first")
+        flow = self.flow_control
+        if flow.enabled and flow.envoy_timer_s() >= self.stream_idle_timeout_s:
+            raise ValueError(f"flow_control.max_wait_s ({flow.max_wait_s:g}) + {HOLD_TIMER_MARGIN_S:g} s must be "
+                             f"below stream_idle_timeout_s ({self.stream_idle_timeout_s:g}): Envoy would end a "
+                             "waiting request's idle client stream first")
         return self
+
+    def wait_timer_s(self) -> float | None:
+        """Envoy's bound on a waiting request's ext_proc timer (max_message_timeout); None: nobody waits."""
+        return waits_timer_s(self.hold, self.flow_control)
+
+
+def waits_timer_s(hold: HoldSettings, flow: FlowControlSettings) -> float | None:
+    """The longest a request can wait in the picker, plus the margin; None when neither wait is on."""
+    waits = [s.envoy_timer_s() for s in (hold, flow) if s.enabled]
+    return max(waits) if waits else None
 
 
 def check_exposure(listen_host: str, keys_on: bool, insecure: bool, keys_setting: str) -> None:

@@ -3,9 +3,10 @@ light to import (the stack's status file is read by every CLI call; the processe
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["EnvoyStatus", "EppStatus", "GatewayStatus", "ProcessStatus"]
+__all__ = ["EnvoyStatus", "EppStatus", "FlowControlStatus", "GatewayStatus", "ProcessStatus", "TenantFlow",
+           "read_flow_control"]
 
 
 class ProcessStatus(BaseModel):
@@ -36,3 +37,41 @@ class GatewayStatus(BaseModel):
     envoy: EnvoyStatus
     epp: EppStatus
     epp_failure_mode: str
+    flow_control_enabled: bool = False
+
+
+class TenantFlow(BaseModel):
+    waiting: int = 0  # requests waiting in the picker now
+    served_weighted_tokens: float = 0.0  # as flow control charges them, since the picker started
+    rejected: dict[str, int] = Field(default_factory=dict)  # 429s by reason: queue_full, wait_expired
+
+
+class FlowControlStatus(BaseModel):
+    """The picker's queue now, per tenant (``inferstack status --json``: ``gateway.flow_control``),
+    read from its /metrics page. Tenants past the picker's label bound count as ``other``; requests
+    naming no tenant as ``none``."""
+    enabled: bool
+    waiting: int  # every waiting request (scale-from-zero holds included)
+    tenants: dict[str, TenantFlow]
+
+
+def read_flow_control(page: str, enabled: bool) -> FlowControlStatus:
+    """``FlowControlStatus`` from the text of the picker's /metrics page."""
+    from inferstack.engine.metrics import parse_text
+
+    tenants: dict[str, TenantFlow] = {}
+    waiting = 0.0
+    names = ("inferstack_epp_held_requests", "inferstack_epp_flow_queue_requests",
+             "inferstack_epp_flow_served_weighted_tokens_total", "inferstack_epp_flow_rejected_requests_total")
+    for sample in parse_text(page, names).samples:
+        if sample.name == names[0]:
+            waiting = sample.value
+            continue
+        flow = tenants.setdefault(sample.labels.get("tenant", "none"), TenantFlow())
+        if sample.name == names[1]:
+            flow.waiting = int(sample.value)
+        elif sample.name == names[2]:
+            flow.served_weighted_tokens = sample.value
+        else:
+            flow.rejected[sample.labels.get("reason", "")] = int(sample.value)
+    return FlowControlStatus(enabled=enabled, waiting=int(waiting), tenants=dict(sorted(tenants.items())))

@@ -64,7 +64,7 @@ def test_a_held_request_is_deferred():
         from inferstack.gateway.settings import HoldSettings
         d = Director(EppSettings(hold=HoldSettings(enabled=True)), Datastore())
         decision = d.decide(parse_body(chat()), RequestContext(request_id="r1"), "body", chat(), True)
-        assert isinstance(decision, Defer) and len(d.hold) == 1
+        assert isinstance(decision, Defer) and len(d.waiting) == 1
         decision.later.cancel()  # type: ignore[attr-defined]
 
     asyncio.run(main())

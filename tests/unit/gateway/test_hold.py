@@ -122,7 +122,7 @@ def test_a_held_request_is_rewritten_when_released():
             RewriteSettings(model="m", targets=[RewriteTarget(model="base")])]))
         stream, _ = hold_one(p)
         make_ready(p, A)
-        p.release_held()
+        p.director.release_waiting()
         common = pb.ProcessingResponse.FromString(await stream.later).request_body.response  # type: ignore[arg-type]
         assert json.loads(common.body_mutation.body)["model"] == "base"
 
@@ -174,7 +174,7 @@ def test_a_cancelled_hold_leaves_the_queue():
         again, _ = hold_one(p)  # its place is free again
         assert again.later is not None
         make_ready(p, A)
-        p.release_held()
+        p.director.release_waiting()
         assert destination(await again.later) == A  # type: ignore[arg-type]
         assert sample(p, "inferstack_epp_hold_outcomes_total", outcome="routed") == 1.0
 
@@ -206,7 +206,7 @@ def test_held_requests_wait_until_envoy_has_loaded_the_new_endpoint(tmp_path):
                                hold=HoldSettings(enabled=True))
         p = EndpointPicker(settings)
         state = {"hosts": [], "asked": 0}
-        p.envoy = EnvoyLoadWatch(9901, CLUSTER_NAME, p.release_held,
+        p.envoy = EnvoyLoadWatch(9901, CLUSTER_NAME, p.director.release_waiting,
                                  client=httpx.AsyncClient(transport=_admin_transport(state)))
         stream, _ = hold_one(p)
         make_ready(p, A)  # scraped ready and in the EDS file, but Envoy has not loaded it
@@ -260,7 +260,7 @@ def test_grpcio_server_answers_a_held_request_later_and_drops_it_on_cancel():
                 call = process(iter([body_msg("stays")]))
                 assert pb.ProcessingResponse.FromString(await call.read()).HasField("override_message_timeout")
                 make_ready(p, A)
-                p.release_held()
+                p.director.release_waiting()
                 assert destination(await call.read()) == A
                 assert await call.read() == grpc.aio.EOF  # finished after the decision
         finally:

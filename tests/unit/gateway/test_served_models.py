@@ -274,7 +274,7 @@ def test_a_held_request_for_an_unknown_model_gets_404_when_released():
         p.on_endpoints([A])
         p.datastore.set_served_models(A, frozenset({BASE}), frozenset())
         p.datastore.update_metrics(A, EndpointMetrics(scraped_at=time.monotonic()))
-        p.release_held()
+        p.director.release_waiting()
         code, _ = error_of(pb.ProcessingResponse.FromString(await stream.later))  # type: ignore[arg-type]
         assert code == 404
 

@@ -1,0 +1,130 @@
+"""The order in which waiting requests leave the picker: a pure queue discipline, no clock, no I/O.
+
+Bands by priority, strictly: a request of a higher priority always leaves before a lower one
+(batch lines, priority < 0, wait the longest). Inside a band, tenants take turns by VTC, the
+Virtual Token Counter of "Fairness in Serving Large Language Models" (Sheng et al., OSDI'24): one
+counter of weighted tokens served per tenant (``charge``: input x1, output x2, llm-d's weights);
+the backlogged tenant with the lowest counter goes next (on a tie, the one with fewer waiting); a tenant that becomes backlogged is first
+lifted to the lowest counter among the band's backlogged tenants (to the last served tenant's
+counter when none is), so idle time is never saved up as credit. That keeps the service gap
+between two backlogged tenants bounded (the paper's Theorem 4.4: 2 x the largest charge of one
+request, plus what one request's dispatch adds). Inside a tenant: first come, first served.
+Invariants: ``len`` counts every queued item once; a band or tenant entry exists only while it
+holds an item; counters never decrease.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterator
+from typing import Generic, Protocol, TypeVar
+
+__all__ = ["INPUT_TOKEN_WEIGHT", "MAX_COUNTERS", "OUTPUT_TOKEN_WEIGHT", "FairQueue", "Queued", "weighted_tokens"]
+
+INPUT_TOKEN_WEIGHT = 1.0
+OUTPUT_TOKEN_WEIGHT = 2.0  # an output token costs a decode step; VTC's and llm-d's weight
+MAX_COUNTERS = 10_000  # tenants remembered while not backlogged; past it the idle ones are forgotten
+
+
+def weighted_tokens(input_tokens: int, output_tokens: int) -> float:
+    return INPUT_TOKEN_WEIGHT * input_tokens + OUTPUT_TOKEN_WEIGHT * output_tokens
+
+
+class Queued(Protocol):
+    @property
+    def tenant(self) -> str: ...
+    @property
+    def priority(self) -> int: ...
+
+
+Q = TypeVar("Q", bound=Queued)
+
+
+class FairQueue(Generic[Q]):
+    def __init__(self) -> None:
+        self._bands: dict[int, dict[str, deque[Q]]] = {}  # priority -> tenant -> its items, oldest first
+        self._counters: dict[str, float] = {}  # weighted tokens served per tenant
+        self._last_served = 0.0  # the counter of the tenant served last
+        self._len = 0
+
+    def __len__(self) -> int:
+        return self._len
+
+    def __iter__(self) -> Iterator[Q]:
+        """Every queued item, bands high to low (not the order they will leave in)."""
+        for prio in sorted(self._bands, reverse=True):
+            for items in self._bands[prio].values():
+                yield from items
+
+    def counter(self, tenant: str) -> float:
+        return self._counters.get(tenant, 0.0)
+
+    def lengths(self) -> dict[str, int]:
+        """Queued items per tenant."""
+        out: dict[str, int] = {}
+        for band in self._bands.values():
+            for tenant, items in band.items():
+                out[tenant] = out.get(tenant, 0) + len(items)
+        return out
+
+    def push(self, item: Q) -> None:
+        band = self._bands.setdefault(item.priority, {})
+        items = band.get(item.tenant)
+        if items is None:  # the tenant becomes backlogged in this band: no credit for its idle time
+            floor = min((self.counter(t) for t in band), default=self._last_served)
+            self._counters[item.tenant] = max(self.counter(item.tenant), floor)
+            items = band[item.tenant] = deque()
+        items.append(item)
+        self._len += 1
+
+    def highest_priority(self) -> int | None:
+        """The highest band holding an item (None: empty)."""
+        return max(self._bands) if self._bands else None
+
+    def band_heads(self) -> list[Q]:
+        """The oldest item of each tenant in the highest band, in the order they would leave."""
+        if not self._bands:
+            return []
+        band = self._bands[max(self._bands)]
+        # ties (a tenant just lifted to the lowest counter): the one with fewer waiting goes first
+        return [band[t][0] for t in sorted(band, key=lambda t: (self.counter(t), len(band[t])))]
+
+    def peek(self) -> Q | None:
+        """The item that leaves next: the highest band's tenant with the lowest counter, its oldest."""
+        heads = self.band_heads()
+        return heads[0] if heads else None
+
+    def pop(self) -> Q | None:
+        item = self.peek()
+        if item is not None:
+            self.remove(item)
+        return item
+
+    def remove(self, item: Q) -> bool:
+        """Take out a queued item (it left: answered, expired, cancelled); False if not queued."""
+        band = self._bands.get(item.priority)
+        items = band.get(item.tenant) if band is not None else None
+        if items is None:
+            return False
+        try:
+            items.remove(item)
+        except ValueError:
+            return False
+        self._len -= 1
+        if not items:
+            del band[item.tenant]  # type: ignore[union-attr]
+            if not band:
+                del self._bands[item.priority]
+        return True
+
+    def charge(self, tenant: str, tokens: float) -> None:
+        """Count service given to ``tenant`` (every routed request, queued first or not)."""
+        self._last_served = self._counters[tenant] = self.counter(tenant) + tokens
+        if len(self._counters) > MAX_COUNTERS:
+            self._forget_idle()
+
+    def _forget_idle(self) -> None:
+        # A forgotten tenant comes back at the floor, which is all VTC would let it keep anyway
+        # unless it had been served more than the others: bounded memory wins over that history.
+        backlogged = {t for band in self._bands.values() for t in band}
+        self._counters = {t: c for t, c in self._counters.items() if t in backlogged}
