@@ -111,6 +111,10 @@ def _cmd_render(args: argparse.Namespace) -> int:
         overrides["gateway.gateway_class"] = GATEWAY_CLASSES.get(args.gateway_class, args.gateway_class)
     if args.reference_compute_classes:
         overrides["compute_class_names"] = "reference"
+    if args.auth_secret is not None:
+        overrides["gateway.auth_secret"] = args.auth_secret
+    if args.external_without_keys:
+        overrides["gateway.external_without_keys"] = True
     if args.no_gateway:
         overrides["gateway.enabled"] = False
     if args.batch:
@@ -249,7 +253,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
                      help="endpoint picker: the upstream GIE EPP image (default) or ours (needs --epp-image)")
     ren.add_argument("--epp-image", help="our EPP image, built from the repository's Dockerfile (--epp inferstack)")
     ren.add_argument("--gateway-class", choices=(*GATEWAY_CLASSES, *GATEWAY_CLASSES.values()),
-                     help="regional-external (default), regional-internal (gke-l7-rilb) or global-external")
+                     help="regional-internal (gke-l7-rilb, the default: the VPC only), regional-external or "
+                     "global-external (internet-facing: with --auth-secret, or --external-without-keys)")
+    ren.add_argument("--auth-secret", metavar="SECRET",
+                     help="Kubernetes Secret with the API key file as keys.yaml (+ service-key with --batch): "
+                     "every request needs a key (needs --epp inferstack); docs/kube.md")
+    ren.add_argument("--external-without-keys", action="store_true",
+                     help="allow an internet-facing gateway class without keys: IAP or Cloud Armor guards it")
     ren.add_argument("--hf-token-source", choices=("secret", "secret-manager"),
                      help="Hugging Face token from a Kubernetes Secret (default) or Secret Manager")
     ren.add_argument("--cold-start", choices=("auto", "fuse", "prefetch", "runai-streamer"),

@@ -22,7 +22,7 @@ import yaml
 
 from inferstack.errors import ConfigError
 from inferstack.kube.serving import CONTAINER_SECURITY, POD_SECURITY
-from inferstack.kube.stack import Stack
+from inferstack.kube.stack import AUTH_KEYS_FILE, AUTH_SERVICE_KEY_FILE, Stack
 
 __all__ = ["BATCH_PORT", "batch_name", "batch_objects", "batch_objective_name"]
 
@@ -60,6 +60,9 @@ def batch_config(stack: Stack) -> dict[str, Any]:
     }
     if b.gateway_url:
         config["gateway_url"] = b.gateway_url
+    if stack.settings.gateway.auth_secret:  # private batches; lines sent with the service key
+        config["auth_file"] = AUTH_KEYS_FILE
+        config["gateway_key_file"] = AUTH_SERVICE_KEY_FILE
     return config
 
 
@@ -72,6 +75,7 @@ def batch_objects(stack: Stack) -> list[dict[str, Any]]:
     gw = settings.gateway
     b = settings.batch
     args = ["batch", "serve", "--config", f"{_CONFIG_DIR}/batch.yaml"]
+    auth_volumes, auth_mounts = stack.auth_volume()
     if not b.gateway_url:
         args += ["--gateway-from-kubernetes", gw.gateway_name, "--namespace", stack.namespace]
     probe = {"httpGet": {"path": "/health", "port": BATCH_PORT}, "periodSeconds": 5, "timeoutSeconds": 2}
@@ -141,6 +145,7 @@ def batch_objects(stack: Stack) -> list[dict[str, Any]]:
                                 {"name": "config", "mountPath": _CONFIG_DIR, "readOnly": True},
                                 {"name": "data", "mountPath": _STATE_DIR},
                                 {"name": "tmp", "mountPath": "/tmp"},
+                                *auth_mounts,
                             ],
                             "securityContext": {**CONTAINER_SECURITY, "readOnlyRootFilesystem": True},
                         }],
@@ -148,6 +153,7 @@ def batch_objects(stack: Stack) -> list[dict[str, Any]]:
                             {"name": "config", "configMap": {"name": name}},
                             {"name": "data", "persistentVolumeClaim": {"claimName": name}},
                             {"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}},  # multipart uploads spool here
+                            *auth_volumes,
                         ],
                     },
                 },

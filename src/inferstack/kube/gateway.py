@@ -27,7 +27,8 @@ from inferstack.gateway.settings import SaturationSettings, SchedulerSettings, S
 from inferstack.kube.batch import batch_objective_name
 from inferstack.kube.lora import adapter_objectives, adapter_priority
 from inferstack.kube.serving import CONTAINER_SECURITY, POD_SECURITY, pod_monitoring
-from inferstack.kube.stack import EPP_GRPC_HEALTH_PORT, EPP_GRPC_PORT, EPP_METRICS_PORT, VLLM_PORT, Stack
+from inferstack.kube.stack import (AUTH_KEYS_FILE, AUTH_SERVICE_KEY_FILE, EPP_GRPC_HEALTH_PORT, EPP_GRPC_PORT,
+                                   EPP_METRICS_PORT, VLLM_PORT, Stack)
 from inferstack.kube.upstream_epp import check_picker_config, upstream_picker_config
 
 __all__ = ["epp_config", "epp_name", "gateway_objects", "upstream_epp_config"]
@@ -54,6 +55,11 @@ def _scheduler(stack: Stack) -> SchedulerSettings:
 def epp_config(stack: Stack) -> dict[str, Any]:
     """epp.yaml: our endpoint picker's configuration (shared schema with the local gateway)."""
     scheduler = _scheduler(stack)
+    auth: dict[str, Any] = {}
+    if stack.settings.gateway.auth_secret:
+        auth["auth_file"] = AUTH_KEYS_FILE
+        if stack.settings.batch.enabled:  # the batch service names the tenant its lines run for
+            auth["service_key_file"] = AUTH_SERVICE_KEY_FILE
     return {
         "grpc_port": EPP_GRPC_PORT,
         "grpc_host": "0.0.0.0",  # reachable by the gateway, not only on the pod's loopback
@@ -74,6 +80,7 @@ def epp_config(stack: Stack) -> dict[str, Any]:
                        *({"model": a.name, "priority": adapter_priority(stack)} for a in stack.adapters),
                        *([{"name": batch_objective_name(stack), "priority": stack.settings.batch.priority}]
                          if stack.settings.batch.enabled else [])],
+        **auth,
     }
 
 
@@ -91,6 +98,7 @@ def _inferstack_deployment(stack: Stack) -> dict[str, Any]:
     # Our EPP answers grpc.health.v1 on its ext_proc port (EppSettings.grpc_port), so the probes
     # use that port; no separate health port is declared that nothing would listen on.
     probe = {"grpc": {"port": EPP_GRPC_PORT}, "periodSeconds": 5, "timeoutSeconds": 2}
+    auth_volumes, auth_mounts = stack.auth_volume()
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -122,12 +130,14 @@ def _inferstack_deployment(stack: Stack) -> dict[str, Any]:
                         "volumeMounts": [
                             {"name": "config", "mountPath": EPP_CONFIG_DIR, "readOnly": True},
                             {"name": "tmp", "mountPath": "/tmp"},
+                            *auth_mounts,
                         ],
                         "securityContext": {**CONTAINER_SECURITY, "readOnlyRootFilesystem": True},
                     }],
                     "volumes": [
                         {"name": "config", "configMap": {"name": name}},
                         {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}},
+                        *auth_volumes,
                     ],
                 },
             },

@@ -187,6 +187,14 @@ def _readme(rendered: Rendered, single_file: bool) -> str:
         epp = settings.images.epp_upstream if gw.epp == "upstream" else settings.images.epp
         lines.append(f"- Gateway `{gw.gateway_name}` (class `{gw.gateway_class}`) -> InferencePool"
                      f" `{stack.name}` -> endpoint picker `{stack.name}-epp` ({gw.epp}: `{epp}`)")
+        if gw.auth_secret:
+            extra = " and `service-key` (the key batch lines are sent with)" if settings.batch.enabled else ""
+            lines.append(f"- API keys: create the Secret `{gw.auth_secret}` first, holding `keys.yaml` (`inferstack "
+                         f"keys add --file keys.yaml`){extra}: `kubectl -n {settings.namespace} create secret generic "
+                         f"{gw.auth_secret} --from-file=keys.yaml` (docs/tenants.md)")
+        elif gw.external_without_keys:
+            lines.append("- no API keys on an internet-facing Gateway: attach Identity-Aware Proxy or a Cloud Armor "
+                         "policy before sending traffic (docs/kube.md)")
     if stack.lora:
         lines.append(_lora_line(stack))
     lines += ["", "## Sizing", "", "```", explain, "```", ""]

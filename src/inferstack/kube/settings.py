@@ -28,6 +28,7 @@ __all__ = [
     "LoraRenderSettings",
     "RenderSettings",
     "SpeculativeOptions",
+    "is_external_class",
     "load_settings",
 ]
 
@@ -108,10 +109,24 @@ class GatewaySettings(_Strict):
     )
     gateway_name: str = Field("inferstack-gateway", description="Gateway object name.")
     gateway_class: str = Field(
-        "gke-l7-regional-external-managed",
-        description="GatewayClass: gke-l7-regional-external-managed, gke-l7-rilb (regional internal) "
-        "or gke-l7-global-external-managed (CLI --gateway-class regional-external|regional-internal|"
-        "global-external).",
+        "gke-l7-rilb",
+        description="GatewayClass: gke-l7-rilb (regional internal: reachable from the VPC only, the "
+        "default), gke-l7-regional-external-managed or gke-l7-global-external-managed (internet-facing: "
+        "they need auth_secret or external_without_keys) (CLI --gateway-class regional-internal|"
+        "regional-external|global-external).",
+    )
+    auth_secret: str | None = Field(
+        None,
+        description="Kubernetes Secret holding the API key file as 'keys.yaml' (`inferstack keys add --file "
+        "keys.yaml`; the file keeps only key hashes) and, with the batch service, the key its lines are "
+        "sent with as 'service-key': our picker then answers 401 to a request without a valid "
+        "`Authorization: Bearer` key and the batch API keeps each tenant's files private. Needs epp: "
+        "inferstack (CLI --auth-secret).",
+    )
+    external_without_keys: bool = Field(
+        False,
+        description="Render an internet-facing gateway class without auth_secret: only for a Gateway that "
+        "Identity-Aware Proxy or a Cloud Armor policy guards (docs/kube.md) (CLI --external-without-keys).",
     )
     backend_timeout_s: int | None = Field(
         None, ge=1, le=86400,
@@ -122,6 +137,25 @@ class GatewaySettings(_Strict):
     epp_replicas: int = Field(1, ge=1, description="Endpoint picker replicas.")
     scrape_interval_ms: int = Field(75, ge=10, description="How often the EPP scrapes vLLM /metrics.")
     priority: int = Field(0, description="InferenceObjective priority of this model (< 0 is sheddable).")
+
+    @model_validator(mode="after")
+    def _not_open_to_the_internet(self) -> GatewaySettings:
+        if self.auth_secret and self.epp == "upstream":
+            raise ValueError("auth_secret needs epp: inferstack (--epp inferstack): the upstream picker checks no "
+                             "API keys; with it, guard the Gateway with IAP or Cloud Armor instead (docs/kube.md)")
+        if (self.enabled and is_external_class(self.gateway_class) and not self.auth_secret
+                and not self.external_without_keys):
+            raise ValueError(
+                f"gateway class {self.gateway_class} is internet-facing, and without API keys anyone who reaches "
+                "it could use the accelerators and the batch API: keep the internal class (gke-l7-rilb, the "
+                "default), or set auth_secret (--auth-secret, with --epp inferstack), or say "
+                "external_without_keys (--external-without-keys) once IAP or Cloud Armor guards it (docs/kube.md)")
+        return self
+
+
+def is_external_class(gateway_class: str) -> bool:
+    """GKE's internet-facing Gateway classes (their names say so; gke-l7-gxlb is the classic one)."""
+    return "external" in gateway_class or gateway_class == "gke-l7-gxlb"
 
 
 class AutoscaleSettings(AutoscalingPolicy):

@@ -21,6 +21,9 @@ from inferstack.models.sizing import Plan, SizingPolicy, recommend
 
 __all__ = [
     "ADAPTERS_DIR",
+    "AUTH_DIR",
+    "AUTH_KEYS_FILE",
+    "AUTH_SERVICE_KEY_FILE",
     "DONE_MARKER",
     "DOWNLOAD_COMPUTE_CLASS",
     "EPP_GRPC_HEALTH_PORT",
@@ -50,6 +53,11 @@ REFERENCE_DOWNLOAD_COMPUTE_CLASS = "model-download"
 
 # Where the model bucket's adapters folder (lora.adapters_folder) is mounted in every vLLM pod.
 ADAPTERS_DIR = "/adapters"
+# Where the picker and the batch service read the auth Secret (gateway.auth_secret): keys.yaml,
+# and service-key (the key batch lines are sent with) when the batch service runs.
+AUTH_DIR = "/etc/inferstack-auth"
+AUTH_KEYS_FILE = f"{AUTH_DIR}/keys.yaml"
+AUTH_SERVICE_KEY_FILE = f"{AUTH_DIR}/service-key"
 
 _DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 _LONGEST_SUFFIX = "-dl-draft"
@@ -91,6 +99,14 @@ class Stack:
     @property
     def lora(self) -> bool:
         return self.settings.lora.enabled
+
+    def auth_volume(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """The auth Secret as (volumes, volume mounts) of a pod that reads keys; none without one."""
+        secret = self.settings.gateway.auth_secret
+        if not secret:
+            return [], []
+        return ([{"name": "auth", "secret": {"secretName": secret, "defaultMode": 0o440}}],
+                [{"name": "auth", "mountPath": AUTH_DIR, "readOnly": True}])
 
     @property
     def adapters_configmap(self) -> str:

@@ -129,12 +129,13 @@ def test_render_our_epp_needs_an_image(capsys, tmp_path: Path) -> None:  # type:
 
 def test_render_flags_for_gateway_class_token_cold_start_and_classes(capsys, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     code, _, err = run(capsys, "render", "--model", "qwen3-32b", "--accelerator", "h100", "--bucket", "b-models",
-                       "--gateway-class", "global-external", "--hf-token-source", "secret-manager",
+                       "--gateway-class", "global-external", "--external-without-keys",
+                       "--hf-token-source", "secret-manager",
                        "--load-format", "runai_streamer", "--reference-compute-classes", "--dataset", "synthetic",
                        "--output", str(tmp_path), "--check")
     assert code == 2 and "pass --project PROJECT_ID" in err
     code, _, err = run(capsys, "render", "--model", "qwen3-32b", "--accelerator", "h100", "--bucket", "b-models",
-                       "--project", "acme-prod", "--gateway-class", "global-external",
+                       "--project", "acme-prod", "--gateway-class", "global-external", "--external-without-keys",
                        "--hf-token-source", "secret-manager", "--load-format", "runai_streamer",
                        "--reference-compute-classes", "--dataset", "synthetic", "--output", str(tmp_path), "--check")
     assert code == 0, err
@@ -186,3 +187,17 @@ def test_render_spec_from_a_file_it_cannot_use_says_why(capsys, tmp_path: Path, 
     code, _, err = run(capsys, "render", "--model", "qwen3-32b", "--accelerator", "h100", "--bucket", "acme",
                        "--spec-from", str(source), "--output", str(tmp_path / "out"))
     assert code == 2 and message in err, err
+
+
+def test_render_refuses_an_external_gateway_without_keys_and_takes_them_from_a_secret(capsys, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    base = ("render", "--model", "gemma-3-1b-it", "--accelerator", "l4", "--bucket", "my-models",
+            "--gateway-class", "regional-external")
+    code, _, err = run(capsys, *base, "--output", str(tmp_path / "open"))
+    assert code == 2 and "internet-facing" in err and "--auth-secret" in err and not (tmp_path / "open").exists()
+    code, out, err = run(capsys, *base, "--epp", "inferstack", "--epp-image", "example.com/inferstack:1",
+                         "--auth-secret", "api-keys", "--output", str(tmp_path / "keyed"))
+    assert code == 0, err
+    assert "secretName: api-keys" in (tmp_path / "keyed" / "gateway.yaml").read_text()
+    code, _, err = run(capsys, *base, "--external-without-keys", "--output", str(tmp_path / "guarded"))
+    assert code == 0, err
+    assert "Cloud Armor" in (tmp_path / "guarded" / "README.md").read_text()

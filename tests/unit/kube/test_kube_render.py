@@ -221,7 +221,7 @@ def test_gateway_pieces_and_epp_contract() -> None:
     backend = route["spec"]["rules"][0]["backendRefs"][0]
     assert backend == {"group": "inference.networking.k8s.io", "kind": "InferencePool", "name": name}
     assert route["spec"]["rules"][0]["timeouts"]["request"] == f"{rendered.stack.request_timeout_s}s"
-    assert one(objs, "Gateway")["spec"]["gatewayClassName"] == "gke-l7-regional-external-managed"
+    assert one(objs, "Gateway")["spec"]["gatewayClassName"] == "gke-l7-rilb"  # internal unless asked
     monitors = {o["spec"]["selector"]["matchLabels"]["app"]: o for o in objs if o["kind"] == "PodMonitoring"}
     assert set(monitors) == {name, f"{name}-epp"}
     for mon in monitors.values():
@@ -286,8 +286,44 @@ def test_gke_policies_target_the_pool() -> None:
     assert health["spec"]["default"]["config"]["httpHealthCheck"] == {"requestPath": "/health", "port": 8000}
     longer = one(objects_of(**LLAMA, gateway={"backend_timeout_s": 3600}), "GCPBackendPolicy")
     assert longer["spec"]["default"]["timeoutSec"] == 3600
-    internal = one(objects_of(**LLAMA, gateway={"gateway_class": "gke-l7-rilb"}), "Gateway")
-    assert internal["spec"]["gatewayClassName"] == "gke-l7-rilb"
+    external = one(objects_of(**LLAMA, gateway={"gateway_class": "gke-l7-regional-external-managed",
+                                                 "external_without_keys": True}), "Gateway")
+    assert external["spec"]["gatewayClassName"] == "gke-l7-regional-external-managed"
+
+
+@pytest.mark.parametrize("gateway_class", ["gke-l7-regional-external-managed", "gke-l7-global-external-managed"])
+def test_an_internet_facing_gateway_needs_keys_or_a_stated_guard(gateway_class: str) -> None:
+    with pytest.raises(ValueError, match="internet-facing.*auth_secret.*external_without_keys"):
+        settings_of(**LLAMA, gateway={"gateway_class": gateway_class})
+    with pytest.raises(ValueError, match="needs epp: inferstack"):
+        settings_of(**LLAMA, gateway={"gateway_class": gateway_class, "auth_secret": "api-keys"})
+    keyed = settings_of(**{**OURS, "gateway": {"epp": "inferstack", "gateway_class": gateway_class,
+                                              "auth_secret": "api-keys"}})
+    assert keyed.gateway.auth_secret == "api-keys"
+    assert settings_of(**LLAMA, gateway={"gateway_class": gateway_class, "enabled": False}).gateway.enabled is False
+
+
+def test_keys_from_a_secret_reach_our_picker_and_the_batch_service(tmp_path: Path) -> None:
+    rendered = render(settings_of(**{**OURS, "gateway": {"epp": "inferstack", "auth_secret": "api-keys"},
+                                     "batch": {"enabled": True}}))
+    objs = rendered.objects()
+    name = rendered.stack.name
+    epp_pod = one(objs, "Deployment", "-epp")["spec"]["template"]["spec"]
+    batch_pod = one(objs, "Deployment", "-batch")["spec"]["template"]["spec"]
+    for pod in (epp_pod, batch_pod):
+        assert {"name": "auth", "secret": {"secretName": "api-keys", "defaultMode": 0o440}} in pod["volumes"]
+        assert {"name": "auth", "mountPath": "/etc/inferstack-auth", "readOnly": True} in \
+            pod["containers"][0]["volumeMounts"]
+    epp = yaml.safe_load(one(objs, "ConfigMap", f"{name}-epp")["data"]["epp.yaml"])
+    assert epp["auth_file"] == "/etc/inferstack-auth/keys.yaml"
+    assert epp["service_key_file"] == "/etc/inferstack-auth/service-key"
+    batch = yaml.safe_load(one(objs, "ConfigMap", f"{name}-batch")["data"]["batch.yaml"])
+    assert (batch["auth_file"], batch["gateway_key_file"]) == ("/etc/inferstack-auth/keys.yaml",
+                                                               "/etc/inferstack-auth/service-key")
+    write(rendered, tmp_path)
+    assert "create secret generic api-keys --from-file=keys.yaml" in (tmp_path / "README.md").read_text()
+    plain = render(settings_of(**OURS)).objects()  # no Secret: nothing mounted, no keys asked
+    assert not any(v["name"] == "auth" for v in one(plain, "Deployment", "-epp")["spec"]["template"]["spec"]["volumes"])
 
 
 def test_upstream_epp_with_replicas_uses_leader_election() -> None:
