@@ -148,6 +148,7 @@ class KeyRing:
 
     def __init__(self, entries: dict[str, Tenant]) -> None:
         self._by_digest = entries
+        self._by_name = {t.name: t for t in entries.values()}  # a name with several keys: the last entry's
 
     def __len__(self) -> int:
         return len(self._by_digest)
@@ -158,9 +159,12 @@ class KeyRing:
     def lookup_digest(self, digest: str) -> Tenant | None:
         return self._by_digest.get(digest)
 
+    def named(self, tenant: str) -> Tenant | None:
+        return self._by_name.get(tenant)
+
     @property
     def tenants(self) -> list[Tenant]:
-        return list({t.name: t for t in self._by_digest.values()}.values())
+        return list(self._by_name.values())
 
 
 SERVICE = Tenant("")  # the stack's own service key (its batch service): acts for the tenant it names

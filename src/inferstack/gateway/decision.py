@@ -16,7 +16,10 @@ from __future__ import annotations
 
 from collections.abc import Awaitable
 from dataclasses import dataclass
-from typing import Literal, TypeAlias
+from typing import TYPE_CHECKING, Literal, TypeAlias
+
+if TYPE_CHECKING:
+    from inferstack.auth import Tenant
 
 __all__ = ["Decision", "Defer", "Phase", "Reject", "RequestContext", "Respond", "Route"]
 
@@ -33,6 +36,7 @@ class RequestContext:
     authorization: str = ""  # the Authorization header, read once by the auth step, then dropped
     tenant: str = ""  # who sent it: the API key's tenant, else x-gateway-inference-fairness-id
     priority: int | None = None  # the API key's priority, over the objective's
+    account: Tenant | None = None  # the tenant's entry in the key file (its quotas), with keys on
 
 
 @dataclass(frozen=True, slots=True)

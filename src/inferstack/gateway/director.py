@@ -24,7 +24,7 @@ import asyncio
 import json
 import time
 
-from inferstack.auth import SERVICE, KeyFileWatch, KeyRefused, hash_key, identify, read_key
+from inferstack.auth import SERVICE, KeyFileWatch, KeyRefused, Tenant, hash_key, identify, read_key
 from inferstack.gateway.datastore import Datastore, Endpoint
 from inferstack.gateway.decision import Decision, Defer, Phase, Reject, RequestContext, Respond, Route
 from inferstack.gateway.envoy_config import CLUSTER_NAME
@@ -33,11 +33,12 @@ from inferstack.gateway.fair_queue import weighted_tokens
 from inferstack.gateway.hold import EnvoyLoadWatch
 from inferstack.gateway.inflight import InFlightLedger
 from inferstack.gateway.policy import Objectives, Rewrites, has_capacity, is_saturated, serving
+from inferstack.gateway.quota import Quotas, ratelimit_headers
 from inferstack.gateway.request import InferenceRequest
 from inferstack.gateway.scheduling import SchedContext, Scheduler
 from inferstack.gateway.served_models import ModelsPoller
 from inferstack.gateway.settings import EppSettings
-from inferstack.gateway.waiting import WaitQueue, Waiting
+from inferstack.gateway.waiting import Waiting, WaitQueue
 
 __all__ = ["MODELS_METHOD_NOT_ALLOWED", "NO_ENDPOINT", "SHED", "Director"]
 
@@ -45,6 +46,7 @@ _MAX_LISTED_MODELS = 20  # served names a 404 lists
 _MAX_ECHOED_NAME = 200  # characters of the client's model name a 404 repeats
 _MODELS_RECHECK_MAX_S = 1.0  # bound of the poll before a 404: half Envoy's default message timeout
 _MODELS_RECHECK_WAIT_S = 1.5  # and of the wait for it (one started earlier may still run)
+_MAX_QUOTA_TENANTS = 1000  # past it, tenants with an empty quota window are forgotten
 
 NO_ENDPOINT = Reject(503, "no model server endpoint is ready", "service_unavailable")
 SHED = Reject(429, "the model servers are saturated and this request is sheddable", "too_many_requests")
@@ -65,6 +67,7 @@ class Director:
         self.in_flight = InFlightLedger(settings.in_flight_timeout_s)
         self.models_poller: ModelsPoller | None = None  # set by serve() when models_poll is on
         self.keys = KeyFileWatch(settings.auth_file) if settings.auth_file is not None else None
+        self.quotas = Quotas()
         self._service_digest = hash_key(read_key(settings.service_key_file)) if settings.service_key_file else None
         self._staleness_s = settings.saturation.metrics_staleness_ms / 1000.0
         self._models_refresh: asyncio.Task[None] | None = None  # the 404 path's recheck, shared
@@ -98,8 +101,10 @@ class Director:
         if isinstance(who, KeyRefused):
             self.metrics.count("", "", "", "unauthorized")
             return Reject(401, who.message, "invalid_request_error", headers=_CHALLENGE, code="invalid_api_key")
-        if who is not SERVICE:
-            ctx.tenant, ctx.priority = who.name, who.priority
+        if who is SERVICE:  # the batch service, running a line of the tenant it names
+            ctx.account = self.keys.current().named(ctx.tenant)
+        else:
+            ctx.tenant, ctx.priority, ctx.account = who.name, who.priority, who
         return None
 
     # -- requests ------------------------------------------------------------------------------
@@ -113,6 +118,10 @@ class Director:
         req.target_model = target
         req.priority = self._priority(model, target, ctx)
         req.tenant = ctx.tenant
+        if ctx.account is not None and req.kind != "other":
+            over = self._over_quota(req, ctx.account, now)
+            if over is not None:
+                return over
         if self.waiting is not None and can_defer:
             ready = self.routable()
             if not ready and not self.hold_enabled:
@@ -159,6 +168,21 @@ class Director:
     def _routed_on_headers(self, ctx: RequestContext, can_defer: bool) -> Decision:
         req = InferenceRequest(model="", prompt="", stream=False, max_tokens=None, kind="other")
         return self.decide(req, ctx, "headers", b"", can_defer)
+
+    # -- admission: quotas ----------------------------------------------------------------------
+    def _over_quota(self, req: InferenceRequest, account: Tenant, now: float) -> Reject | None:
+        """429 with OpenAI's x-ratelimit-* headers when the tenant's requests or tokens per minute
+        would be exceeded (tokens: the prompt as estimated + max_tokens, else the output estimate)."""
+        tokens = req.prompt_tokens + (req.max_tokens or self.settings.flow_control.output_tokens_estimate)
+        over = self.quotas.admit(account.name, account.requests_per_minute, account.tokens_per_minute, tokens, now)
+        if len(self.quotas) > _MAX_QUOTA_TENANTS:
+            self.quotas.forget_idle(now)
+        if over is None:
+            return None
+        self.metrics.count(req.model, req.target_model, "", "rate_limited")
+        self.metrics.flow_rejected(account.name, f"quota_{over.kind}")
+        return Reject(429, over.message(account.name), over.kind, headers=ratelimit_headers(over),
+                      code="rate_limit_exceeded")
 
     # -- admission: the wait queue (scale from zero, flow control) -----------------------------
     def routable(self) -> list[Endpoint]:

@@ -86,3 +86,21 @@ def test_keys_tenants_and_private_batches_through_real_envoy(tmp_path):
                     return False
 
             wait_until(c_is_served, timeout_s=10, what="the new key to be accepted")
+
+            # a quota given in the file (no restart): the next request over it is a 429 the client
+            # reads as RateLimitError, with OpenAI's x-ratelimit-* headers
+            keys.write_text(keys.read_text().replace("tenant: team-c}", "tenant: team-c, requests_per_minute: 1}"))
+
+            def c_is_limited() -> bool:
+                try:
+                    c.chat.completions.create(**chat)
+                    return False
+                except openai.RateLimitError as exc:
+                    limited.append(exc)
+                    return True
+
+            limited: list[openai.RateLimitError] = []
+            wait_until(c_is_limited, timeout_s=10, what="the quota to refuse a request")
+            headers = limited[0].response.headers
+            assert headers["x-ratelimit-limit-requests"] == "1" and int(headers["retry-after"]) >= 1
+            assert limited[0].code == "rate_limit_exceeded"

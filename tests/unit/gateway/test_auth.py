@@ -105,3 +105,37 @@ def test_a_gateway_beyond_loopback_needs_keys_or_insecure(tmp_path, host):
 
 def answer_on(p, raw, stream) -> pb.ProcessingResponse:
     return pb.ProcessingResponse.FromString(p.handle(raw, stream))
+
+
+def routed(r: pb.ProcessingResponse) -> bool:
+    return r.WhichOneof("response") == "request_body" and DESTINATION_HEADER in {
+        h.header.key for h in r.request_body.response.header_mutation.set_headers}
+
+
+def _chat_as(p, key: str, fairness_id: str = "", max_tokens: int = 16) -> pb.ProcessingResponse:
+    stream = StreamContext(1)
+    hdrs = {"authorization": f"Bearer {key}"} | ({"x-gateway-inference-fairness-id": fairness_id} if fairness_id else {})
+    answer_on(p, headers_msg(hdrs), stream)
+    return answer_on(p, body_msg({**CHAT, "max_tokens": max_tokens}), stream)
+
+
+def test_quotas_from_the_key_file_refuse_with_openai_ratelimit_headers_and_apply_to_batch_lines(tmp_path):
+    keys = tmp_path / "keys.yaml"
+    keys.write_text(f"- {{key: {KEY_A}, tenant: team-a, requests_per_minute: 2}}\n"
+                    f"- {{key: {KEY_B}, tenant: team-b, tokens_per_minute: 100}}\n")
+    service = tmp_path / "service-key"
+    service.write_text(SERVICE + "\n")
+    p = picker(auth_file=keys, service_key_file=service)
+    assert routed(_chat_as(p, KEY_A)) and routed(_chat_as(p, KEY_A))
+    status, err, hdrs = _error(_chat_as(p, KEY_A))
+    assert status == 429 and err["code"] == "rate_limit_exceeded" and err["type"] == "requests"
+    assert "Limit 2, Used 2, Requested 1" in err["message"]
+    assert hdrs["x-ratelimit-limit-requests"] == "2" and hdrs["x-ratelimit-remaining-requests"] == "0"
+    assert int(hdrs["retry-after"]) >= 59 and hdrs["x-ratelimit-reset-requests"].endswith("s")
+    # tokens: the prompt (estimated) + max_tokens; a batch line counts for the tenant it runs for
+    assert routed(_chat_as(p, KEY_B, max_tokens=60))
+    status, err, hdrs = _error(_chat_as(p, SERVICE, fairness_id="team-b", max_tokens=60))
+    assert status == 429 and err["type"] == "tokens" and hdrs["x-ratelimit-limit-tokens"] == "100"
+    assert routed(_chat_as(p, SERVICE, fairness_id="team-c", max_tokens=60))  # no entry: no quota
+    assert p.metrics.registry.get_sample_value("inferstack_epp_flow_rejected_requests_total",
+                                               {"tenant": "team-a", "reason": "quota_requests"}) == 1.0
