@@ -14,6 +14,7 @@ Prints the numbers and the ratios (target: online TTFT P99 <= 1.2x with the batc
 writes them as JSON to ``--out``.
 
     .venv/bin/python benchmarks/batch_throughput.py [--replicas 2] [--lines 100] [--rate 1] [--duration 60]
+        [--flow-control PER_ENDPOINT]
 
 It loads both cores for several minutes; nothing else should run meanwhile.
 """
@@ -164,6 +165,9 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=1.0, help="online requests per second")
     parser.add_argument("--duration", type=float, default=60.0, help="seconds of online load per phase")
     parser.add_argument("--online-max-tokens", type=int, default=32)
+    parser.add_argument("--flow-control", type=int, metavar="PER_ENDPOINT",
+                        help="run the stack with flow control on, this max_requests_per_endpoint (batch lines "
+                        "then wait in the picker's lowest band instead of being shed)")
     parser.add_argument("--out", type=Path, default=Path("batch-throughput.json"))
     args = parser.parse_args()
     if args.base_url:
@@ -177,7 +181,9 @@ def main() -> int:
             "model": args.model, "replicas": args.replicas,
             "engine": {"base_port": free_port_block(args.replicas)},
             "gateway": {"port": listener, "admin_port": admin,
-                        "epp": {"grpc_port": grpc_port, "metrics_port": metrics}},
+                        "epp": {"grpc_port": grpc_port, "metrics_port": metrics},
+                        **({"flow_control": {"enabled": True, "max_requests_per_endpoint": args.flow_control}}
+                           if args.flow_control else {})},
             "batch": {"enabled": True}}))
         _cli("up", "--detach", "--config", str(config), env=env)
         try:

@@ -9,9 +9,10 @@ flow control off, then on, and runs the same phases on each (same run: only rati
    measured here, not guessed (or give ``--per-endpoint N``);
 1. **quiet alone**: the quiet tenant sends one short streamed request every ``--quiet-interval`` s
    for ``--duration`` s; TTFT (time to the first content chunk) P50/P99;
-2. **noisy neighbour**: the same quiet load while the noisy tenant keeps ``--noisy-streams`` long
-   streams open (closed loop, ``--noisy-tokens`` output tokens each, ignore_eos); quiet TTFT again,
-   the noisy tenant's output tok/s, failures (429s counted apart);
+2. **noisy neighbour**: the same quiet load (from a process of its own, so reading the noisy
+   streams cannot delay its clock) while the noisy tenant keeps ``--noisy-streams`` long streams
+   open (closed loop, ``--noisy-tokens`` output tokens each, ignore_eos); quiet TTFT again, the
+   noisy tenant's output tok/s, failures (429s counted apart);
 3. **two backlogged tenants**: tenant ``a`` keeps ``--a-streams`` and tenant ``b`` ``--b-streams``
    streams open (same request size); weighted tokens served per tenant (input x1 + output x2, from
    ``usage``) per ``--window`` s; Jain's index over the run's totals and the gap per window.
@@ -29,7 +30,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import concurrent.futures
 import json
+import multiprocessing
 import os
 import subprocess
 import sys
@@ -125,6 +128,21 @@ async def closed_loop(base: str, tenant: str, streams: int, until: float, max_to
         await asyncio.gather(*(worker() for _ in range(streams)))
 
 
+def quiet_in_own_process(base: str, interval_s: float, seconds: float) -> concurrent.futures.Future[Tally]:
+    """The quiet tenant's load from a process of its own: its TTFTs are not delayed by this
+    process's event loop reading the noisy tenant's streams."""
+    pool = concurrent.futures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+    future = pool.submit(_quiet_process, base, interval_s, seconds)
+    pool.shutdown(wait=False)
+    return future
+
+
+def _quiet_process(base: str, interval_s: float, seconds: float) -> Tally:
+    tally = Tally()
+    asyncio.run(quiet_load(base, interval_s, time.perf_counter() + seconds, tally))
+    return tally
+
+
 async def quiet_load(base: str, interval_s: float, until: float, tally: Tally) -> None:
     async with httpx.AsyncClient(timeout=600) as client:
         tasks = []
@@ -166,12 +184,12 @@ async def phases(base: str, args: argparse.Namespace) -> dict:
     out["quiet_alone"] = summary(quiet, time.perf_counter() - t0)
     print(f"  quiet alone: {out['quiet_alone']}", flush=True)
 
-    quiet, noisy = Tally(), Tally()
+    noisy = Tally()
     t0 = time.perf_counter()
-    until = t0 + args.duration
-    await asyncio.gather(closed_loop(base, "noisy", args.noisy_streams, until, args.noisy_tokens, noisy),
-                         quiet_load(base, args.quiet_interval, until, quiet))
+    quiet_run = quiet_in_own_process(base, args.quiet_interval, args.duration)
+    await closed_loop(base, "noisy", args.noisy_streams, t0 + args.duration, args.noisy_tokens, noisy)
     took = time.perf_counter() - t0
+    quiet = await asyncio.wrap_future(quiet_run)
     out["noisy_neighbour"] = {"quiet": summary(quiet, took), "noisy": summary(noisy, took)}
     print(f"  noisy neighbour: {out['noisy_neighbour']}", flush=True)
 
