@@ -29,7 +29,7 @@ from inferstack.gateway.datastore import Datastore, Endpoint
 from inferstack.gateway.decision import Decision, Defer, Phase, Reject, RequestContext, Respond, Route
 from inferstack.gateway.envoy_config import CLUSTER_NAME
 from inferstack.gateway.epp_metrics import EppMetrics
-from inferstack.gateway.fair_queue import weighted_tokens
+from inferstack.gateway.fair_queue import ServiceWindow, weighted_tokens
 from inferstack.gateway.hold import EnvoyLoadWatch
 from inferstack.gateway.inflight import InFlightLedger
 from inferstack.gateway.policy import Objectives, Rewrites, has_capacity, is_saturated, serving
@@ -77,8 +77,9 @@ class Director:
         self.flow = flow if flow.enabled else None
         size = max(hold.max_requests if hold.enabled else 0, flow.max_requests if flow.enabled else 0)
         self.waiting = WaitQueue(size, self.metrics, self._wait_timed_out) if size else None
+        self.service = ServiceWindow()  # served weighted tokens per tenant, for the fairness index
         if self.waiting is not None:
-            self.metrics.watch_waiting(self.waiting.order.lengths)
+            self.metrics.watch_waiting(self.waiting.order.lengths, self._fairness if self.flow is not None else None)
         self.envoy = EnvoyLoadWatch(settings.envoy_admin_port if hold.enabled else None, CLUSTER_NAME,
                                     self.release_waiting)
         self._hold_full = Reject(
@@ -224,7 +225,16 @@ class Director:
                 return self._flow_full
             self.metrics.count(req.model, req.target_model, "", "unavailable")
             return self._hold_full
+        if flow:
+            self.service.waited(req.tenant, time.monotonic())
         return Defer(answer)  # the decision (or 503/429) follows on this stream
+
+    def _fairness(self) -> float:
+        now = time.monotonic()
+        assert self.waiting is not None
+        for tenant in self.waiting.order.lengths():  # still waiting: wanting more now
+            self.service.waited(tenant, now)
+        return self.service.jain(now)
 
     def release_waiting(self) -> None:
         """Route waiting requests in the queue's order while the next one has somewhere to go."""
@@ -284,6 +294,7 @@ class Director:
         if self.flow is not None and self.waiting is not None:  # the tenant's service, for fair turns
             served = weighted_tokens(req.prompt_tokens, req.max_tokens or self.flow.output_tokens_estimate)
             self.waiting.order.charge(req.tenant, served)
+            self.service.served(req.tenant, served, now)
             self.metrics.flow_served(req.tenant, served)
         destination = result.endpoint.address
         if result.fallbacks:

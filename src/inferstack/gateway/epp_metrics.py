@@ -99,8 +99,9 @@ class _StateCollector(Collector):
 
 
 class _WaitingCollector(Collector):
-    def __init__(self, lengths: Callable[[], dict[str, int]], label: Callable[[str], str]) -> None:
-        self._lengths, self._label = lengths, label
+    def __init__(self, lengths: Callable[[], dict[str, int]], label: Callable[[str], str],
+                 fairness: Callable[[], float] | None) -> None:
+        self._lengths, self._label, self._fairness = lengths, label, fairness
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         family = GaugeMetricFamily("inferstack_epp_flow_queue_requests", "Requests waiting in the picker per "
@@ -112,6 +113,10 @@ class _WaitingCollector(Collector):
         for label, n in sorted(by_label.items()):
             family.add_metric([label], n)
         yield family
+        if self._fairness is not None:
+            yield GaugeMetricFamily("inferstack_epp_flow_fairness_index", "Jain's index over the weighted tokens "
+                                    "served in the last 60 s to the tenants that had requests waiting then (1: equal "
+                                    "shares; 1/n: one tenant got all).", value=self._fairness())
 
 
 def configured_models(settings: EppSettings) -> set[str]:
@@ -196,9 +201,10 @@ class EppMetrics:
     def flow_rejected(self, tenant: str, reason: str) -> None:
         self._flow_rejected.labels(self.tenant_label(tenant), reason).inc()
 
-    def watch_waiting(self, lengths: Callable[[], dict[str, int]]) -> None:
-        """Export the requests waiting per tenant (``lengths()`` read at each scrape)."""
-        self.registry.register(_WaitingCollector(lengths, self.tenant_label))
+    def watch_waiting(self, lengths: Callable[[], dict[str, int]], fairness: Callable[[], float] | None = None) -> None:
+        """Export the requests waiting per tenant (``lengths()`` read at each scrape) and, with flow
+        control, Jain's index over the service of the tenants that waited (``fairness()``)."""
+        self.registry.register(_WaitingCollector(lengths, self.tenant_label, fairness))
 
     def set_known_models(self, names: Iterable[str]) -> None:
         """Replace the configured model names (those learned from scrapes stay known)."""

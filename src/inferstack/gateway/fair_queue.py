@@ -19,7 +19,8 @@ from collections import deque
 from collections.abc import Iterator
 from typing import Generic, Protocol, TypeVar
 
-__all__ = ["INPUT_TOKEN_WEIGHT", "MAX_COUNTERS", "OUTPUT_TOKEN_WEIGHT", "FairQueue", "Queued", "weighted_tokens"]
+__all__ = ["INPUT_TOKEN_WEIGHT", "MAX_COUNTERS", "OUTPUT_TOKEN_WEIGHT", "FairQueue", "Queued", "ServiceWindow",
+           "jain_index", "weighted_tokens"]
 
 INPUT_TOKEN_WEIGHT = 1.0
 OUTPUT_TOKEN_WEIGHT = 2.0  # an output token costs a decode step; VTC's and llm-d's weight
@@ -28,6 +29,47 @@ MAX_COUNTERS = 10_000  # tenants remembered while not backlogged; past it the id
 
 def weighted_tokens(input_tokens: int, output_tokens: int) -> float:
     return INPUT_TOKEN_WEIGHT * input_tokens + OUTPUT_TOKEN_WEIGHT * output_tokens
+
+
+def jain_index(shares: list[float]) -> float:
+    """Jain's fairness index: 1.0 when all shares are equal, 1/n when one gets everything (and 1.0
+    for fewer than two shares, or none served: nobody was treated worse)."""
+    total, squares = sum(shares), sum(x * x for x in shares)
+    return total * total / (len(shares) * squares) if len(shares) > 1 and squares else 1.0
+
+
+class ServiceWindow:
+    """Weighted tokens served per tenant over the last ``window_s`` seconds, and who wanted more
+    (had a request waiting in that time). ``jain(now)``: Jain's index over the served tokens of the
+    tenants that wanted more; a tenant that never waited took what it asked for and is left out."""
+
+    def __init__(self, window_s: float = 60.0) -> None:
+        self.window_s = window_s
+        self._served: deque[tuple[float, str, float]] = deque()  # (when, tenant, tokens), oldest first
+        self._waited: dict[str, float] = {}  # tenant -> last time it had a request waiting
+
+    def served(self, tenant: str, tokens: float, now: float) -> None:
+        self._served.append((now, tenant, tokens))
+        if len(self._served) > 100_000:
+            self._expire(now)
+
+    def waited(self, tenant: str, now: float) -> None:
+        self._waited[tenant] = now
+
+    def jain(self, now: float) -> float:
+        self._expire(now)
+        wanting = {t for t, at in self._waited.items() if at > now - self.window_s}
+        shares = dict.fromkeys(wanting, 0.0)
+        for _, tenant, tokens in self._served:
+            if tenant in shares:
+                shares[tenant] += tokens
+        return jain_index(list(shares.values()))
+
+    def _expire(self, now: float) -> None:
+        while self._served and self._served[0][0] <= now - self.window_s:
+            self._served.popleft()
+        for tenant in [t for t, at in self._waited.items() if at <= now - self.window_s]:
+            del self._waited[tenant]
 
 
 class Queued(Protocol):

@@ -52,6 +52,7 @@ class FlowControlStatus(BaseModel):
     naming no tenant as ``none``."""
     enabled: bool
     waiting: int  # every waiting request (scale-from-zero holds included)
+    fairness_index: float | None = None  # Jain's, over the last minute's tenants that waited (flow control)
     tenants: dict[str, TenantFlow]
 
 
@@ -61,11 +62,16 @@ def read_flow_control(page: str, enabled: bool) -> FlowControlStatus:
 
     tenants: dict[str, TenantFlow] = {}
     waiting = 0.0
+    fairness = None
     names = ("inferstack_epp_held_requests", "inferstack_epp_flow_queue_requests",
-             "inferstack_epp_flow_served_weighted_tokens_total", "inferstack_epp_flow_rejected_requests_total")
+             "inferstack_epp_flow_served_weighted_tokens_total", "inferstack_epp_flow_rejected_requests_total",
+             "inferstack_epp_flow_fairness_index")
     for sample in parse_text(page, names).samples:
         if sample.name == names[0]:
             waiting = sample.value
+            continue
+        if sample.name == names[4]:
+            fairness = sample.value
             continue
         flow = tenants.setdefault(sample.labels.get("tenant", "none"), TenantFlow())
         if sample.name == names[1]:
@@ -74,4 +80,5 @@ def read_flow_control(page: str, enabled: bool) -> FlowControlStatus:
             flow.served_weighted_tokens = sample.value
         else:
             flow.rejected[sample.labels.get("reason", "")] = int(sample.value)
-    return FlowControlStatus(enabled=enabled, waiting=int(waiting), tenants=dict(sorted(tenants.items())))
+    return FlowControlStatus(enabled=enabled, waiting=int(waiting), fairness_index=fairness,
+                             tenants=dict(sorted(tenants.items())))

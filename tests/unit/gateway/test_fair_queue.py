@@ -116,3 +116,19 @@ def test_memory_of_idle_tenants_is_bounded(monkeypatch):
     for i in range(50):
         q.charge(f"one-off-{i}", 1.0)
     assert len(q._counters) <= 11 and q.counter("waiting") == 0.0 and len(q) == 1
+
+
+def test_jain_index_over_the_tenants_that_waited_in_the_window():
+    from inferstack.gateway.fair_queue import ServiceWindow, jain_index
+
+    assert jain_index([5.0, 5.0]) == 1.0 and jain_index([10.0, 0.0]) == 0.5 and jain_index([3.0]) == 1.0
+    w = ServiceWindow(window_s=60.0)
+    w.served("a", 300.0, now=0.0)
+    w.served("b", 100.0, now=1.0)
+    w.served("solo", 5000.0, now=1.0)  # never waited: took what it asked for, not counted
+    w.waited("a", now=2.0)
+    w.waited("b", now=2.0)
+    assert w.jain(now=3.0) == pytest.approx(400.0 ** 2 / (2 * (300.0 ** 2 + 100.0 ** 2)))  # 0.8
+    w.served("b", 200.0, now=4.0)
+    assert w.jain(now=5.0) == pytest.approx(1.0)
+    assert w.jain(now=63.0) == 1.0  # all of it left the window: nobody is wanting now

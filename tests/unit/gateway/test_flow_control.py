@@ -143,6 +143,8 @@ def test_a_quiet_tenant_goes_before_a_noisy_tenants_backlog():
         assert p.waiting.order.lengths() == {"noisy": 6, "quiet": 1}
         order = await released_order(p, streams, running)
         assert order[0] == "q0" and order[1:] == [f"n{i}" for i in range(2, 8)]  # FCFS within the noisy one
+        fairness = sample(p, "inferstack_epp_flow_fairness_index")  # noisy got far more while both waited
+        assert fairness is not None and 0.5 <= fairness < 0.7
     asyncio.run(main())
 
 
@@ -264,7 +266,7 @@ def test_status_reads_the_queue_per_tenant_from_the_pickers_metrics_page():
         send(p, "r2", "b")
         send(p, "r3", "b")  # the queue is full: 429
         flow = read_flow_control(generate_latest(p.metrics.registry).decode(), enabled=True)
-        assert flow.enabled and flow.waiting == 2
+        assert flow.enabled and flow.waiting == 2 and flow.fairness_index is not None
         assert {t: f.waiting for t, f in flow.tenants.items()} == {"a": 1, "b": 1}
         assert flow.tenants["a"].served_weighted_tokens > 0 and flow.tenants["b"].rejected == {"queue_full": 1}
     asyncio.run(main())
