@@ -172,14 +172,16 @@ class FlowControlSettings(_Strict):
         "None: only saturation's queue and KV thresholds count.")
     reserve_per_endpoint: int = Field(default=1, ge=0, description="Room past max_requests_per_endpoint kept "
                                       "for tenants with nothing running, so a quiet tenant's request starts at "
-                                      "once instead of waiting for a busy tenant's requests to end.")
+                                      "once instead of waiting for a busy tenant's requests to end. Needs "
+                                      "completion: access-log (the local gateway's) to know what is running.")
     max_requests: int = Field(default=256, ge=1, le=1000, description="Requests waiting at once; more get 429 "
                               "at once. At most 1000: each keeps an ext_proc stream open (Envoy allows 1024).")
     max_wait_s: float = Field(default=30.0, gt=0, le=_MAX_ENVOY_MESSAGE_TIMEOUT_S - HOLD_TIMER_MARGIN_S,
                               description="How long a request waits at most; then 429 with Retry-After.")
     retry_after_s: int = Field(default=2, ge=1, description="Retry-After (seconds) of those 429 answers.")
     output_tokens_estimate: int = Field(default=128, ge=1, description="Output tokens a request without "
-                                        "max_tokens is charged to its tenant's fair share (charged when routed).")
+                                        "max_tokens is charged to its tenant's fair share (when routed) and "
+                                        "quota (when it arrives; quotas hold with flow control off too).")
 
     def envoy_timer_s(self) -> float:
         return self.max_wait_s + HOLD_TIMER_MARGIN_S

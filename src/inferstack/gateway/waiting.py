@@ -81,6 +81,9 @@ class WaitQueue:
         n = 0
         while True:
             for item in self.order.band_heads():
+                if item.future.done():  # its client left a moment ago: the cancel callback has not run yet
+                    self._end(item, "cancelled")
+                    break
                 try:
                     answer = decide(item)
                 except Exception as exc:  # one bad decision fails that request only (INTERNAL)
@@ -108,7 +111,9 @@ class WaitQueue:
         return True
 
     def _expire(self, item: Waiting) -> None:
-        if self._end(item, "timeout"):
+        if item.future.done():
+            self._end(item, "cancelled")
+        elif self._end(item, "timeout"):
             item.future.set_result(self._timed_out(item))
 
     def _cancelled(self, item: Waiting) -> None:

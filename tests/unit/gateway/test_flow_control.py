@@ -270,3 +270,16 @@ def test_status_reads_the_queue_per_tenant_from_the_pickers_metrics_page():
         assert {t: f.waiting for t, f in flow.tenants.items()} == {"a": 1, "b": 1}
         assert flow.tenants["a"].served_weighted_tokens > 0 and flow.tenants["b"].rejected == {"queue_full": 1}
     asyncio.run(main())
+
+
+def test_a_request_cancelled_just_before_its_release_is_dropped_not_answered():
+    async def main() -> None:
+        p = flow_picker(per_endpoint=1)
+        assert routed(send(p, "r0")[1])
+        _, _ = send(p, "r1")
+        (waiting,) = list(p.waiting.order)
+        waiting.future.cancel()  # the transport cancelled it; its done-callback has not run yet
+        end(p, "r0")  # room: the release must skip it, not answer a cancelled future
+        await settled()
+        assert len(p.waiting) == 0 and sample(p, "inferstack_epp_hold_outcomes_total", outcome="cancelled") == 1.0
+    asyncio.run(main())
