@@ -74,9 +74,10 @@ def test_bench_against_a_replica_and_report(stack: RunningStack, bench_python: P
             (run_dir / "inference-perf" / f"stage_{s.stage}_lifecycle_metrics.json").read_text()
         )["successes"]["output_tokens"]["total"]
         assert s.server.counters["generation_tokens"] == client_out
-        assert s.server.counters["spec_drafts"] > 0
-        assert s.server.acceptance_rate is not None and 0.0 <= s.server.acceptance_rate <= 1.0
-        assert s.server.mean_acceptance_length is not None and s.server.mean_acceptance_length >= 1.0
+        if s.server.counters["spec_drafts"]:  # a 3 s stage of short answers may find no n-gram to draft
+            assert s.server.acceptance_rate is not None and 0.0 <= s.server.acceptance_rate <= 1.0
+            assert s.server.mean_acceptance_length is not None and s.server.mean_acceptance_length >= 1.0
+    assert sum(s.server.counters["spec_drafts"] for s in run.stages) > 0  # spec counters, split by stage
 
     report_dir = tmp_path / "report"
     rep = run_cli("report", str(run_dir), "--output", str(report_dir), env=stack.env, timeout=120)
