@@ -321,6 +321,9 @@ def _status(args: argparse.Namespace) -> int:
                                                         f"{gateway.epp.metrics_port}")):
             print(f"gateway {name:5} {proc.state:9} pid {proc.pid or '-'}  {ports}  "
                   f"restarts {proc.restarts}  log {proc.log}")
+        flow = _flow_control(gateway) if gateway.flow_control_enabled else None
+        if flow is not None:
+            print(flow.summary())
     batch = data.batch
     if batch:
         print(f"batch         {batch.state:9} pid {batch.pid or '-'}  port {batch.port}  "

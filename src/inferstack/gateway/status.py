@@ -55,6 +55,12 @@ class FlowControlStatus(BaseModel):
     fairness_index: float | None = None  # Jain's, over the last minute's tenants that waited (flow control)
     tenants: dict[str, TenantFlow]
 
+    def summary(self) -> str:
+        """One line for ``inferstack status``."""
+        per_tenant = ", ".join(f"{t} {f.waiting}" for t, f in self.tenants.items() if f.waiting) or "none"
+        fairness = f"{self.fairness_index:.2f}" if self.fairness_index is not None else "-"
+        return f"flow control  {self.waiting} waiting (by tenant: {per_tenant}); fairness index {fairness}"
+
 
 def read_flow_control(page: str, enabled: bool) -> FlowControlStatus:
     """``FlowControlStatus`` from the text of the picker's /metrics page."""

@@ -269,6 +269,7 @@ def test_status_reads_the_queue_per_tenant_from_the_pickers_metrics_page():
         assert flow.enabled and flow.waiting == 2 and flow.fairness_index is not None
         assert {t: f.waiting for t, f in flow.tenants.items()} == {"a": 1, "b": 1}
         assert flow.tenants["a"].served_weighted_tokens > 0 and flow.tenants["b"].rejected == {"queue_full": 1}
+        assert flow.summary().startswith("flow control  2 waiting (by tenant: a 1, b 1); fairness index 0.")
     asyncio.run(main())
 
 
