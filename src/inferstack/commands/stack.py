@@ -20,7 +20,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 import yaml
 
 from inferstack.auth import load_key_file, new_key
@@ -33,7 +32,7 @@ from inferstack.engine.spec_support import resolve_speculation
 from inferstack.engine.speculative import SPEC_METHODS
 from inferstack.envs.environments import engine_env_for, env_python
 from inferstack.errors import ConfigError, InferstackError, ReplicaStartError
-from inferstack.gateway.status import FlowControlStatus, GatewayStatus, read_flow_control
+from inferstack.gateway.status import FlowControlStatus, GatewayStatus, epp_metrics_page, read_flow_control
 from inferstack.models.resolve import resolve_model
 from inferstack.process import group_alive, log_tail, pid_alive, stop_process_group
 from inferstack.stack.config import StackConfig, load_config
@@ -337,12 +336,8 @@ def _status(args: argparse.Namespace) -> int:
 
 def _flow_control(gateway: GatewayStatus) -> FlowControlStatus | None:
     """The picker's queue per tenant, live from its /metrics page (None when it does not answer)."""
-    try:
-        page = httpx.get(f"http://127.0.0.1:{gateway.epp.metrics_port}/metrics", timeout=2.0)
-        page.raise_for_status()
-    except httpx.HTTPError:
-        return None
-    return read_flow_control(page.text, gateway.flow_control_enabled)
+    page = epp_metrics_page(gateway, 2.0)
+    return read_flow_control(page, gateway.flow_control_enabled) if page is not None else None
 
 
 def _running_state() -> tuple[StateFile, StackStatus]:

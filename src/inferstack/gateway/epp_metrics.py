@@ -23,6 +23,8 @@ from prometheus_client.registry import Collector
 from inferstack.gateway.datastore import Datastore
 from inferstack.gateway.scheduling import Scheduler
 from inferstack.gateway.settings import EppSettings
+from inferstack.gateway.status import (FLOW_FAIRNESS_METRIC, FLOW_QUEUE_METRIC, FLOW_REJECTED_METRIC, FLOW_SERVED_METRIC,
+                                       HELD_REQUESTS_METRIC)
 
 __all__ = ["MAX_SERVED_MODELS", "MAX_TENANT_LABELS", "OTHER_MODEL", "OTHER_TENANT", "EppMetrics", "configured_models"]
 
@@ -104,7 +106,7 @@ class _WaitingCollector(Collector):
         self._lengths, self._label, self._fairness = lengths, label, fairness
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        family = GaugeMetricFamily("inferstack_epp_flow_queue_requests", "Requests waiting in the picker per "
+        family = GaugeMetricFamily(FLOW_QUEUE_METRIC, "Requests waiting in the picker per "
                                    "tenant (saturated pool or no ready endpoint).", labels=["tenant"])
         by_label: dict[str, int] = {}
         for tenant, n in self._lengths().items():
@@ -114,7 +116,7 @@ class _WaitingCollector(Collector):
             family.add_metric([label], n)
         yield family
         if self._fairness is not None:
-            yield GaugeMetricFamily("inferstack_epp_flow_fairness_index", "Jain's index over the weighted tokens "
+            yield GaugeMetricFamily(FLOW_FAIRNESS_METRIC, "Jain's index over the weighted tokens "
                                     "served in the last 60 s to the tenants that had requests waiting then (1: equal "
                                     "shares; 1/n: one tenant got all).", value=self._fairness())
 
@@ -156,7 +158,7 @@ class EppMetrics:
                                  "Time from the EPP receiving a request to its answer.",
                                  buckets=_LATENCY_BUCKETS, registry=self.registry)
         # scale from zero: a supervisor starts a replica on held > 0
-        self.held = Gauge("inferstack_epp_held_requests", "Requests waiting in the picker now: no endpoint is "
+        self.held = Gauge(HELD_REQUESTS_METRIC, "Requests waiting in the picker now: no endpoint is "
                           "ready (scale from zero), or none has room (flow control).",
                           registry=self.registry)
         self.hold_outcomes = Counter("inferstack_epp_hold_outcomes", "Ends of waits in the picker: routed, timeout "
@@ -172,10 +174,10 @@ class EppMetrics:
         for outcome in _HOLD_OUTCOMES:  # exported from the start, so a rate() sees the first one
             self.hold_outcomes.labels(outcome)
         # flow control, per tenant (the first MAX_TENANT_LABELS names seen; the rest as "other")
-        self._flow_served = Counter("inferstack_epp_flow_served_weighted_tokens", "Weighted tokens routed per "
+        self._flow_served = Counter(FLOW_SERVED_METRIC, "Weighted tokens routed per "
                                     "tenant, as flow control charges them (prompt tokens estimated x1 + max_tokens "
                                     "or the configured estimate x2).", ["tenant"], registry=self.registry)
-        self._flow_rejected = Counter("inferstack_epp_flow_rejected_requests", "429 answers of flow control per "
+        self._flow_rejected = Counter(FLOW_REJECTED_METRIC, "429 answers of flow control per "
                                       "tenant: queue_full, wait_expired.", ["tenant", "reason"], registry=self.registry)
         self._tenants: set[str] = set()
         self.registry.register(_StateCollector(datastore, scheduler))

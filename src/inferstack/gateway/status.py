@@ -5,8 +5,17 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["EnvoyStatus", "EppStatus", "FlowControlStatus", "GatewayStatus", "ProcessStatus", "TenantFlow",
-           "read_flow_control"]
+__all__ = ["FLOW_FAIRNESS_METRIC", "FLOW_QUEUE_METRIC", "FLOW_REJECTED_METRIC", "FLOW_SERVED_METRIC",
+           "HELD_REQUESTS_METRIC", "EnvoyStatus", "EppStatus", "FlowControlStatus", "GatewayStatus", "ProcessStatus",
+           "TenantFlow", "epp_metrics_page", "read_flow_control"]
+
+# The picker's metrics its readers use (the autoscaler, `inferstack status`), named once: the EPP
+# exports them under these names (gateway/epp_metrics.py). Counters' samples end in ``_total``.
+HELD_REQUESTS_METRIC = "inferstack_epp_held_requests"
+FLOW_QUEUE_METRIC = "inferstack_epp_flow_queue_requests"
+FLOW_SERVED_METRIC = "inferstack_epp_flow_served_weighted_tokens"
+FLOW_REJECTED_METRIC = "inferstack_epp_flow_rejected_requests"
+FLOW_FAIRNESS_METRIC = "inferstack_epp_flow_fairness_index"
 
 
 class ProcessStatus(BaseModel):
@@ -62,6 +71,18 @@ class FlowControlStatus(BaseModel):
         return f"flow control  {self.waiting} waiting (by tenant: {per_tenant}); fairness index {fairness}"
 
 
+def epp_metrics_page(gateway: GatewayStatus, timeout_s: float) -> str | None:
+    """The text of the picker's /metrics page (None when it does not answer)."""
+    import httpx  # here: this module is read by every CLI call
+
+    try:
+        response = httpx.get(f"http://127.0.0.1:{gateway.epp.metrics_port}/metrics", timeout=timeout_s)
+        response.raise_for_status()
+    except httpx.HTTPError:
+        return None
+    return response.text
+
+
 def read_flow_control(page: str, enabled: bool) -> FlowControlStatus:
     """``FlowControlStatus`` from the text of the picker's /metrics page."""
     from inferstack.engine.metrics import parse_text
@@ -69,20 +90,19 @@ def read_flow_control(page: str, enabled: bool) -> FlowControlStatus:
     tenants: dict[str, TenantFlow] = {}
     waiting = 0.0
     fairness = None
-    names = ("inferstack_epp_held_requests", "inferstack_epp_flow_queue_requests",
-             "inferstack_epp_flow_served_weighted_tokens_total", "inferstack_epp_flow_rejected_requests_total",
-             "inferstack_epp_flow_fairness_index")
+    served, rejected = FLOW_SERVED_METRIC + "_total", FLOW_REJECTED_METRIC + "_total"
+    names = (HELD_REQUESTS_METRIC, FLOW_QUEUE_METRIC, served, rejected, FLOW_FAIRNESS_METRIC)
     for sample in parse_text(page, names).samples:
-        if sample.name == names[0]:
+        if sample.name == HELD_REQUESTS_METRIC:
             waiting = sample.value
             continue
-        if sample.name == names[4]:
+        if sample.name == FLOW_FAIRNESS_METRIC:
             fairness = sample.value
             continue
         flow = tenants.setdefault(sample.labels.get("tenant", "none"), TenantFlow())
-        if sample.name == names[1]:
+        if sample.name == FLOW_QUEUE_METRIC:
             flow.waiting = int(sample.value)
-        elif sample.name == names[2]:
+        elif sample.name == served:
             flow.served_weighted_tokens = sample.value
         else:
             flow.rejected[sample.labels.get("reason", "")] = int(sample.value)

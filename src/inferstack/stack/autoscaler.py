@@ -17,17 +17,14 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-import httpx
-
 from inferstack.autoscale.hpa import Autoscaler, Decision, PodSample
 from inferstack.autoscale.policy import METRICS, AutoscalingPolicy
 from inferstack.engine.metrics import ReplicaFigures, fetch_figures, parse_series
-from inferstack.gateway import GatewayStatus
+from inferstack.gateway import HELD_REQUESTS_METRIC, GatewayStatus, epp_metrics_page
 from inferstack.stack.status import AutoscalerStatus
 
-__all__ = ["HELD_REQUESTS_METRIC", "LocalAutoscaler", "ReplicaView", "held_requests", "pod_samples"]
+__all__ = ["LocalAutoscaler", "ReplicaView", "held_requests", "pod_samples"]
 
-HELD_REQUESTS_METRIC = "inferstack_epp_held_requests"
 _POOL_QUEUE = METRICS["epp-queue"].name
 
 
@@ -98,10 +95,7 @@ class LocalAutoscaler:
 
 def held_requests(gateway_status: GatewayStatus, timeout_s: float = 1.0) -> float:
     """Requests the endpoint picker holds now for want of a ready replica (0 when it cannot say)."""
-    port = gateway_status.epp.metrics_port
-    try:
-        response = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=timeout_s)
-        response.raise_for_status()
-    except httpx.HTTPError:
+    page = epp_metrics_page(gateway_status, timeout_s)
+    if page is None:
         return 0.0
-    return parse_series(response.text, [HELD_REQUESTS_METRIC]).get(HELD_REQUESTS_METRIC, 0.0)
+    return parse_series(page, [HELD_REQUESTS_METRIC]).get(HELD_REQUESTS_METRIC, 0.0)
