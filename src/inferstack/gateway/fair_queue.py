@@ -4,11 +4,12 @@ Bands by priority, strictly: a request of a higher priority always leaves before
 (batch lines, priority < 0, wait the longest). Inside a band, tenants take turns by VTC, the
 Virtual Token Counter of "Fairness in Serving Large Language Models" (Sheng et al., OSDI'24): one
 counter of weighted tokens served per tenant (``charge``: input x1, output x2, llm-d's weights);
-the backlogged tenant with the lowest counter goes next (on a tie, the one with fewer waiting); a tenant that becomes backlogged is first
-lifted to the lowest counter among the band's backlogged tenants (to the last served tenant's
-counter when none is), so idle time is never saved up as credit. That keeps the service gap
-between two backlogged tenants bounded (the paper's Theorem 4.4: 2 x the largest charge of one
-request, plus what one request's dispatch adds). Inside a tenant: first come, first served.
+the backlogged tenant with the lowest counter goes next (on a tie, the one with fewer waiting); a
+tenant that becomes backlogged is first lifted to the lowest counter among the band's backlogged
+tenants (to the last served tenant's counter when none is), so idle time is never saved up as
+credit. That keeps the service gap between two backlogged tenants within a bound set by the
+largest charge of one request, however long they stay backlogged (the paper proves it; our unit
+tests check it on random traces). Inside a tenant: first come, first served.
 Invariants: ``len`` counts every queued item once; a band or tenant entry exists only while it
 holds an item; counters never decrease.
 """
