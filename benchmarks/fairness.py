@@ -44,6 +44,7 @@ from pathlib import Path
 import httpx
 import yaml
 
+from inferstack.gateway.fair_queue import jain_index
 from inferstack.process import free_port_block, free_ports
 from inferstack.wire import FAIRNESS_ID_HEADER
 
@@ -65,12 +66,6 @@ def quantile(values: list[float], q: float) -> float | None:
         return None
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
-
-
-def jain(values: list[float]) -> float | None:
-    """Jain's fairness index: 1 when all are equal, 1/n when one gets everything."""
-    total, squares = sum(values), sum(v * v for v in values)
-    return total * total / (len(values) * squares) if squares else None
 
 
 @dataclass
@@ -208,7 +203,7 @@ async def phases(base: str, args: argparse.Namespace) -> dict:
     took = time.perf_counter() - t0
     out["two_backlogged"] = {"a": summary(a, took), "b": summary(b, took),
                              "weighted_per_window": served, "cumulative_gap": cumulative_gap,
-                             "jain": jain([sum(served["a"]), sum(served["b"])])}
+                             "jain": jain_index([sum(served["a"]), sum(served["b"])])}
     print(f"  two backlogged: jain {out['two_backlogged']['jain']}, cumulative gap a-b {cumulative_gap}", flush=True)
     return out
 
