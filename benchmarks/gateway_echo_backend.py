@@ -72,6 +72,10 @@ def _completion(req: dict, path: str, port: int) -> tuple[bytes, bytes]:
             choice = {"index": 0, "delta": {"content": piece}} if chat else {"index": 0, "text": piece}
             chunks.append(json.dumps({"id": "echo", "object": "chat.completion.chunk" if chat else "text_completion",
                                       "created": 0, "model": model, "choices": [choice]}))
+        if (req.get("stream_options") or {}).get("include_usage"):  # vLLM's last event: usage, no choices
+            chunks.append(json.dumps({"id": "echo", "object": "chat.completion.chunk" if chat else "text_completion",
+                                      "created": 0, "model": model, "choices": [],
+                                      "usage": {"prompt_tokens": 1, "completion_tokens": 3, "total_tokens": 4}}))
         body = "".join(f"data: {c}\n\n" for c in chunks) + "data: [DONE]\n\n"
         return body.encode(), b"text/event-stream"
     choice = ({"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}

@@ -1,12 +1,13 @@
 """Gateway overhead: added latency (p50/p99) and req/s of Envoy + EPP vs a direct connection and two baselines.
 
 Absolute figures move a lot between machines, so one run measures, per client count and on the
-same CPUs, four variants one after the other (never two at once; each variant's processes are
+same CPUs, five variants one after the other (never two at once; each variant's processes are
 started, measured at every client count, then stopped before the next starts):
 - ``direct``: the echo backend (``gateway_echo_backend.py``) itself;
 - ``envoy_static`` (a): Envoy alone: the bootstrap our ``Gateway`` writes (``build_envoy_config``)
-  with the ext_proc filter (and anything else calling the EPP) removed and the pool an ordinary
+  with the ext_proc filter (and anything else calling the EPP, and the Lua filter) removed and the pool an ordinary
   STATIC cluster holding the backend (``static_route_config``): the cost of the data plane;
+- ``envoy_static_lua`` (a'): (a) with the gateway's Lua filter kept (response headers, usage): its cost;
 - ``minimal_grpcio`` (b): Envoy on exactly the bootstrap our ``Gateway`` writes (EDS file,
   ``override_host``), its ext_proc (``epp``) cluster at ``minimal_grpcio_epp.py``, a grpcio
   ext_proc server that only sets the destination: the cost of a plain Python picker;
@@ -58,8 +59,9 @@ from inferstack.process import free_ports, log_tail
 __all__ = ["TARGETS", "VARIANTS", "format_report", "main", "static_route_config", "summarize"]
 
 ROOT = Path(__file__).resolve().parent
-VARIANTS = ("direct", "envoy_static", "minimal_grpcio", "gateway")
+VARIANTS = ("direct", "envoy_static", "envoy_static_lua", "minimal_grpcio", "gateway")
 LABELS = {"direct": "direct (echo backend)", "envoy_static": "(a) Envoy, static route",
+          "envoy_static_lua": "(a') (a) + our Lua filter",
           "minimal_grpcio": "(b) Envoy + minimal grpcio", "gateway": "Envoy + our EPP (full)"}
 WARMUP_S = 0.5
 READY_TIMEOUT_S = 30.0
@@ -189,9 +191,10 @@ def _prune(node: object, clusters: set[str]) -> None:
         node[:] = [v for v in node if not _references(v, clusters)]
 
 
-def static_route_config(config: dict, backend: str) -> dict:
+def static_route_config(config: dict, backend: str, keep_lua: bool = False) -> dict:
     """The gateway's Envoy bootstrap ``config`` as plain Envoy: the ext_proc filter and everything
     else that calls its gRPC cluster (an access log to the EPP) removed, that cluster removed, the
+    Lua filter that carries the picker's response headers and usage removed (unless ``keep_lua``), the
     pool a STATIC cluster holding only ``backend`` ("host:port"). Listener, route, retries,
     timeouts, buffer limits and circuit breakers stay the gateway's. ``config`` is not changed.
     ValueError if the config does not have the shape this relies on."""
@@ -207,6 +210,12 @@ def static_route_config(config: dict, backend: str) -> dict:
         raise ValueError("the gateway's Envoy config has no ext_proc filter to remove; "
                          "static_route_config must follow build_envoy_config's new shape")
     _prune(cfg["static_resources"]["listeners"], ext_proc_clusters)
+    for listener in cfg["static_resources"]["listeners"]:  # the Lua filter serves the picker: ours too
+        for chain in listener["filter_chains"]:
+            for net_filter in chain["filters"]:
+                hcm = net_filter.get("typed_config", {})
+                if "http_filters" in hcm and not keep_lua:
+                    hcm["http_filters"] = [f for f in hcm["http_filters"] if f["name"] != "envoy.filters.http.lua"]
     if _references(cfg, ext_proc_clusters):
         raise ValueError(f"the gateway's Envoy config still calls {sorted(ext_proc_clusters)} outside a list "
                          "static_route_config can prune; it must follow build_envoy_config's new shape")
@@ -323,12 +332,12 @@ def _start_variant(variant: str, stack: contextlib.ExitStack, backend: str, cpus
         return int(backend.rpartition(":")[2])
     settings = _gateway_settings(picker, server)
     variant_dir = run_dir / variant
-    if variant == "envoy_static":
+    if variant in ("envoy_static", "envoy_static_lua"):
         gateway_yaml = _gateway_envoy_config(settings, backend, variant_dir)
-        config = variant_dir / "envoy_static.yaml"
-        config.write_text(yaml.safe_dump(static_route_config(yaml.safe_load(gateway_yaml.read_text()), backend),
-                                         sort_keys=False))
-        stack.enter_context(_envoy("envoy_static", config, settings, cpus, variant_dir))
+        config = variant_dir / f"{variant}.yaml"
+        config.write_text(yaml.safe_dump(static_route_config(yaml.safe_load(gateway_yaml.read_text()), backend,
+                                                             keep_lua=variant == "envoy_static_lua"), sort_keys=False))
+        stack.enter_context(_envoy(variant, config, settings, cpus, variant_dir))
     elif variant == "minimal_grpcio":
         grpc_port = settings.epp.grpc_port  # the gateway's config sends ext_proc here: to the minimal server
         stack.enter_context(_process(

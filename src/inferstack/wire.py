@@ -12,7 +12,8 @@ from __future__ import annotations
 from enum import StrEnum
 
 __all__ = ["BATCH_ACTIVE_STATUSES", "BATCH_TERMINAL_STATUSES", "DESTINATION_HEADER", "ENVOY_LB_NAMESPACE",
-           "FAIRNESS_ID_HEADER", "OBJECTIVE_HEADER", "BatchStatus", "VllmMetric"]
+           "FAIRNESS_ID_HEADER", "OBJECTIVE_HEADER", "RESPONSE_HEADERS_NAMESPACE", "USAGE_NAMESPACE", "BatchStatus",
+           "VllmMetric"]
 
 
 class VllmMetric(StrEnum):
@@ -51,6 +52,11 @@ DESTINATION_HEADER = "x-gateway-destination-endpoint"  # the picker's answer: ip
 ENVOY_LB_NAMESPACE = "envoy.lb"  # the same key under this dynamic-metadata namespace
 OBJECTIVE_HEADER = "x-gateway-inference-objective"  # an InferenceObjective's name
 FAIRNESS_ID_HEADER = "x-gateway-inference-fairness-id"  # the tenant, for fair queuing
+# Between the picker and the gateway's Lua filter, in Envoy's dynamic metadata: headers the picker
+# wants on the answer (name -> value), and the tokens of the response (prompt_tokens,
+# completion_tokens, reported), which reach the picker in the access log.
+RESPONSE_HEADERS_NAMESPACE = "inferstack.response_headers"
+USAGE_NAMESPACE = "inferstack.usage"
 
 
 class BatchStatus(StrEnum):

@@ -11,13 +11,17 @@ from __future__ import annotations
 import json
 
 from envoy.config.core.v3 import base_pb2
+from envoy.data.accesslog.v3 import accesslog_pb2
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from google.protobuf import duration_pb2, struct_pb2
 
 from inferstack.gateway.decision import Decision, Defer, Reject, RequestContext, Respond, Route
-from inferstack.wire import DESTINATION_HEADER, ENVOY_LB_NAMESPACE, FAIRNESS_ID_HEADER, OBJECTIVE_HEADER
+from inferstack.gateway.inflight import Usage
+from inferstack.wire import (DESTINATION_HEADER, ENVOY_LB_NAMESPACE, FAIRNESS_ID_HEADER, OBJECTIVE_HEADER,
+                             RESPONSE_HEADERS_NAMESPACE, USAGE_NAMESPACE)
 
-__all__ = ["CONTINUE_HEADERS", "Codec", "error_response", "immediate_json", "read_headers", "route_response"]
+__all__ = ["CONTINUE_HEADERS", "Codec", "error_response", "immediate_json", "read_headers", "read_usage",
+           "route_response"]
 
 _OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
 # headers with a body to follow: no answer yet, the decision is made on the body
@@ -58,6 +62,8 @@ def route_response(route: Route) -> bytes:
         common.body_mutation.body = route.new_body
     meta = struct_pb2.Struct()
     meta.update({ENVOY_LB_NAMESPACE: {DESTINATION_HEADER: route.destination}})
+    if route.response_headers:  # the gateway's Lua filter adds them to the answer
+        meta.update({RESPONSE_HEADERS_NAMESPACE: {k: v.decode("latin-1") for k, v in route.response_headers}})
     if route.phase == "body":
         resp = pb.ProcessingResponse(request_body=pb.BodyResponse(response=common), dynamic_metadata=meta)
     else:
@@ -88,6 +94,24 @@ def read_headers(headers: pb.HttpHeaders, now: float) -> RequestContext:
     return ctx
 
 
+def read_usage(entry: accesslog_pb2.HTTPAccessLogEntry) -> Usage:
+    """The tokens the gateway's Lua filter found in the response (``USAGE_NAMESPACE``), if any."""
+    meta = entry.common_properties.metadata.filter_metadata
+    if USAGE_NAMESPACE not in meta:
+        return Usage()
+    fields = meta[USAGE_NAMESPACE].fields
+
+    def count(name: str) -> int | None:
+        value = fields.get(name)
+        if value is None or value.WhichOneof("kind") != "number_value" or value.number_value < 0:
+            return None
+        return int(value.number_value)
+
+    reported = fields.get("reported")
+    return Usage(count("prompt_tokens"), count("completion_tokens"),
+                 reported is not None and reported.bool_value)
+
+
 class Codec:
     """Encodes decisions; ``hold_timer`` is the answer that extends Envoy's per-message timer while
     a deferred decision is pending."""
@@ -102,7 +126,7 @@ class Codec:
     def encode(self, decision: Decision) -> bytes:
         """The ext_proc answer of a decided request (a ``Defer`` is the transport's: see EndpointPicker)."""
         if isinstance(decision, Route):
-            if decision.new_body is not None:  # rewritten bodies differ per request
+            if decision.new_body is not None or decision.response_headers:  # these differ per request
                 return route_response(decision)
             return _cached(self._routes, _ROUTES_CACHED, decision, route_response)
         if isinstance(decision, Reject):

@@ -44,6 +44,7 @@ class Route:
     destination: str  # ip:port[,fallback ip:port...]
     phase: Phase
     new_body: bytes | None = None  # the rewritten body (a model rewrite), else None
+    response_headers: tuple[tuple[str, bytes], ...] = ()  # added to the answer by Envoy (x-ratelimit-*)
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,9 +31,9 @@ from inferstack.gateway.envoy_config import CLUSTER_NAME
 from inferstack.gateway.epp_metrics import EppMetrics
 from inferstack.gateway.fair_queue import ServiceWindow, weighted_tokens
 from inferstack.gateway.hold import EnvoyLoadWatch
-from inferstack.gateway.inflight import InFlightLedger
+from inferstack.gateway.inflight import InFlightLedger, Usage
 from inferstack.gateway.policy import Objectives, Rewrites, has_capacity, is_saturated, serving
-from inferstack.gateway.quota import Quotas, ratelimit_headers
+from inferstack.gateway.quota import QuotaExceeded, Quotas, ratelimit_headers
 from inferstack.gateway.request import InferenceRequest
 from inferstack.gateway.scheduling import SchedContext, Scheduler
 from inferstack.gateway.served_models import ModelsPoller
@@ -120,7 +120,7 @@ class Director:
         req.priority = self._priority(model, target, ctx)
         req.tenant = ctx.tenant
         if ctx.account is not None and req.kind != "other":
-            over = self._over_quota(req, ctx.account, now)
+            over = self._over_quota(req, ctx.account, ctx.request_id, now)
             if over is not None:
                 return over
         if self.waiting is not None and can_defer:
@@ -171,19 +171,37 @@ class Director:
         return self.decide(req, ctx, "headers", b"", can_defer)
 
     # -- admission: quotas ----------------------------------------------------------------------
-    def _over_quota(self, req: InferenceRequest, account: Tenant, now: float) -> Reject | None:
+    def _over_quota(self, req: InferenceRequest, account: Tenant, request_id: str, now: float) -> Reject | None:
         """429 with OpenAI's x-ratelimit-* headers when the tenant's requests or tokens per minute
-        would be exceeded (tokens: the prompt as estimated + max_tokens, else the output estimate)."""
+        would be exceeded (tokens: the prompt as estimated + max_tokens, else the output estimate,
+        until vLLM's count settles them: ``settle_usage``); admitted, the same headers go on the answer."""
         tokens = req.prompt_tokens + (req.max_tokens or self.settings.flow_control.output_tokens_estimate)
-        over = self.quotas.admit(account.name, account.requests_per_minute, account.tokens_per_minute, tokens, now)
+        standing = self.quotas.admit(account.name, account.requests_per_minute, account.tokens_per_minute,
+                                     tokens, now, request_id)
         if len(self.quotas) > _MAX_QUOTA_TENANTS:
             self.quotas.forget_idle(now)
-        if over is None:
+        if not isinstance(standing, QuotaExceeded):
+            if standing is not None:
+                req.ratelimit = ratelimit_headers(standing)
             return None
         self.metrics.count(req.model, req.target_model, "", "rate_limited")
-        self.metrics.flow_rejected(account.name, f"quota_{over.kind}")
-        return Reject(429, over.message(account.name), over.kind, headers=ratelimit_headers(over),
-                      code="rate_limit_exceeded")
+        self.metrics.flow_rejected(account.name, f"quota_{standing.kind}")
+        return Reject(429, standing.message(account.name), standing.kind, code="rate_limit_exceeded",
+                      headers=ratelimit_headers(standing.standing, standing.retry_after_s))
+
+    def settle_usage(self, request_id: str, usage: Usage) -> None:
+        """A response ended and Envoy reported the tokens vLLM counted (or the stream's events, where
+        vLLM reported none): its in-flight entry ends, its quota entry and its tenant's fair-queuing
+        counter take the real count instead of the estimate made at admission."""
+        done = self.in_flight.complete(request_id)
+        if done is None or usage.completion_tokens is None:
+            return
+        prompt = done.prompt_tokens if usage.prompt_tokens is None else usage.prompt_tokens
+        self.quotas.settle(request_id, prompt + usage.completion_tokens)
+        self.metrics.usage(done.tenant, prompt if usage.prompt_tokens is not None else None,
+                           usage.completion_tokens)
+        if done.charged and self.flow is not None and self.waiting is not None:
+            self.waiting.order.charge(done.tenant, weighted_tokens(prompt, usage.completion_tokens) - done.charged)
 
     # -- admission: the wait queue (scale from zero, flow control) -----------------------------
     def routable(self) -> list[Endpoint]:
@@ -290,19 +308,20 @@ class Director:
             return SHED
         result = self.scheduler.schedule(SchedContext(now, self._staleness_s, sat), req, ready)
         assert result is not None  # ready is not empty
-        self.in_flight.start(request_id, result.endpoint, req.prompt_tokens, now, req.tenant)
+        served = 0.0
         if self.flow is not None and self.waiting is not None:  # the tenant's service, for fair turns
             served = weighted_tokens(req.prompt_tokens, req.max_tokens or self.flow.output_tokens_estimate)
             self.waiting.order.charge(req.tenant, served)
             self.service.served(req.tenant, served, now)
             self.metrics.flow_served(req.tenant, served)
+        self.in_flight.start(request_id, result.endpoint, req.prompt_tokens, now, req.tenant, served)
         destination = result.endpoint.address
         if result.fallbacks:
             destination = ",".join([destination, *(e.address for e in result.fallbacks)])
         self.metrics.count(model, target, result.endpoint.address, "routed")
         if target != model and phase == "body":
-            return Route(destination, phase, _rewrite_body(body, target))
-        return Route(destination, phase)
+            return Route(destination, phase, _rewrite_body(body, target), req.ratelimit)
+        return Route(destination, phase, None, req.ratelimit)
 
     async def _route_after_recheck(self, req: InferenceRequest, phase: Phase, body: bytes, request_id: str,
                                    arrived: float) -> Decision:

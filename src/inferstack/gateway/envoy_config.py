@@ -14,7 +14,12 @@ failing closed, a local reply mapper gives the 503 a JSON body. With ``hold`` en
 from zero); the route timeout starts only once the router has the request, after the hold.
 With ``batch_port`` set, ``/v1/files`` and ``/v1/batches`` go to the batch service (static cluster
 ``batch`` on 127.0.0.1) with ext_proc disabled on those routes: the picker never sees them.
-Invariants: the admin interface binds 127.0.0.1 only; no response phase is processed.
+A Lua filter after the picker reads each inference response on its way out without holding it back
+(``_RESPONSE_LUA``): it adds the headers the picker asked for (dynamic metadata
+``inferstack.response_headers``: a tenant's ``x-ratelimit-*``) and records the response's tokens
+(``inferstack.usage``: vLLM's ``usage``, from the JSON body or a stream's usage event; else the
+stream's text events counted), which the access log brings to the picker.
+Invariants: the admin interface binds 127.0.0.1 only; the picker processes no response phase.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from inferstack.gateway.settings import GatewaySettings
-from inferstack.wire import DESTINATION_HEADER, ENVOY_LB_NAMESPACE
+from inferstack.wire import DESTINATION_HEADER, ENVOY_LB_NAMESPACE, RESPONSE_HEADERS_NAMESPACE, USAGE_NAMESPACE
 
 __all__ = ["BATCH_CLUSTER", "CLUSTER_NAME", "build_envoy_config"]
 
@@ -45,6 +50,63 @@ _EPP_DOWN_REPLY = {
     "body_format_override": {"text_format_source": {"inline_string": _EPP_DOWN_BODY},
                              "content_type": "application/json"},
 }
+
+
+# Envoy's Lua filter on inference responses. A JSON answer is read whole (vLLM sends it at once);
+# a stream is read event by event as it passes (bodyChunks does not buffer): an event with text
+# counts one completion token (vLLM sends one event per engine step: exact without speculative
+# decoding, a lower bound with it) until a usage event (stream_options.include_usage) gives vLLM's own.
+_RESPONSE_LUA = """
+function envoy_on_response(handle)
+  local meta = handle:streamInfo():dynamicMetadata()
+  local extra = meta:get("%(headers_ns)s")
+  local headers = handle:headers()
+  if extra then
+    for name, value in pairs(extra) do headers:replace(name, value) end
+  end
+  if headers:get(":status") ~= "200" then return end
+  local ctype = headers:get("content-type") or ""
+  local prompt, completion, events = nil, nil, 0
+  if string.find(ctype, "text/event-stream", 1, true) then
+    local pending = ""
+    for chunk in handle:bodyChunks() do
+      pending = pending .. chunk:getBytes(0, chunk:length())
+      while true do
+        local s, e = string.find(pending, "\\n\\n", 1, true)
+        if not s then break end
+        local event = string.sub(pending, 1, s - 1)
+        pending = string.sub(pending, e + 1)
+        if string.find(event, '"content":%%s*"[^"]') or string.find(event, '"text":%%s*"[^"]') then
+          events = events + 1
+        end
+        local p = string.match(event, '"prompt_tokens":%%s*(%%d+)')
+        local c = string.match(event, '"completion_tokens":%%s*(%%d+)')
+        if p and c then prompt, completion = tonumber(p), tonumber(c) end
+      end
+      if #pending > 1048576 then pending = "" end
+    end
+  elseif string.find(ctype, "json", 1, true) then
+    local body = handle:body()
+    if body == nil then return end
+    local text = body:getBytes(0, body:length())
+    local p = string.match(text, '"prompt_tokens":%%s*(%%d+)')
+    local c = string.match(text, '"completion_tokens":%%s*(%%d+)')
+    if p and c then prompt, completion = tonumber(p), tonumber(c) end
+  else
+    return
+  end
+  meta = handle:streamInfo():dynamicMetadata()  -- objects taken before the body was read are stale now
+  if completion then
+    meta:set("%(usage_ns)s", "prompt_tokens", prompt)
+    meta:set("%(usage_ns)s", "completion_tokens", completion)
+    meta:set("%(usage_ns)s", "reported", true)
+  elseif events > 0 then
+    meta:set("%(usage_ns)s", "completion_tokens", events)
+    meta:set("%(usage_ns)s", "reported", false)
+  end
+end
+""" % {"headers_ns": RESPONSE_HEADERS_NAMESPACE, "usage_ns": USAGE_NAMESPACE}
+_LUA_FILTER = "envoy.filters.http.lua"
 
 
 def _duration(seconds: float) -> str:
@@ -106,9 +168,14 @@ def build_envoy_config(settings: GatewaySettings, eds_path: Path) -> dict:
                     "request_body_mode": "BUFFERED", "response_body_mode": "NONE",
                     "request_trailer_mode": "SKIP", "response_trailer_mode": "SKIP"},
                 "mutation_rules": {"allow_all_routing": True},
+                # Envoy drops an ext_proc server's dynamic metadata unless its namespace is listed
+                "metadata_options": {"receiving_namespaces": {"untyped": [RESPONSE_HEADERS_NAMESPACE]}},
                 "send_body_without_waiting_for_header_response": True,
                 **_hold_timer(settings),
             }},
+            {"name": _LUA_FILTER, "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua",
+                "default_source_code": {"inline_string": _RESPONSE_LUA}}},
             {"name": "envoy.filters.http.router", "typed_config": {
                 "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}},
         ],
@@ -178,8 +245,10 @@ def _batch_routes(settings: GatewaySettings) -> list[dict]:
         return []
     return [{"name": f"batch{prefix.replace('/', '-')}", "match": {"prefix": prefix},
              "route": {"cluster": BATCH_CLUSTER, "timeout": _duration(settings.request_timeout_s)},
-             "typed_per_filter_config": {"envoy.filters.http.ext_proc": {
-                 "@type": _EXT_PROC_PER_ROUTE, "disabled": True}}}
+             "typed_per_filter_config": {
+                 "envoy.filters.http.ext_proc": {"@type": _EXT_PROC_PER_ROUTE, "disabled": True},
+                 _LUA_FILTER: {"@type": "type.googleapis.com/envoy.extensions.filters.http.lua.v3.LuaPerRoute",
+                               "disabled": True}}}
             for prefix in _BATCH_PREFIXES]
 
 

@@ -58,7 +58,7 @@ import grpc
 from envoy.service.accesslog.v3 import als_pb2
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 
-from inferstack.gateway.codec import CONTINUE_HEADERS, Codec, read_headers
+from inferstack.gateway.codec import CONTINUE_HEADERS, Codec, read_headers, read_usage
 from inferstack.gateway.datastore import Datastore
 from inferstack.gateway.decision import Decision, Defer, Reject, RequestContext
 from inferstack.gateway.director import Director
@@ -227,10 +227,11 @@ class EndpointPicker:
         return outer
 
     def access_log(self, raw: bytes, stream: StreamContext | None = None) -> None:
-        """Envoy's gRPC access log: each HTTP entry ends its request's in-flight count."""
+        """Envoy's gRPC access log: each HTTP entry ends its request's in-flight count and settles
+        its tokens (quota, fair queuing) to what the response used."""
         msg = als_pb2.StreamAccessLogsMessage.FromString(raw)
         for entry in msg.http_logs.log_entry:
-            self.in_flight.complete(entry.request.request_id)
+            self.director.settle_usage(entry.request.request_id, read_usage(entry))
         if self.waiting is not None and len(self.waiting):  # an end makes room
             self.director.release_waiting()
         return None

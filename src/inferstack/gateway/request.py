@@ -32,6 +32,7 @@ class InferenceRequest:
     prompt_tokens: int = 0  # estimated (~4 characters a token): the load this request adds
     prefix_hashes: list[int] | None = None  # filled once by the prefix scorer
     prefix_best_match: float | None = None  # best match over the endpoints, set by the prefix scorer
+    ratelimit: tuple[tuple[str, bytes], ...] = ()  # x-ratelimit-* headers for the answer (a tenant with quotas)
 
 
 def _message_text(content: object) -> str:

@@ -1,7 +1,9 @@
 """API keys and tenants through real Envoy + our picker + the batch service (echo backends, no LLM):
 401 in OpenAI's shape without or with a wrong key (the official client raises AuthenticationError),
 served with a right one; each tenant's files and batches are its own; batch lines run through the
-picker with the stack's service key as their tenant; a key added to the file works without a restart."""
+picker with the stack's service key as their tenant; a key added to the file works without a restart;
+quotas answer 429 with OpenAI's headers, admitted answers carry them too, and a request's tokens settle
+to what the backend reported (Envoy's Lua filter reads the usage, its access log brings it to the picker)."""
 
 from __future__ import annotations
 
@@ -12,17 +14,27 @@ import time
 import httpx
 import openai
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from test_gateway_support import echo_backends, gateway_and_batch_service, wait_until
 
 pytestmark = pytest.mark.integration
 
-KEY_A, KEY_B, KEY_C, SERVICE = ("sk-team-a-0123456789", "sk-team-b-0123456789", "sk-team-c-0123456789",
-                                "sk-service-0123456789")
+KEY_A, KEY_B, KEY_C, KEY_D, SERVICE = ("sk-team-a-0123456789", "sk-team-b-0123456789", "sk-team-c-0123456789",
+                                       "sk-team-d-0123456789", "sk-service-0123456789")
+
+
+def _tokens_of(metrics_url: str, tenant: str, kind: str) -> float:
+    for family in text_string_to_metric_families(httpx.get(metrics_url).text):
+        for sample in family.samples:
+            if sample.name == "inferstack_epp_tenant_tokens_total" and sample.labels == {"tenant": tenant, "kind": kind}:
+                return sample.value
+    return 0.0
 
 
 def test_keys_tenants_and_private_batches_through_real_envoy(tmp_path):
     keys = tmp_path / "keys.yaml"
-    keys.write_text(f"- {{key: {KEY_A}, tenant: team-a}}\n- {{key: {KEY_B}, tenant: team-b}}\n")
+    keys.write_text(f"- {{key: {KEY_A}, tenant: team-a}}\n- {{key: {KEY_B}, tenant: team-b}}\n"
+                    f"- {{key: {KEY_D}, tenant: team-d, tokens_per_minute: 1000}}\n")
     service_key = tmp_path / "service-key"
     service_key.write_text(SERVICE + "\n")
     with echo_backends(2) as backends:
@@ -104,3 +116,29 @@ def test_keys_tenants_and_private_batches_through_real_envoy(tmp_path):
             headers = limited[0].response.headers
             assert headers["x-ratelimit-limit-requests"] == "1" and int(headers["retry-after"]) >= 1
             assert limited[0].code == "rate_limit_exceeded"
+
+            # an admitted answer carries the tenant's x-ratelimit-* headers, JSON and stream alike
+            d = openai.OpenAI(base_url=base, api_key=KEY_D, max_retries=0)
+            metrics_url = f"http://127.0.0.1:{gw.settings.epp.metrics_port}/metrics"
+            raw = d.chat.completions.with_raw_response.create(**chat, max_tokens=600)
+            assert raw.headers["x-ratelimit-limit-tokens"] == "1000" and "x-ratelimit-limit-requests" not in raw.headers
+            assert int(raw.headers["x-ratelimit-remaining-tokens"]) <= 400  # prompt + max_tokens reserved
+            # the answer used 1 + 3 tokens (its usage): once the access log has reached the picker the
+            # rest comes back, so a second request as large fits the minute (else 600 + 600 > 1000: 429)
+            wait_until(lambda: _tokens_of(metrics_url, "team-d", "completion") == 3, timeout_s=10,
+                       what="the answer's usage to reach the picker")
+            raw = d.chat.completions.with_raw_response.create(**chat, max_tokens=600)
+            assert int(raw.headers["x-ratelimit-remaining-tokens"]) >= 1000 - 4 - 600 - 10
+            wait_until(lambda: _tokens_of(metrics_url, "team-d", "completion") == 6, timeout_s=10,
+                       what="the second answer's usage")
+            with d.chat.completions.with_streaming_response.create(**chat, max_tokens=8, stream=True) as r:
+                assert r.headers["x-ratelimit-limit-tokens"] == "1000"
+                assert "".join(c.choices[0].delta.content or "" for c in r.parse() if c.choices)
+            # a stream without usage: its 3 text events counted; with include_usage: vLLM's own count
+            wait_until(lambda: _tokens_of(metrics_url, "team-d", "completion") == 9, timeout_s=10,
+                       what="the stream's counted events")
+            assert _tokens_of(metrics_url, "team-d", "prompt") == 2
+            list(d.chat.completions.create(**chat, max_tokens=8, stream=True, stream_options={"include_usage": True}))
+            wait_until(lambda: _tokens_of(metrics_url, "team-d", "prompt") == 3, timeout_s=10,
+                       what="the stream's reported usage")
+            assert _tokens_of(metrics_url, "team-d", "completion") == 12

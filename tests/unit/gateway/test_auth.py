@@ -10,7 +10,9 @@ from inferstack.gateway.epp import DESTINATION_HEADER
 from inferstack.gateway.h2grpc import StreamContext
 from inferstack.gateway.settings import EppSettings, GatewaySettings, ObjectiveSettings
 
-from .test_epp import CHAT, answer, body_msg, headers_msg, picker
+from inferstack.wire import RESPONSE_HEADERS_NAMESPACE
+
+from .test_epp import CHAT, access_log_msg, answer, body_msg, headers_msg, picker
 
 KEY_A, KEY_B, SERVICE = "sk-team-a-0123456789", "sk-team-b-0123456789", "sk-service-0123456789"
 
@@ -112,9 +114,10 @@ def routed(r: pb.ProcessingResponse) -> bool:
         h.header.key for h in r.request_body.response.header_mutation.set_headers}
 
 
-def _chat_as(p, key: str, fairness_id: str = "", max_tokens: int = 16) -> pb.ProcessingResponse:
+def _chat_as(p, key: str, fairness_id: str = "", max_tokens: int = 16, request_id: str = "") -> pb.ProcessingResponse:
     stream = StreamContext(1)
     hdrs = {"authorization": f"Bearer {key}"} | ({"x-gateway-inference-fairness-id": fairness_id} if fairness_id else {})
+    hdrs |= {"x-request-id": request_id} if request_id else {}
     answer_on(p, headers_msg(hdrs), stream)
     return answer_on(p, body_msg({**CHAT, "max_tokens": max_tokens}), stream)
 
@@ -139,3 +142,29 @@ def test_quotas_from_the_key_file_refuse_with_openai_ratelimit_headers_and_apply
     assert routed(_chat_as(p, SERVICE, fairness_id="team-c", max_tokens=60))  # no entry: no quota
     assert p.metrics.registry.get_sample_value("inferstack_epp_flow_rejected_requests_total",
                                                {"tenant": "team-a", "reason": "quota_requests"}) == 1.0
+
+
+def _answer_headers(r: pb.ProcessingResponse) -> dict[str, str]:
+    """The headers the picker asks Envoy's Lua filter to put on the answer (dynamic metadata)."""
+    meta = r.dynamic_metadata.fields
+    if RESPONSE_HEADERS_NAMESPACE not in meta:
+        return {}
+    return {k: v.string_value for k, v in meta[RESPONSE_HEADERS_NAMESPACE].struct_value.fields.items()}
+
+
+def test_an_admitted_answer_carries_the_ratelimit_headers_and_its_tokens_settle_to_what_vllm_reported(tmp_path):
+    keys = tmp_path / "keys.yaml"
+    keys.write_text(f"- {{key: {KEY_A}, tenant: team-a, requests_per_minute: 10, tokens_per_minute: 500}}\n"
+                    f"- {{key: {KEY_B}, tenant: team-b}}\n")
+    p = picker(auth_file=keys, completion="access-log")
+    r = _chat_as(p, KEY_A, max_tokens=200, request_id="r1")
+    headers = _answer_headers(r)
+    assert routed(r) and headers["x-ratelimit-limit-requests"] == "10" and headers["x-ratelimit-remaining-requests"] == "9"
+    left = int(headers["x-ratelimit-remaining-tokens"])
+    assert headers["x-ratelimit-limit-tokens"] == "500" and left < 300  # prompt + max_tokens reserved
+    assert _error(_chat_as(p, KEY_A, max_tokens=300, request_id="r2"))[0] == 429
+    # the first answer used 20 tokens in all: the rest of its reservation comes back
+    p.access_log(access_log_msg("r1", usage={"prompt_tokens": 15, "completion_tokens": 5, "reported": True}))
+    r = _chat_as(p, KEY_A, max_tokens=300, request_id="r3")
+    assert routed(r) and int(_answer_headers(r)["x-ratelimit-remaining-tokens"]) < 500 - 20 - 300
+    assert _answer_headers(_chat_as(p, KEY_B, request_id="r4")) == {}  # no limits, no headers

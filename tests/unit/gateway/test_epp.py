@@ -115,11 +115,17 @@ def headers_msg(headers: dict[str, str], end_of_stream: bool = False) -> bytes:
     return pb.ProcessingRequest(request_headers=pb.HttpHeaders(headers=hm, end_of_stream=end_of_stream)).SerializeToString()
 
 
-def access_log_msg(*request_ids: str) -> bytes:
+def access_log_msg(*request_ids: str, usage: dict | None = None) -> bytes:
+    """Envoy's access log reporting these responses' ends (``usage``: what the gateway's Lua filter
+    recorded in each: prompt_tokens, completion_tokens, reported)."""
     from envoy.data.accesslog.v3 import accesslog_pb2
     from envoy.service.accesslog.v3 import als_pb2
+    from inferstack.wire import USAGE_NAMESPACE
     entries = [accesslog_pb2.HTTPAccessLogEntry(request=accesslog_pb2.HTTPRequestProperties(request_id=r))
                for r in request_ids]
+    if usage is not None:
+        for e in entries:
+            e.common_properties.metadata.filter_metadata[USAGE_NAMESPACE].update(usage)
     return als_pb2.StreamAccessLogsMessage(
         http_logs=als_pb2.StreamAccessLogsMessage.HTTPAccessLogEntries(log_entry=entries)).SerializeToString()
 

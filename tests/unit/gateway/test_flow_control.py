@@ -19,6 +19,8 @@ from inferstack.gateway.h2grpc import StreamContext
 from inferstack.gateway.settings import EppSettings, FlowControlSettings, GatewaySettings, ObjectiveSettings
 from inferstack.wire import FAIRNESS_ID_HEADER, OBJECTIVE_HEADER
 
+from .test_epp import access_log_msg
+
 A = "10.0.0.1:8000"
 
 
@@ -71,12 +73,7 @@ def rejected(raw: bytes) -> tuple[int, dict, dict[str, str]]:
 
 def end(p: EndpointPicker, *request_ids: str) -> None:
     """Envoy's access log reports these responses' ends."""
-    from envoy.data.accesslog.v3 import accesslog_pb2
-    from envoy.service.accesslog.v3 import als_pb2
-    entries = [accesslog_pb2.HTTPAccessLogEntry(request=accesslog_pb2.HTTPRequestProperties(request_id=r))
-               for r in request_ids]
-    p.access_log(als_pb2.StreamAccessLogsMessage(
-        http_logs=als_pb2.StreamAccessLogsMessage.HTTPAccessLogEntries(log_entry=entries)).SerializeToString())
+    p.access_log(access_log_msg(*request_ids))
 
 
 async def settled() -> None:
@@ -228,6 +225,30 @@ def test_served_tokens_are_charged_per_tenant_and_tenant_labels_are_bounded(monk
         for i in range(10):
             send(p, f"x{i}", f"t{i}")
         assert sample(p, "inferstack_epp_flow_served_weighted_tokens_total", tenant="other") > 0
+    asyncio.run(main())
+
+
+def test_a_response_that_stopped_early_gives_back_its_unused_charge_when_envoy_reports_its_usage():
+    async def main() -> None:
+        p = flow_picker(per_endpoint=1000)
+        send(p, "r0", "a", max_tokens=100)
+        charged = p.waiting.order.counter("a")
+        assert charged >= 200  # charged at dispatch as if all 100 tokens were generated (x2)
+        p.access_log(access_log_msg("r0", usage={"prompt_tokens": 12, "completion_tokens": 5, "reported": True}))
+        assert p.waiting.order.counter("a") == pytest.approx(12 + 2 * 5)  # settled to vLLM's count
+        assert sample(p, "inferstack_epp_tenant_tokens_total", tenant="a", kind="prompt") == 12.0
+        assert sample(p, "inferstack_epp_tenant_tokens_total", tenant="a", kind="completion") == 5.0
+        # a stream without vLLM's usage: the completion events counted, the prompt stays estimated
+        send(p, "r1", "b", max_tokens=100)
+        p.access_log(access_log_msg("r1", usage={"completion_tokens": 7, "reported": False}))
+        assert sample(p, "inferstack_epp_tenant_tokens_total", tenant="b", kind="prompt") is None
+        assert sample(p, "inferstack_epp_tenant_tokens_total", tenant="b", kind="completion") == 7.0
+        assert p.waiting.order.counter("b") < 2 * 100
+        # no usage recorded (an error answer, a client that left): the estimate stands
+        send(p, "r2", "c", max_tokens=100)
+        before = p.waiting.order.counter("c")
+        p.access_log(access_log_msg("r2"))
+        assert p.waiting.order.counter("c") == before and len(p.in_flight) == 0
     asyncio.run(main())
 
 

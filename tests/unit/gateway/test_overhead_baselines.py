@@ -60,6 +60,8 @@ def test_static_route_config_is_plain_envoy_and_accepted(tmp_path, epp_access_lo
     cfg = overhead.static_route_config(gateway, "127.0.0.1:8201")
     assert gateway == before  # the input is not changed
     assert [f["name"] for f in _hcm(cfg)["http_filters"]] == ["envoy.filters.http.router"]
+    with_lua = overhead.static_route_config(gateway, "127.0.0.1:8201", keep_lua=True)  # variant (a')
+    assert [f["name"] for f in _hcm(with_lua)["http_filters"]] == ["envoy.filters.http.lua", "envoy.filters.http.router"]
     assert _hcm(cfg)["route_config"] == _hcm(gateway)["route_config"]  # same route, retries, timeouts
     assert _hcm(cfg).get("access_log", []) == []
     (pool,) = cfg["static_resources"]["clusters"]
