@@ -21,6 +21,8 @@ $(VENV)/.installed: pyproject.toml
 setup: $(VENV)/.installed
 	@command -v kubectl >/dev/null || { echo "[setup] installing kubectl (Debian kubernetes-client)"; \
 		apt-get update -qq && apt-get install -y -qq kubernetes-client; }
+	@command -v prometheus >/dev/null || { echo "[setup] installing Prometheus (Debian prometheus, for up --monitoring)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus; }
 	@$(INFERSTACK) setup
 
 up: setup

@@ -37,6 +37,8 @@ import httpx
 import openai
 import yaml
 
+from benchlib import quantile
+
 from inferstack.process import free_port_block, free_ports
 
 PROMPTS = [
@@ -66,13 +68,6 @@ def _batch_lines(model: str, n: int, max_tokens: int, tag: str) -> bytes:
 def _submit(client: openai.OpenAI, data: bytes) -> str:
     f = client.files.create(file=("bench.jsonl", io.BytesIO(data)), purpose="batch")
     return client.batches.create(input_file_id=f.id, endpoint="/v1/chat/completions", completion_window="24h").id
-
-
-def _pct(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
 
 
 async def _online(base_url: str, model: str, rate: float, duration_s: float, max_tokens: int) -> dict:
@@ -108,7 +103,7 @@ async def _online(base_url: str, model: str, rate: float, duration_s: float, max
             i += 1
             await asyncio.sleep(max(0.0, start + i / rate - time.perf_counter()))
         await asyncio.gather(*tasks)
-    return {"sent": i, "errors": errors, "ttft_p50_s": _pct(ttfts, 50), "ttft_p99_s": _pct(ttfts, 99),
+    return {"sent": i, "errors": errors, "ttft_p50_s": quantile(ttfts, 0.5), "ttft_p99_s": quantile(ttfts, 0.99),
             "ttft_mean_s": statistics.fmean(ttfts) if ttfts else None}
 
 

@@ -34,7 +34,6 @@ import concurrent.futures
 import json
 import multiprocessing
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -44,6 +43,8 @@ from pathlib import Path
 import httpx
 import yaml
 
+from benchlib import inferstack, quantile
+
 from inferstack.gateway.fair_queue import jain_index
 from inferstack.process import free_port_block, free_ports
 from inferstack.wire import FAIRNESS_ID_HEADER
@@ -51,21 +52,6 @@ from inferstack.wire import FAIRNESS_ID_HEADER
 MODEL = "smollm2-135m-instruct"
 QUIET_PROMPT = "Say hello in French."
 NOISY_PROMPT = "Write a long story about a lighthouse keeper and a storm at sea."
-
-
-def inferstack(env: dict[str, str], *args: str) -> str:
-    proc = subprocess.run([sys.executable, "-m", "inferstack", *args], env=env, capture_output=True, text=True,
-                          timeout=900)
-    if proc.returncode != 0:
-        raise RuntimeError(f"inferstack {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
-    return proc.stdout
-
-
-def quantile(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 @dataclass

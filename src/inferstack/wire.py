@@ -39,6 +39,7 @@ class VllmMetric(StrEnum):
     TTFT = "vllm:time_to_first_token_seconds"
     ITL = "vllm:inter_token_latency_seconds"
     E2E = "vllm:e2e_request_latency_seconds"
+    TPOT = "vllm:request_time_per_output_token_seconds"
     QUEUE_TIME = "vllm:request_queue_time_seconds"
 
     @property

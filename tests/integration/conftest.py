@@ -1,7 +1,8 @@
 """Shared fixtures of the integration tests: real vLLM-CPU replicas, started once per session.
 
 ``stack`` is the local stack as a user gets it from ``inferstack up --detach``: 2 replicas with
-ngram speculative decoding behind the gateway (Envoy + our endpoint picker), in a private state
+ngram speculative decoding behind the gateway (Envoy + our endpoint picker), the batch service and
+Prometheus (monitoring), in a private state
 dir and on free ports, stopped with ``inferstack down`` at the end of the session. A missing
 engine or benchmark environment is a setup failure with a message, never a skip.
 """
@@ -44,7 +45,7 @@ def stack(engine_python: Path, tmp_path_factory: pytest.TempPathFactory) -> Iter
         pytest.fail("setup failure: the bundled model is not prepared; run `make setup`", pytrace=False)
     state_dir = tmp_path_factory.mktemp("stack-state")
     env = dict(os.environ, INFERSTACK_STATE=str(state_dir))
-    listener, admin, grpc_port, metrics = free_ports(4)
+    listener, admin, grpc_port, metrics, prometheus = free_ports(5)
     config = state_dir / "test-stack.yaml"
     config.write_text(yaml.safe_dump({
         "replicas": 2,
@@ -57,6 +58,8 @@ def stack(engine_python: Path, tmp_path_factory: pytest.TempPathFactory) -> Iter
         # the batch service (on by default; its port is chosen free); a small upload limit so the
         # oversize-file test sends 1 MB, not 100
         "batch": {"enabled": True, "max_file_bytes": 1_000_000},
+        # Prometheus beside it, scraping every 2 s so the never-blank test has rates soon
+        "monitoring": {"enabled": True, "port": prometheus, "scrape_interval_s": 2},
     }))
     run_cli("up", "--detach", "--config", str(config), env=env, timeout=900)
     try:

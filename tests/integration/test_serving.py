@@ -35,6 +35,8 @@ def test_status_json_contract(stack):
         assert os.path.exists(replica["log"])
     flow = data["gateway"]["flow_control"]  # read live from the picker's /metrics
     assert flow["enabled"] is False and flow["waiting"] == 0
+    monitoring = data["monitoring"]  # issue 23's contract: monitoring.url, Prometheus's base URL
+    assert monitoring["state"] == "running" and monitoring["url"].startswith("http://127.0.0.1:")
 
 
 def test_capital_of_france_on_every_replica(stack):

@@ -11,6 +11,8 @@
     POST /v1/batches/{id}/cancel      Batch object (status cancelling)
     GET  /health                      {"status": "ok", dispatcher counters}; 503 {"status": "unhealthy",
                                       "reason"} when the dispatcher's loop ended or stalled
+    GET  /metrics                     Prometheus text: batches by status, lines sent/shed/retried,
+                                      dispatch in flight and its concurrency limit
 
 Files and batches belong to a tenant: with API keys (``auth_file``) the key's, else the
 x-gateway-inference-fairness-id header's ('' without one). A tenant sees, reads, cancels and deletes
@@ -34,6 +36,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from starlette.applications import Starlette
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
@@ -66,6 +69,24 @@ def openai_error(status: int, message: str, param: str | None = None, code: str 
 
 def _not_found(what: str, ident: str, param: str = "id") -> JSONResponse:
     return openai_error(404, f"No such {what} object: {ident}", param, "not_found")
+
+
+def batch_metrics_page(batches: dict[str, int], dispatcher: Dispatcher | None) -> bytes:
+    """The service's /metrics (Prometheus text), from the store's counts and the dispatcher's."""
+    registry = CollectorRegistry(auto_describe=False)
+    by_status = Gauge("inferstack_batch_batches", "Batches by status.", ["status"], registry=registry)
+    for status, n in batches.items():
+        by_status.labels(status).set(n)
+    if dispatcher is not None:
+        lines = Counter("inferstack_batch_lines", "Batch lines sent to the gateway, shed by it (429/503, "
+                        "sent again later) and retried after an error.", ["outcome"], registry=registry)
+        for outcome, n in (("sent", dispatcher.sent), ("shed", dispatcher.shed), ("retried", dispatcher.retried)):
+            lines.labels(outcome).inc(n)
+        Gauge("inferstack_batch_dispatch_in_flight", "Lines in flight to the gateway now.",
+              registry=registry).set(dispatcher.in_flight)
+        Gauge("inferstack_batch_dispatch_concurrency_limit", "The dispatcher's adaptive concurrency limit now.",
+              registry=registry).set(dispatcher.limit.limit)
+    return generate_latest(registry)
 
 
 def create_app(settings: BatchSettings, store: BatchStore | None = None, *, dispatch: bool = True) -> Starlette:
@@ -142,6 +163,11 @@ def create_app(settings: BatchSettings, store: BatchStore | None = None, *, disp
             info.update(in_flight=dispatcher.in_flight, concurrency_limit=dispatcher.limit.limit,
                         sent=dispatcher.sent, shed=dispatcher.shed, retried=dispatcher.retried)
         return JSONResponse(info, status_code=200 if problem is None else 503)
+
+    async def metrics(_request: Request) -> Response:
+        dispatcher: Dispatcher | None = box.get("dispatcher")
+        return Response(batch_metrics_page(box["store"].count_by_status(), dispatcher),
+                        media_type="text/plain; version=0.0.4; charset=utf-8")
 
     # ----- files ----------------------------------------------------------------------------
     async def create_file(request: Request, tenant: str) -> Response:
@@ -282,6 +308,7 @@ def create_app(settings: BatchSettings, store: BatchStore | None = None, *, disp
 
     routes = [
         Route("/health", health, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
         Route("/v1/files", as_tenant(create_file), methods=["POST"]),
         Route("/v1/files", as_tenant(list_files), methods=["GET"]),
         Route("/v1/files/{file_id}", as_tenant(get_file), methods=["GET"]),

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from inferstack.batch.jsonl import LineError, ParsedLine
-from inferstack.wire import BATCH_ACTIVE_STATUSES, BATCH_TERMINAL_STATUSES
+from inferstack.wire import BATCH_ACTIVE_STATUSES, BATCH_TERMINAL_STATUSES, BatchStatus
 
 __all__ = ["ACTIVE_STATUSES", "BatchStore", "PendingLine", "TERMINAL_STATUSES"]
 
@@ -234,6 +234,13 @@ class BatchStore:
         owned, args = _owned_by(tenant)
         row = self._one(f"SELECT * FROM batches WHERE id = ?{owned}", (batch_id, *args))
         return _batch_object(row) if row else None
+
+    def count_by_status(self) -> dict[str, int]:
+        """Batches per status, every status listed (0 for none): the service's /metrics."""
+        counts = {status.value: 0 for status in BatchStatus}
+        for row in self._all("SELECT status, COUNT(*) AS n FROM batches GROUP BY status"):
+            counts[row["status"]] = row["n"]
+        return counts
 
     def list_batches(self, limit: int = 20, after: str | None = None,
                      tenant: str | None = None) -> tuple[list[dict[str, Any]], bool]:

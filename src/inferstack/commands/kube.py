@@ -119,6 +119,8 @@ def _cmd_render(args: argparse.Namespace) -> int:
         overrides["gateway.enabled"] = False
     if args.batch:
         overrides["batch.enabled"] = True
+    if args.monitoring:
+        overrides["monitoring.enabled"] = True
     if args.no_autoscale:
         overrides["autoscaling.enabled"] = False
     if args.lora is not None or args.max_loras is not None or args.max_lora_rank is not None:
@@ -225,6 +227,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     ren.add_argument("--no-gateway", action="store_true", help="no InferencePool/EPP/Gateway/HTTPRoute")
     ren.add_argument("--batch", action="store_true", help="add the batch service (OpenAI Files + Batch API): "
                      "Deployment, Service, PVC, HTTPRoute for /v1/files and /v1/batches (needs --epp-image)")
+    ren.add_argument("--monitoring", action="store_true", help="add Managed Prometheus Rules (recording rules, "
+                     "alerts), a PodMonitoring for the batch service and the Grafana dashboards as a ConfigMap")
     ren.add_argument("--no-autoscale", action="store_true", help="no HorizontalPodAutoscaler (or ScaledObject)")
     ren.add_argument("--autoscale-metric", choices=tuple(METRICS),
                      help="the autoscaling metric: waiting (vllm:num_requests_waiting), running "

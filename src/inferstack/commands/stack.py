@@ -74,6 +74,8 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         values[("auth", "file")] = args.auth_file
     if getattr(args, "insecure", False):
         values[("gateway", "insecure")] = True
+    if getattr(args, "monitoring", False):
+        values[("monitoring", "enabled")] = True
     out: dict[str, Any] = {}
     for path, value in values.items():
         if value is None:
@@ -144,6 +146,27 @@ def _gateway_factory(config: StackConfig, batch: BatchSettings | None = None):  
     return lambda endpoints_file, run_dir: Gateway(settings, endpoints_file=endpoints_file, run_dir=run_dir)
 
 
+def _monitoring_factory(config: StackConfig, batch: BatchSettings | None):  # type: ignore[no-untyped-def]
+    """Prometheus scraping the stack, and the port of the supervisor's own /metrics (chosen free)."""
+    if not config.monitoring.enabled:
+        return None
+    from inferstack.monitoring import Prometheus, ScrapeTargets
+    from inferstack.process import free_port
+
+    gw = config.gateway
+    supervisor_port = free_port(avoid={config.monitoring.port})
+
+    def make(replicas_file: Path, run_dir: Path) -> Prometheus:
+        targets = ScrapeTargets(
+            replicas_file=replicas_file, supervisor=f"127.0.0.1:{supervisor_port}",
+            picker=f"127.0.0.1:{gw.epp.metrics_port}" if gw.enabled else None,
+            envoy_admin=f"127.0.0.1:{gw.admin_port}" if gw.enabled else None,
+            batch=f"127.0.0.1:{batch.port}" if batch is not None else None)
+        return Prometheus(config.monitoring, targets, run_dir)
+
+    return make, supervisor_port
+
+
 def with_autoscaling(config: StackConfig, autoscale: bool, min_replicas: int | None,
                      max_replicas: int | None) -> StackConfig:
     """The config with the autoscaling policy `up --autoscale [--min A] [--max B]` asks for: the
@@ -201,10 +224,13 @@ def _up_foreground(config: StackConfig, state: StateFile, config_path: Path | No
     batch = _batch_settings(config, state)
     if batch is not None and batch.gateway_key_file is not None:
         _write_service_key(state)
+    monitoring = _monitoring_factory(config, batch)
     supervisor = Supervisor(config, engine_python, state, config_path=config_path,
                             front_end_factory=_gateway_factory(config, batch),
                             batch_factory=_batch_factory(batch),
-                            autoscaler=LocalAutoscaler(config.autoscaling) if config.autoscaling else None)
+                            autoscaler=LocalAutoscaler(config.autoscaling) if config.autoscaling else None,
+                            monitoring_factory=monitoring[0] if monitoring else None,
+                            metrics_port=monitoring[1] if monitoring else None)
     stop_event = threading.Event()
 
     def _on_signal(signum: int, _frame: object) -> None:
@@ -327,6 +353,10 @@ def _status(args: argparse.Namespace) -> int:
     if batch:
         print(f"batch         {batch.state:9} pid {batch.pid or '-'}  port {batch.port}  "
               f"state {batch.state_dir}  log {batch.log}")
+    mon = data.monitoring
+    if mon:
+        print(f"monitoring    {mon.state:9} pid {mon.pid or '-'}  {mon.url} (Prometheus: /graph, /alerts)  "
+              f"log {mon.log}")
     if data.events:
         print("recent events:")
         for e in data.events[-args.events:]:
@@ -513,6 +543,8 @@ def _down(args: argparse.Namespace) -> int:
         pids += [data.gateway.envoy.pid, data.gateway.epp.pid]
     if data.batch is not None:
         pids.append(data.batch.pid)
+    if data.monitoring is not None:
+        pids.append(data.monitoring.pid)
     leftovers = [pid for pid in pids if pid and group_alive(pid)]
     for pid in leftovers:
         stop_process_group(pid, 10)
@@ -540,6 +572,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "add` writes one): every request needs Authorization: Bearer <key>")
     up.add_argument("--insecure", action="store_true", help="serve a gateway listen_host beyond loopback "
                     "without API keys (anyone who reaches it can use it)")
+    up.add_argument("--monitoring", action="store_true", help="run Prometheus (Debian's prometheus package) "
+                    "scraping the whole stack, with recording rules and alerts; status shows its URL")
     up.add_argument("--lora", action="store_true",
                     help="serve LoRA adapters: static ones from the lora: section, runtime ones with "
                          "`inferstack adapters load`")

@@ -55,6 +55,7 @@ def _scheduler(stack: Stack) -> SchedulerSettings:
 def epp_config(stack: Stack) -> dict[str, Any]:
     """epp.yaml: our endpoint picker's configuration (shared schema with the local gateway)."""
     scheduler = _scheduler(stack)
+    flow = stack.settings.gateway.flow_control
     auth: dict[str, Any] = {}
     if stack.settings.gateway.auth_secret:
         auth["auth_file"] = AUTH_KEYS_FILE
@@ -81,12 +82,13 @@ def epp_config(stack: Stack) -> dict[str, Any]:
                        *([{"name": batch_objective_name(stack), "priority": stack.settings.batch.priority}]
                          if stack.settings.batch.enabled else [])],
         **auth,
+        **({"flow_control": flow.model_dump(mode="json")} if flow.enabled else {}),
     }
 
 
 def upstream_epp_config(stack: Stack) -> dict[str, Any]:
     """The upstream EndpointPickerConfig, refused (ConfigError) unless it passes the checker."""
-    config = upstream_picker_config(_scheduler(stack), SaturationSettings())
+    config = upstream_picker_config(_scheduler(stack), SaturationSettings(), stack.settings.gateway.flow_control)
     problems = check_picker_config(config)
     if problems:
         raise ConfigError("upstream EndpointPickerConfig: " + "; ".join(problems))

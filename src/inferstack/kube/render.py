@@ -18,6 +18,8 @@ Layout of the output directory::
                           PodMonitoring), Gateway, HTTPRoute         (gateway)
     batch.yaml            batch service: InferenceObjective, SA/Role/RoleBinding, ConfigMap, PVC,
                           Deployment, Service, HTTPRoute /v1/files + /v1/batches  (batch, --batch)
+    monitoring.yaml       [PodMonitoring for the batch service], GMP Rules (recording rules, alerts),
+                          ConfigMap of Grafana dashboards          (monitoring, --monitoring)
     benchmark/            kustomization.yaml + benchmark.yaml: inference-perf ConfigMap + Job
     README.md             the sizing arithmetic and the order to apply things in
 
@@ -35,7 +37,7 @@ from typing import Any
 import yaml
 
 from inferstack.errors import ConfigError
-from inferstack.kube import autoscaling, batch, gateway, jobs, lora, serving
+from inferstack.kube import autoscaling, batch, gateway, jobs, lora, monitoring, serving
 from inferstack.kube.settings import RenderSettings
 from inferstack.kube.stack import Stack, resolve_stack
 
@@ -57,7 +59,7 @@ class Rendered:
 
 _STACK_FILES = (
     "namespace.yaml", "compute-class.yaml", "model-download.yaml", "serving.yaml", "autoscaling.yaml",
-    "gateway.yaml", "batch.yaml",
+    "gateway.yaml", "batch.yaml", "monitoring.yaml",
 )
 
 
@@ -94,15 +96,16 @@ def render(settings: RenderSettings) -> Rendered:
         downloads.insert(0, jobs.secret_provider_class(stack))
     downloads += lora.adapter_download_jobs(stack)
     out.files["model-download.yaml"] = downloads
-    monitoring = serving.pod_monitoring(stack, stack.name, stack.name)
+    replicas_monitoring = serving.pod_monitoring(stack, stack.name, stack.name)
     if stack.lora:  # the syncer's lora_syncer_adapter_status gauge
-        monitoring["spec"]["endpoints"].append({"port": "syncer-metrics", "path": "/metrics", "interval": "15s"})
+        replicas_monitoring["spec"]["endpoints"].append({"port": "syncer-metrics", "path": "/metrics",
+                                                         "interval": "15s"})
     out.files["serving.yaml"] = [
         serving.service_account(stack),
         *([lora.syncer_configmap(stack)] if stack.lora else []),
         serving.vllm_workload(stack),
         serving.vllm_service(stack),
-        monitoring,
+        replicas_monitoring,
     ]
     if settings.autoscaling.enabled:
         out.files["autoscaling.yaml"] = autoscaling.autoscaling_objects(stack)
@@ -110,6 +113,8 @@ def render(settings: RenderSettings) -> Rendered:
         out.files["gateway.yaml"] = gateway.gateway_objects(stack)
     if settings.batch.enabled:
         out.files["batch.yaml"] = batch.batch_objects(stack)
+    if settings.monitoring.enabled:
+        out.files["monitoring.yaml"] = monitoring.monitoring_objects(stack)
     out.benchmark = jobs.benchmark_objects(stack)
     return out
 

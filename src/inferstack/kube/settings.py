@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from inferstack.autoscale.policy import AutoscalingPolicy
 from inferstack.configfile import read_yaml_mapping, validate
 from inferstack.errors import ConfigError
+from inferstack.gateway.settings import FlowControlSettings
 from inferstack.lora.settings import LoraSettings, check_adapter_name
 
 __all__ = [
@@ -26,6 +27,7 @@ __all__ = [
     "GatewaySettings",
     "ImageSettings",
     "LoraRenderSettings",
+    "MonitoringRenderSettings",
     "RenderSettings",
     "SpeculativeOptions",
     "is_external_class",
@@ -98,6 +100,11 @@ class SpeculativeOptions(_Strict):
         "num_speculative_tokens_per_batch_size); none: at every batch size.")
 
 
+# GKE Service Extensions: an ext_proc callout's per-message timeout is 10 ms .. 10 s; a request
+# waiting in the picker must be answered within it (with a margin for the answer itself).
+GKE_CALLOUT_MAX_S = 9.0
+
+
 class GatewaySettings(_Strict):
     """GKE Inference Gateway: Gateway + HTTPRoute -> InferencePool -> an endpoint picker."""
 
@@ -137,6 +144,22 @@ class GatewaySettings(_Strict):
     epp_replicas: int = Field(1, ge=1, description="Endpoint picker replicas.")
     scrape_interval_ms: int = Field(75, ge=10, description="How often the EPP scrapes vLLM /metrics.")
     priority: int = Field(0, description="InferenceObjective priority of this model (< 0 is sheddable).")
+    flow_control: FlowControlSettings = Field(
+        default_factory=FlowControlSettings,
+        description="Fair queuing in the picker (docs/tenants.md): ours takes these settings as they are; the "
+        "upstream one gets its flowControl feature gate, max_requests and max_wait_s as its queue bound and "
+        "request TTL, and round-robin turns between tenants. max_wait_s at most "
+        f"{GKE_CALLOUT_MAX_S:g} s: GKE's load balancer waits that long at most for the picker's answer.")
+
+    @model_validator(mode="after")
+    def _wait_within_the_callout(self) -> GatewaySettings:
+        flow = self.flow_control
+        if flow.enabled and flow.max_wait_s > GKE_CALLOUT_MAX_S:
+            raise ValueError(
+                f"gateway.flow_control.max_wait_s has value {flow.max_wait_s:g}; on GKE at most {GKE_CALLOUT_MAX_S:g}: "
+                "a request waits in the picker on the load balancer's ext_proc callout, whose per-message timeout "
+                "is 10 s at most (GKE Service Extensions); longer waits would be cut")
+        return self
 
     @model_validator(mode="after")
     def _not_open_to_the_internet(self) -> GatewaySettings:
@@ -233,6 +256,13 @@ class ColdStartSettings(_Strict):
     streamer_memory_limit_gib: int = Field(
         8, ge=1, description="Run:ai streamer CPU buffer (added to the pod's memory request)."
     )
+
+
+class MonitoringRenderSettings(_Strict):
+    """Managed Prometheus rules and Grafana dashboards for the stack (CLI: --monitoring)."""
+
+    enabled: bool = Field(False, description="Render the GMP Rules (recording rules, alerts), a PodMonitoring "
+                          "for the batch service and the dashboards ConfigMap (CLI: --monitoring).")
 
 
 class BatchRenderSettings(_Strict):
@@ -419,6 +449,7 @@ class RenderSettings(_Strict):
     bench: BenchSettings = Field(default_factory=BenchSettings)
     batch: BatchRenderSettings = Field(default_factory=BatchRenderSettings)
     lora: LoraRenderSettings = Field(default_factory=LoraRenderSettings)
+    monitoring: MonitoringRenderSettings = Field(default_factory=MonitoringRenderSettings)
 
     @model_validator(mode="before")
     @classmethod

@@ -16,10 +16,11 @@ bad value and what would be valid.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from inferstack.errors import ConfigError
-from inferstack.gateway.settings import SaturationSettings, SchedulerSettings
+from inferstack.gateway.settings import FlowControlSettings, SaturationSettings, SchedulerSettings
 
 __all__ = [
     "CONFIG_API_VERSION",
@@ -66,6 +67,15 @@ _FEATURE_GATES = frozenset({"dataLayer", "enableLegacyMetrics", "flowControl"})
 _TOP_KEYS = frozenset({"apiVersion", "kind", "featureGates", "plugins", "schedulingProfiles",
                        "saturationDetector", "dataLayer", "flowControl", "parser"})
 _PLUGIN_KEYS = frozenset({"name", "type", "parameters"})
+_FLOW_KEYS = frozenset({"maxBytes", "maxRequests", "defaultRequestTTL", "defaultPriorityBand", "priorityBands",
+                        "usageLimitPolicyPluginRef"})
+_BAND_KEYS = frozenset({"priority", "maxBytes", "maxRequests", "fairnessPolicyRef", "orderingPolicyRef"})
+_FAIRNESS = frozenset({"global-strict-fairness-policy", "round-robin-fairness-policy"})
+_ORDERING = frozenset({"fcfs-ordering-policy", "edf-ordering-policy", "slo-deadline-ordering-policy"})
+# the loader adds these three itself when flow control is on (loader/defaults.go)
+_FLOW_DEFAULT_PLUGINS = {"global-strict-fairness-policy": "global-strict-fairness-policy",
+                         "fcfs-ordering-policy": "fcfs-ordering-policy",
+                         "static-usage-limit-policy": "static-usage-limit-policy"}
 _PROFILE_KEYS = frozenset({"name", "plugins"})
 _PROFILE_PLUGIN_KEYS = frozenset({"pluginRef", "weight"})
 
@@ -84,10 +94,12 @@ OMITTED_UPSTREAM = {"no-hit-lru": "spreads new prefixes over replicas; no GIE v1
 
 
 def upstream_picker_config(scheduler: SchedulerSettings | None = None,
-                           saturation: SaturationSettings | None = None) -> dict[str, Any]:
+                           saturation: SaturationSettings | None = None,
+                           flow: FlowControlSettings | None = None) -> dict[str, Any]:
     """The EndpointPickerConfig equivalent to our scheduler: the same scorers with the same
     weights, the same picker, our shedding thresholds for the saturation detector, and the data
-    layer that scrapes vLLM's /metrics."""
+    layer that scrapes vLLM's /metrics; with ``flow`` enabled, upstream's flow control (feature
+    gate ``flowControl``): the queue bound and request TTL, round-robin turns between tenants."""
     scheduler = scheduler or SchedulerSettings()
     saturation = saturation or SaturationSettings()
     if scheduler.filters:
@@ -126,7 +138,7 @@ def upstream_picker_config(scheduler: SchedulerSettings | None = None,
         {"type": "core-metrics-extractor"},
     ]
     profile = [{"pluginRef": t, "weight": _number(w)} for t, w in scorers] + [{"pluginRef": picker}]
-    return {
+    config: dict[str, Any] = {
         "apiVersion": CONFIG_API_VERSION,
         "kind": CONFIG_KIND,
         "plugins": plugins,
@@ -135,6 +147,16 @@ def upstream_picker_config(scheduler: SchedulerSettings | None = None,
         "dataLayer": {"sources": [{"pluginRef": "metrics-data-source",
                                    "extractors": [{"pluginRef": "core-metrics-extractor"}]}]},
     }
+    if flow is not None and flow.enabled:
+        plugins.append({"type": "round-robin-fairness-policy"})
+        config["featureGates"] = ["flowControl"]
+        config["flowControl"] = {
+            "maxRequests": flow.max_requests,
+            "defaultRequestTTL": f"{flow.max_wait_s:g}s",
+            "defaultPriorityBand": {"fairnessPolicyRef": "round-robin-fairness-policy",
+                                    "orderingPolicyRef": "fcfs-ordering-policy"},
+        }
+    return config
 
 
 def _number(value: float) -> int | float:
@@ -271,6 +293,8 @@ def check_picker_config(config: Any) -> list[str]:
         if problem:
             problems.append(problem)
 
+    problems += _flow_control_problems(config, types)
+
     data_layer = config.get("dataLayer")
     if data_layer is not None:
         sources = data_layer.get("sources") if isinstance(data_layer, dict) else None
@@ -298,4 +322,46 @@ def check_picker_config(config: Any) -> list[str]:
                                        frozenset({"core-metrics-extractor"}), "metrics extractor")
                 if problem:
                     problems.append(problem)
+    return problems
+
+
+def _flow_control_problems(config: dict[str, Any], types: dict[str, str]) -> list[str]:
+    """The ``flowControl`` section: strict keys, quantities >= 0, policy refs naming fairness /
+    ordering plugins, and the feature gate without which upstream ignores the section."""
+    flow = config.get("flowControl")
+    if flow is None:
+        return []
+    if not isinstance(flow, dict):
+        return ["flowControl must be a mapping"]
+    gates = config.get("featureGates") or []
+    problems = _unknown_keys("flowControl", flow, _FLOW_KEYS)
+    if "flowControl" not in (gates if isinstance(gates, list) else [gates]):
+        problems.append("flowControl is set but featureGates lacks 'flowControl': upstream ignores the section")
+    known = {**_FLOW_DEFAULT_PLUGINS, **types}
+    bands = [("flowControl.defaultPriorityBand", flow.get("defaultPriorityBand") or {})]
+    bands += [(f"flowControl.priorityBands[{i}]", b) for i, b in enumerate(flow.get("priorityBands") or [])]
+    for where, band in bands:
+        if not isinstance(band, dict):
+            problems.append(f"{where} must be a mapping")
+            continue
+        problems += _unknown_keys(where, band, _BAND_KEYS)
+        for key, want, role in (("fairnessPolicyRef", _FAIRNESS, "a fairness policy"),
+                                ("orderingPolicyRef", _ORDERING, "an ordering policy")):
+            ref = band.get(key)
+            if ref is None:
+                continue
+            if ref not in known:
+                problems.append(f"{where}.{key} '{ref}' names no plugin; declare it under plugins")
+            elif known[ref] not in want:
+                problems.append(f"{where}.{key} '{ref}' is a {known[ref]}, not {role}")
+    for where, section in [("flowControl", flow), *bands]:
+        if not isinstance(section, dict):
+            continue
+        for key in ("maxBytes", "maxRequests"):
+            value = section.get(key)
+            if isinstance(value, (int, float)) and value < 0:
+                problems.append(f"{where}.{key} has value {value}; must be >= 0 (0: no limit)")
+    ttl = flow.get("defaultRequestTTL")
+    if ttl is not None and (not isinstance(ttl, str) or not re.fullmatch(r"[0-9.]+(ms|s|m|h)", ttl)):
+        problems.append(f"flowControl.defaultRequestTTL has value {ttl!r}; a duration like '30s'")
     return problems

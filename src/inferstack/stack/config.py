@@ -11,6 +11,7 @@ Example (every key optional)::
     batch: {enabled: true}            # OpenAI Files + Batch API on the gateway's base URL
     auth: {file: keys.yaml}           # API keys and tenants (inferstack.auth); `up --auth-file`
     lora: {enabled: true, max_loras: 2, adapters: {json-mode: /path/to/adapter}}   # inferstack.lora
+    monitoring: {enabled: true, port: 9090, scrape_interval_s: 5}   # Prometheus; `up --monitoring`
 
 Unknown keys are errors, so a misspelt key never silently vanishes. Errors name the key, the bad
 value and what would be valid.
@@ -31,6 +32,7 @@ from inferstack.engine.settings import EngineSettings
 from inferstack.engine.speculative import SpeculativeSettings
 from inferstack.gateway import GatewaySettings, HoldSettings, check_exposure
 from inferstack.lora.settings import LoraSettings
+from inferstack.monitoring import MonitoringSettings
 
 __all__ = ["StackBatchSettings", "StackConfig", "StackGatewaySettings", "load_config", "merge_config"]
 
@@ -82,6 +84,9 @@ class StackConfig(BaseModel):
         default_factory=LoraSettings,
         description="LoRA adapters on every replica (default off): vLLM flags, static adapters, runtime API.",
     )
+
+    monitoring: MonitoringSettings = Field(default_factory=MonitoringSettings,
+                                           description="A Prometheus beside the stack (default off).")
 
     @model_validator(mode="after")
     def _keys_beyond_loopback(self) -> StackConfig:

@@ -17,6 +17,7 @@ from inferstack.batch import BatchServiceStatus
 from inferstack.engine.replica import ReplicaState
 from inferstack.errors import InferstackError
 from inferstack.gateway import GatewayStatus
+from inferstack.monitoring import MonitoringStatus
 
 __all__ = ["STATUS_SCHEMA_VERSION", "AdaptersStatus", "AutoscalerStatus", "ControlAnswer", "ReplicaStatus",
            "StackEvent", "StackStatus", "StateSchemaError", "parse_status"]
@@ -101,6 +102,7 @@ class StackStatus(_Part):
     requests: dict[str, ControlAnswer] = Field(default_factory=dict)
     gateway: GatewayStatus | None = None
     batch: BatchServiceStatus | None = None
+    monitoring: MonitoringStatus | None = None
 
 
 def parse_status(data: object, source: str) -> StackStatus:

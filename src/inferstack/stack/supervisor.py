@@ -48,11 +48,13 @@ from inferstack.errors import AdapterError, ConfigError, LoraUnavailable, PortIn
 from inferstack.batch import BatchServiceStatus
 from inferstack.gateway import GatewayStatus, write_endpoints_file
 from inferstack.models.resolve import ResolvedModel, resolve_model
+from inferstack.monitoring import MonitoringStatus, write_replica_targets
 from inferstack.process import log_tail, port_is_free
 from inferstack.stack.adapters import SYNC_PERIOD_S, StackAdapters
 from inferstack.stack.autoscaler import LocalAutoscaler, ReplicaView, held_requests
 from inferstack.stack.config import StackConfig, merge_config
 from inferstack.stack.control import ControlRequest, take_requests
+from inferstack.stack.metrics import SCALING_SOURCES, SupervisorFigures, serve_supervisor_metrics
 from inferstack.stack.plan import Add, MemberView, plan
 from inferstack.stack.state import StateFile
 from inferstack.stack.status import (AdaptersStatus, ControlAnswer, ReplicaStatus, StackEvent, StackStatus)
@@ -84,6 +86,16 @@ class FrontEnd(Protocol):
     def start(self) -> None: ...
     def stop(self) -> None: ...
     def status(self) -> GatewayStatus: ...
+    def heal(self) -> list[str]: ...
+
+
+class MonitoringPart(Protocol):
+    """What the supervisor needs of the Prometheus it may run beside the stack."""
+
+    def check_ports(self) -> None: ...
+    def start(self) -> None: ...
+    def stop(self) -> None: ...
+    def status(self) -> MonitoringStatus: ...
     def heal(self) -> list[str]: ...
 
 
@@ -148,6 +160,8 @@ class Supervisor:
         front_end_factory: Callable[[Path, Path], FrontEnd] | None = None,
         batch_factory: Callable[[Path], BatchPart] | None = None,
         autoscaler: LocalAutoscaler | None = None,
+        monitoring_factory: Callable[[Path, Path], MonitoringPart] | None = None,
+        metrics_port: int | None = None,
     ) -> None:
         self.generation = 1
         self.engine_python = engine_python
@@ -164,6 +178,14 @@ class Supervisor:
         # through, healed like it, stopped first (no new lines while replicas drain).
         self.batch: BatchPart | None = None
         self._batch_factory = batch_factory
+        # Prometheus (monitoring.enabled): started last, scraping everything above and the
+        # supervisor's own /metrics (``metrics_port``); its replica list is a file rewritten here.
+        self.monitoring: MonitoringPart | None = None
+        self._monitoring_factory = monitoring_factory
+        self.metrics_port = metrics_port
+        self._stop_metrics: Callable[[], None] | None = None
+        self._scaling_events = dict.fromkeys(SCALING_SOURCES, 0)
+        self._last_targets: list[tuple[str, str]] | None = None
         self.events: deque[StackEvent] = deque(maxlen=_EVENTS_KEPT)
         self.requests: dict[str, ControlAnswer] = {}
         # Runtime LoRA adapters (lora.enabled): the declared set, synced onto every replica.
@@ -191,6 +213,11 @@ class Supervisor:
     def endpoints_path(self) -> Path:
         return self.run_dir / "endpoints.json"
 
+    @property
+    def targets_path(self) -> Path:
+        """The replicas Prometheus scrapes (file_sd), with monitoring on."""
+        return self.run_dir / "monitoring" / "replicas.json"
+
     # ----- lifecycle ------------------------------------------------------------------------
     def start(
         self,
@@ -212,6 +239,9 @@ class Supervisor:
         if self._batch_factory is not None:
             self.batch = self._batch_factory(self.run_dir / "batch-service")
             self.batch.check_ports()
+        if self._monitoring_factory is not None:
+            self.monitoring = self._monitoring_factory(self.targets_path, self.run_dir / "monitoring")
+            self.monitoring.check_ports()
         for path in (self.run_dir / "logs").glob("replica-*.log"):
             path.unlink()  # one set of logs per `up`; restarts append to their replica's log
         begun = time.monotonic()
@@ -245,6 +275,12 @@ class Supervisor:
             if self.batch is not None:
                 progress("[up] starting the batch service (/v1/files, /v1/batches)")
                 self.batch.start()
+            if self.monitoring is not None:
+                if self.metrics_port is not None:
+                    self._stop_metrics = serve_supervisor_metrics(self.figures, self.metrics_port)
+                progress("[up] starting Prometheus (monitoring)")
+                self._publish()  # its replica list first
+                self.monitoring.start()
         except BaseException as exc:
             self._error = str(exc)
             self._phase = "failed"
@@ -283,6 +319,11 @@ class Supervisor:
         self._publish()
         engine = self.config.engine
         drain_s = engine.drain_timeout_s if drain else 0.0
+        if self.monitoring is not None:
+            self.monitoring.stop()
+        if self._stop_metrics is not None:
+            self._stop_metrics()
+            self._stop_metrics = None
         if self.batch is not None:
             self.batch.stop()  # its unfinished lines stay pending in its database for the next `up`
         # Drain first, while the gateway still carries the answers of in-flight requests.
@@ -308,6 +349,7 @@ class Supervisor:
                 return
             self._event(source, message)
             self.desired = replicas
+            self._scaling_events[source] = self._scaling_events.get(source, 0) + 1
         self._publish()
 
     def _answer(self, request: ControlRequest) -> None:
@@ -675,7 +717,7 @@ class Supervisor:
     def _check_front_end(self) -> None:
         """Envoy and the EPP are supervised too: the one that died is restarted alone (Envoy keeps
         serving routed streams while the EPP comes back), with backoff."""
-        for part in (self.front_end, self.batch):
+        for part in (self.front_end, self.batch, self.monitoring):
             if part is not None:
                 for line in part.heal():
                     self._event("gateway", line)
@@ -713,7 +755,18 @@ class Supervisor:
                                          file=str(self.adapters.path)) if self.adapters is not None else None),
                 events=list(self.events), requests=dict(self.requests),
                 gateway=self.front_end.status() if self.front_end is not None else None,
-                batch=self.batch.status() if self.batch is not None else None)
+                batch=self.batch.status() if self.batch is not None else None,
+                monitoring=self.monitoring.status() if self.monitoring is not None else None)
+
+    def figures(self) -> SupervisorFigures:
+        """What the supervisor's /metrics exports, read at scrape time."""
+        with self._lock:
+            last = self.autoscaler.last if self.autoscaler is not None else None
+            return SupervisorFigures(
+                desired_replicas=self.desired, ready_replicas=sum(m.ready for m in self.members),
+                restarts={m.name: m.replica.restarts for m in self.members},
+                scaling_events=dict(self._scaling_events),
+                autoscaler_desired=last.desired_replicas if last is not None else None)
 
     def _member_info(self, m: Member) -> ReplicaStatus:
         r = m.replica
@@ -731,6 +784,11 @@ class Supervisor:
             if text != self._last_published:
                 self.state.write(snapshot)
                 self._last_published = text
+            if self._monitoring_factory is not None:  # every member, ready or not: a down one shows as up == 0
+                targets = [(m.name, f"{m.replica.spec.host}:{m.replica.spec.port}") for m in self.members]
+                if targets != self._last_targets:
+                    write_replica_targets(self.targets_path, targets)
+                    self._last_targets = targets
             endpoints = self.ready_endpoints()
             if endpoints != self._last_endpoints or not self.endpoints_path.exists():
                 self.endpoints_path.parent.mkdir(parents=True, exist_ok=True)

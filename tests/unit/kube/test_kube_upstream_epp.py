@@ -142,3 +142,45 @@ def test_weights_carry_over() -> None:
     assert config["schedulingProfiles"][0]["plugins"][:2] == [
         {"pluginRef": "queue-scorer", "weight": 2}, {"pluginRef": "lora-affinity-scorer", "weight": 0.5}]
     assert check_picker_config(config) == []
+
+
+def test_flow_control_renders_upstreams_feature_gate_and_its_bounds_and_the_checker_knows_the_section():
+    from inferstack.gateway.settings import FlowControlSettings
+
+    flow = FlowControlSettings(enabled=True, max_requests=64, max_wait_s=8)
+    config = upstream_picker_config(flow=flow)
+    assert check_picker_config(config) == []
+    assert config["featureGates"] == ["flowControl"]
+    assert config["flowControl"] == {"maxRequests": 64, "defaultRequestTTL": "8s", "defaultPriorityBand": {
+        "fairnessPolicyRef": "round-robin-fairness-policy", "orderingPolicyRef": "fcfs-ordering-policy"}}
+    assert "flowControl" not in upstream_picker_config(flow=FlowControlSettings())
+    bad = {**config, "featureGates": [], "flowControl": {
+        "maxRequests": -1, "defaultRequestTTL": 30, "priorityBands": [{"priority": 1, "fairnessPolicyRef": "nope",
+                                                                       "orderingPolicyRef": "round-robin-fairness-policy",
+                                                                       "color": "red"}]}}
+    problems = "\n".join(check_picker_config(bad))
+    for expected in ("featureGates lacks 'flowControl'", "maxRequests has value -1", "defaultRequestTTL has value 30",
+                     "fairnessPolicyRef 'nope' names no plugin", "is a round-robin-fairness-policy, not an ordering",
+                     "unknown key 'color'"):
+        assert expected in problems, problems
+
+
+def test_render_carries_flow_control_to_either_picker_within_gkes_callout_timeout():
+    import yaml
+
+    from inferstack.kube import RenderSettings, render, validate_objects
+
+    base = {"model": "gemma-3-1b-it", "accelerator": "l4", "model_bucket": "acme-llm-weights"}
+    flow = {"enabled": True, "max_requests_per_endpoint": 8, "max_wait_s": 5}
+    for epp in ("upstream", "inferstack"):
+        rendered = render(RenderSettings(**base, gateway={"epp": epp, "flow_control": flow},
+                                         images={"epp": "example.com/inferstack:1"}))
+        assert validate_objects(rendered.objects()) == []
+        (cm,) = [o for o in rendered.files["gateway.yaml"] if o["kind"] == "ConfigMap"]
+        config = yaml.safe_load(next(iter(cm["data"].values())))
+        if epp == "upstream":
+            assert config["featureGates"] == ["flowControl"] and config["flowControl"]["defaultRequestTTL"] == "5s"
+        else:
+            assert config["flow_control"]["max_requests_per_endpoint"] == 8
+    with pytest.raises(ValueError, match="max_wait_s has value 30; on GKE at most 9"):
+        RenderSettings(**base, gateway={"flow_control": {"enabled": True, "max_wait_s": 30}})
