@@ -349,8 +349,10 @@ def _start_variant(variant: str, stack: contextlib.ExitStack, backend: str, cpus
         gw = Gateway(settings, endpoints=[backend], run_dir=variant_dir)
         stack.callback(gw.stop)
         gw.start()
-        for name in ("envoy", "epp"):
-            _pin_threads(gw.status()[name]["pid"], cpus)
+        status = gw.status()
+        for pid in (status.envoy.pid, status.epp.pid):
+            assert pid is not None, "the gateway reported no pid for a process it started"
+            _pin_threads(pid, cpus)
         time.sleep(0.5)  # the EPP's first scrapes of the backend's /metrics
     else:
         raise ValueError(f"unknown variant {variant!r}; valid: {', '.join(VARIANTS)}")
