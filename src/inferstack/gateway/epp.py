@@ -167,6 +167,7 @@ class EndpointPicker:
         """One ext_proc message -> its answer; ``stream`` carries the request's context between its
         messages and is told to finish once the request is decided."""
         t0 = time.perf_counter()
+        m = self.metrics
         msg = pb.ProcessingRequest.FromString(raw)
         which = msg.WhichOneof("request")
         decision: Decision
@@ -177,8 +178,13 @@ class EndpointPicker:
             except BadRequest as exc:
                 self.metrics.count("", "", "", "bad_request")
                 decision = Reject(400, str(exc), "invalid_request_error")
+                t1 = time.perf_counter()
+                m.phase_parse.observe(t1 - t0)
             else:
+                t1 = time.perf_counter()
+                m.phase_parse.observe(t1 - t0)
                 decision = self.director.decide(req, ctx, "body", msg.request_body.body, stream is not None)
+                m.phase_decide.observe(time.perf_counter() - t1)
         elif which == "request_headers":
             ctx = read_headers(msg.request_headers, time.monotonic())
             refused = self.director.authenticate(ctx)
@@ -187,11 +193,16 @@ class EndpointPicker:
             elif not msg.request_headers.end_of_stream:  # the body follows: decided on it
                 if stream is not None:
                     stream.data = ctx
+                m.phase_headers.observe(time.perf_counter() - t0)
                 return CONTINUE_HEADERS
             else:
+                t1 = time.perf_counter()
+                m.phase_headers.observe(t1 - t0)
                 decision = self.director.decide_body_less(ctx, stream is not None)
+                m.phase_decide.observe(time.perf_counter() - t1)
         else:  # a phase we did not ask for: let it continue unchanged
             return pb.ProcessingResponse(**{which: {}}).SerializeToString() if which else b""
+        t2 = time.perf_counter()
         if isinstance(decision, Defer):
             assert stream is not None  # the director defers only when the stream can answer later
             stream.later = self._encoded(decision.later)
@@ -200,7 +211,9 @@ class EndpointPicker:
             out = self.codec.encode(decision)
         if stream is not None:
             stream.finish = True  # decided: Envoy needs the EPP no more for this request
-        self._latency.observe(time.perf_counter() - t0)
+        t3 = time.perf_counter()
+        m.phase_encode.observe(t3 - t2)
+        self._latency.observe(t3 - t0)
         return out
 
     def _encoded(self, later: Awaitable[Decision]) -> asyncio.Future[bytes]:

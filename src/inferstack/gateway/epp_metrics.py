@@ -157,6 +157,14 @@ class EppMetrics:
         self.latency = Histogram("inferstack_epp_scheduling_latency_seconds",
                                  "Time from the EPP receiving a request to its answer.",
                                  buckets=_LATENCY_BUCKETS, registry=self.registry)
+        # where that time goes, per phase: headers (read, auth), parse (the JSON body), decide (the
+        # director: objective, quota, admission, schedule), encode (the ext_proc answer); a wait
+        # in the queue is not in any (inferstack_epp_hold_seconds has it)
+        phases = Histogram("inferstack_epp_phase_seconds", "Time the EPP spends on one request per phase: "
+                           "headers, parse, decide, encode.", ["phase"], buckets=_LATENCY_BUCKETS,
+                           registry=self.registry)
+        self.phase_headers, self.phase_parse, self.phase_decide, self.phase_encode = (
+            phases.labels(p) for p in ("headers", "parse", "decide", "encode"))
         # scale from zero: a supervisor starts a replica on held > 0
         self.held = Gauge(HELD_REQUESTS_METRIC, "Requests waiting in the picker now: no endpoint is "
                           "ready (scale from zero), or none has room (flow control).",

@@ -190,3 +190,19 @@ def test_other_methods_on_v1_models_are_405_as_vllm_answers():
         assert {h.header.key: h.header.raw_value for h in r.immediate_response.headers.set_headers}["allow"] == b"GET"
     r = answer(p, headers_msg({":method": "GET", ":path": "/v1/models"}, end_of_stream=True))
     assert r.immediate_response.status.code != 405
+
+
+def test_each_phase_of_a_request_is_timed():
+    from inferstack.gateway.h2grpc import StreamContext
+
+    p = picker()
+    stream = StreamContext(1)
+    p.handle(headers_msg({"x-request-id": "r1"}), stream)
+    p.handle(body_msg(CHAT), stream)
+    p.handle(body_msg(b"{not json"), StreamContext(3))
+
+    def count(phase: str) -> float | None:
+        return p.metrics.registry.get_sample_value("inferstack_epp_phase_seconds_count", {"phase": phase})
+
+    assert (count("headers"), count("parse"), count("decide"), count("encode")) == (1, 2, 1, 2)
+    assert p.metrics.registry.get_sample_value("inferstack_epp_scheduling_latency_seconds_count") == 2
