@@ -112,7 +112,15 @@ class Director:
     def decide(self, req: InferenceRequest, ctx: RequestContext, phase: Phase, body: bytes,
                can_defer: bool) -> Decision:
         """A request with a parsed body (or a body-less one, ``phase`` "headers"); ``can_defer``:
-        the transport can answer later on the request's own stream."""
+        the transport can answer later on the request's own stream. A request its quota admitted
+        but the picker then refused (no endpoint, queue full, shed, unknown model) used no tokens."""
+        decision = self._decide(req, ctx, phase, body, can_defer)
+        if isinstance(decision, Reject) and decision.code != "rate_limit_exceeded":
+            self.quotas.settle(ctx.request_id, 0)
+        return decision
+
+    def _decide(self, req: InferenceRequest, ctx: RequestContext, phase: Phase, body: bytes,
+                can_defer: bool) -> Decision:
         now = time.monotonic()
         model = req.model
         target = self.rewrites.apply(model) if model else model
@@ -271,6 +279,7 @@ class Director:
 
     def _wait_timed_out(self, w: Waiting) -> Decision:
         assert self.waiting is not None
+        self.quotas.settle(w.request_id, 0)  # answered 429/503 after its quota admitted it: nothing used
         req = w.req
         known = self.datastore.all()
         ready = sum(e.ready for e in known)

@@ -52,10 +52,11 @@ _EPP_DOWN_REPLY = {
 }
 
 
-# Envoy's Lua filter on inference responses. A JSON answer is read whole (vLLM sends it at once);
-# a stream is read event by event as it passes (bodyChunks does not buffer): an event with text
-# counts one completion token (vLLM sends one event per engine step: exact without speculative
-# decoding, a lower bound with it) until a usage event (stream_options.include_usage) gives vLLM's own.
+# Envoy's Lua filter on inference responses: nothing is held back or buffered (bodyChunks hands
+# over each chunk as it passes). A stream is read event by event: an event with text counts one
+# completion token (vLLM sends one event per engine step: exact without speculative decoding, a
+# lower bound with it) until a usage event (stream_options.include_usage) gives vLLM's own. Of a
+# JSON answer only the last 64 KiB are kept, where vLLM writes `usage` (after `choices`).
 _RESPONSE_LUA = """
 function envoy_on_response(handle)
   local meta = handle:streamInfo():dynamicMetadata()
@@ -66,11 +67,12 @@ function envoy_on_response(handle)
   end
   if headers:get(":status") ~= "200" then return end
   local ctype = headers:get("content-type") or ""
-  local prompt, completion, events = nil, nil, 0
-  if string.find(ctype, "text/event-stream", 1, true) then
-    local pending = ""
-    for chunk in handle:bodyChunks() do
-      pending = pending .. chunk:getBytes(0, chunk:length())
+  local stream = string.find(ctype, "text/event-stream", 1, true) ~= nil
+  if not stream and not string.find(ctype, "json", 1, true) then return end
+  local prompt, completion, events, pending = nil, nil, 0, ""
+  for chunk in handle:bodyChunks() do
+    pending = pending .. chunk:getBytes(0, chunk:length())
+    if stream then
       while true do
         local s, e = string.find(pending, "\\n\\n", 1, true)
         if not s then break end
@@ -84,16 +86,14 @@ function envoy_on_response(handle)
         if p and c then prompt, completion = tonumber(p), tonumber(c) end
       end
       if #pending > 1048576 then pending = "" end
+    elseif #pending > 65536 then
+      pending = string.sub(pending, -65536)
     end
-  elseif string.find(ctype, "json", 1, true) then
-    local body = handle:body()
-    if body == nil then return end
-    local text = body:getBytes(0, body:length())
-    local p = string.match(text, '"prompt_tokens":%%s*(%%d+)')
-    local c = string.match(text, '"completion_tokens":%%s*(%%d+)')
+  end
+  if not stream then
+    local p = string.match(pending, '"prompt_tokens":%%s*(%%d+)')
+    local c = string.match(pending, '"completion_tokens":%%s*(%%d+)')
     if p and c then prompt, completion = tonumber(p), tonumber(c) end
-  else
-    return
   end
   meta = handle:streamInfo():dynamicMetadata()  -- objects taken before the body was read are stale now
   if completion then

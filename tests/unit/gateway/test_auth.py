@@ -168,3 +168,16 @@ def test_an_admitted_answer_carries_the_ratelimit_headers_and_its_tokens_settle_
     r = _chat_as(p, KEY_A, max_tokens=300, request_id="r3")
     assert routed(r) and int(_answer_headers(r)["x-ratelimit-remaining-tokens"]) < 500 - 20 - 300
     assert _answer_headers(_chat_as(p, KEY_B, request_id="r4")) == {}  # no limits, no headers
+
+
+def test_a_request_refused_after_its_quota_admitted_it_gives_its_tokens_back(tmp_path):
+    keys = tmp_path / "keys.yaml"
+    keys.write_text(f"- {{key: {KEY_A}, tenant: team-a, tokens_per_minute: 500}}\n")
+    p = picker(auth_file=keys, completion="access-log")
+    for ep in p.datastore.all():
+        ep.ready = False  # no endpoint: 503 after the quota admitted the request
+    assert _error(_chat_as(p, KEY_A, max_tokens=300, request_id="r1"))[0] == 503
+    for ep in p.datastore.all():
+        ep.ready = True
+    r = _chat_as(p, KEY_A, max_tokens=300, request_id="r2")  # 300 + 300 would be over 500 otherwise
+    assert routed(r) and int(_answer_headers(r)["x-ratelimit-remaining-tokens"]) >= 500 - 300 - 10
