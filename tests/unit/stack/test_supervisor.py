@@ -38,9 +38,9 @@ def _config(replicas=1, **engine):
 def make(tmp_path):
     made = []
 
-    def _make(config, autoscaler=None):
+    def _make(config, autoscaler=None, **parts):
         sup = FakeSupervisor(config, Path(sys.executable), StateFile(tmp_path / "run" / "stack.json"),
-                             autoscaler=autoscaler)
+                             autoscaler=autoscaler, **parts)
         made.append(sup)
         sup.start(progress=lambda _: None)
         return sup
@@ -273,3 +273,51 @@ def test_the_autoscaler_scales_out_on_a_queue_and_the_supervisor_applies_it(make
     assert event.kind == "autoscaler"
     assert event.message.startswith("scaled 1 -> 2: vllm:num_requests_running avg 5 > target 2")
     _until(sup, _converged(sup, 2))
+
+
+class FakeMonitoring:
+    """The part the supervisor runs Prometheus through (its process is tested in tests/unit/monitoring)."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def check_ports(self) -> None:
+        self.calls.append("check_ports")
+
+    def start(self) -> None:
+        self.calls.append("start")
+
+    def stop(self) -> None:
+        self.calls.append("stop")
+
+    def heal(self) -> list[str]:
+        return []
+
+    def status(self):
+        from inferstack.monitoring import MonitoringStatus
+        return MonitoringStatus(state="running", url="http://127.0.0.1:1", pid=None, restarts=0, log="",
+                                data_dir="", supervisor_metrics_url=None)
+
+
+def test_monitoring_follows_the_replicas_and_the_supervisor_serves_its_figures(make):
+    import httpx
+
+    from inferstack.process import free_port
+
+    part = FakeMonitoring()
+    metrics_port = free_port()
+    sup = make(_config(1), monitoring_factory=lambda targets, run_dir: part, metrics_port=metrics_port)
+    assert part.calls == ["check_ports", "start"]
+    targets = lambda: json.loads(sup.targets_path.read_text())  # noqa: E731
+    assert targets() == [{"targets": [f"127.0.0.1:{sup.config.engine.base_port}"], "labels": {"replica": "r0"}}]
+    sup.set_desired(2, "scale", "scaled 1 -> 2")
+    _until(sup, _converged(sup, 2))
+    assert [t["labels"]["replica"] for t in targets()] == ["r0", "r1"]
+    page = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics").text
+    assert "inferstack_stack_desired_replicas 2.0" in page and "inferstack_stack_ready_replicas 2.0" in page
+    assert 'inferstack_stack_scaling_events_total{source="scale"} 1.0' in page
+    assert sup.snapshot().monitoring is not None
+    sup.stop(drain=False)
+    assert part.calls[-1] == "stop"
+    with pytest.raises(httpx.HTTPError):
+        httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=1)

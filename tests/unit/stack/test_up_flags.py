@@ -35,6 +35,26 @@ def test_no_gateway():
     assert _overrides(_parse("--no-gateway")) == {"gateway": {"enabled": False}}
 
 
+def test_monitoring_flag():
+    assert _overrides(_parse("--monitoring")) == {"monitoring": {"enabled": True}}
+
+
+def test_monitoring_scrapes_every_part_of_the_stack(tmp_path):
+    from pathlib import Path
+
+    from inferstack.commands.stack import _monitoring_factory
+
+    assert _monitoring_factory(StackConfig(), None) is None
+    config = StackConfig.model_validate({"monitoring": {"enabled": True, "port": 9555}})
+    make, supervisor_port = _monitoring_factory(config, None)
+    prometheus = make(Path(tmp_path / "replicas.json"), tmp_path)
+    t = prometheus.targets
+    assert t.supervisor == f"127.0.0.1:{supervisor_port}" and supervisor_port != 9555
+    assert t.picker == f"127.0.0.1:{config.gateway.epp.metrics_port}"
+    assert t.envoy_admin == f"127.0.0.1:{config.gateway.admin_port}" and t.batch is None
+    assert prometheus.url == "http://127.0.0.1:9555"
+
+
 def test_autoscale_flag_uses_one_replica_per_core_at_most_by_default():
     config = with_autoscaling(StackConfig(), True, None, None)
     assert config.autoscaling.max_replicas == len(os.sched_getaffinity(0))
