@@ -7,7 +7,7 @@ import os
 
 import httpx
 import pytest
-from stackutil import chat, run_cli
+from stackutil import chat, run_cli, wait_until
 
 from inferstack.engine.metrics import fetch_figures
 
@@ -87,6 +87,20 @@ def test_ngram_acceptance_counters_rise_on_a_copy_prompt(stack):
     assert accepted > 0
     # A copy prompt is where n-gram lookup shines: most drafted tokens are accepted.
     assert accepted / drafted > 0.3, (accepted, drafted)
+
+
+def test_a_repeated_prompt_reports_its_cached_tokens_through_the_gateway(stack):
+    # every replica runs with --enable-prompt-tokens-details: OpenAI's usage field, and the
+    # gateway counts it per tenant (Envoy's Lua filter -> access log -> the picker's metric)
+    long_prompt = "Summarize: " + " ".join(f"item {i} is a {['red', 'blue', 'green'][i % 3]} box." for i in range(120))
+    first = chat(stack.base_url, stack.served_model, long_prompt, max_tokens=4)
+    assert first["usage"]["prompt_tokens_details"] is not None
+    cached = [chat(stack.base_url, stack.served_model, long_prompt, max_tokens=4)["usage"]["prompt_tokens_details"]
+              ["cached_tokens"] for _ in range(3)]  # the picker's prefix affinity sends them where it ran
+    assert max(cached) > 0, cached
+    metrics_port = stack.status()["gateway"]["epp"]["metrics_port"]
+    wait_until(lambda: 'kind="cached"' in httpx.get(f"http://127.0.0.1:{metrics_port}/metrics").text,
+               timeout_s=10, what="cached tokens counted by the picker")
 
 
 def test_default_stack_answers_agree_with_the_float32_references(stack):

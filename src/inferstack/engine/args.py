@@ -35,6 +35,9 @@ def build_replica_argv(
         "--dtype", engine.resolved_dtype,
         # Prefix-aware routing assumes it: vLLM V1's default, explicit so it stays on.
         "--enable-prefix-caching",
+        # usage.prompt_tokens_details.cached_tokens in every answer (OpenAI's field): what the
+        # prefix cache saved, per request (the gateway counts it per tenant)
+        "--enable-prompt-tokens-details",
     ]
     if engine.enforce_eager:
         argv.append("--enforce-eager")

@@ -109,7 +109,7 @@ def read_usage(entry: accesslog_pb2.HTTPAccessLogEntry) -> Usage:
 
     reported = fields.get("reported")
     return Usage(count("prompt_tokens"), count("completion_tokens"),
-                 reported is not None and reported.bool_value)
+                 reported is not None and reported.bool_value, count("cached_tokens"))
 
 
 class Codec:

@@ -207,7 +207,7 @@ class Director:
         prompt = done.prompt_tokens if usage.prompt_tokens is None else usage.prompt_tokens
         self.quotas.settle(request_id, prompt + usage.completion_tokens)
         self.metrics.usage(done.tenant, prompt if usage.prompt_tokens is not None else None,
-                           usage.completion_tokens)
+                           usage.completion_tokens, usage.cached_tokens)
         if done.charged and self.flow is not None and self.waiting is not None:
             self.waiting.order.charge(done.tenant, weighted_tokens(prompt, usage.completion_tokens) - done.charged)
 

@@ -17,8 +17,9 @@ With ``batch_port`` set, ``/v1/files`` and ``/v1/batches`` go to the batch servi
 A Lua filter after the picker reads each inference response on its way out without holding it back
 (``_RESPONSE_LUA``): it adds the headers the picker asked for (dynamic metadata
 ``inferstack.response_headers``: a tenant's ``x-ratelimit-*``) and records the response's tokens
-(``inferstack.usage``: vLLM's ``usage``, from the JSON body or a stream's usage event; else the
-stream's text events counted), which the access log brings to the picker.
+(``inferstack.usage``: vLLM's ``usage``, its cached prompt tokens included, from the JSON body or
+a stream's usage event; else the stream's text events counted), which the access log brings to
+the picker.
 Invariants: the admin interface binds 127.0.0.1 only; the picker processes no response phase.
 """
 
@@ -69,7 +70,7 @@ function envoy_on_response(handle)
   local ctype = headers:get("content-type") or ""
   local stream = string.find(ctype, "text/event-stream", 1, true) ~= nil
   if not stream and not string.find(ctype, "json", 1, true) then return end
-  local prompt, completion, events, pending = nil, nil, 0, ""
+  local prompt, completion, cached, events, pending = nil, nil, nil, 0, ""
   for chunk in handle:bodyChunks() do
     pending = pending .. chunk:getBytes(0, chunk:length())
     if stream then
@@ -83,7 +84,10 @@ function envoy_on_response(handle)
         end
         local p = string.match(event, '"prompt_tokens":%%s*(%%d+)')
         local c = string.match(event, '"completion_tokens":%%s*(%%d+)')
-        if p and c then prompt, completion = tonumber(p), tonumber(c) end
+        if p and c then
+          prompt, completion = tonumber(p), tonumber(c)
+          cached = tonumber(string.match(event, '"cached_tokens":%%s*(%%d+)'))
+        end
       end
       if #pending > 1048576 then pending = "" end
     elseif #pending > 65536 then
@@ -93,13 +97,17 @@ function envoy_on_response(handle)
   if not stream then
     local p = string.match(pending, '"prompt_tokens":%%s*(%%d+)')
     local c = string.match(pending, '"completion_tokens":%%s*(%%d+)')
-    if p and c then prompt, completion = tonumber(p), tonumber(c) end
+    if p and c then
+      prompt, completion = tonumber(p), tonumber(c)
+      cached = tonumber(string.match(pending, '"cached_tokens":%%s*(%%d+)'))
+    end
   end
   meta = handle:streamInfo():dynamicMetadata()  -- objects taken before the body was read are stale now
   if completion then
     meta:set("%(usage_ns)s", "prompt_tokens", prompt)
     meta:set("%(usage_ns)s", "completion_tokens", completion)
     meta:set("%(usage_ns)s", "reported", true)
+    if cached then meta:set("%(usage_ns)s", "cached_tokens", cached) end
   elseif events > 0 then
     meta:set("%(usage_ns)s", "completion_tokens", events)
     meta:set("%(usage_ns)s", "reported", false)

@@ -188,8 +188,9 @@ class EppMetrics:
         self._flow_rejected = Counter(FLOW_REJECTED_METRIC, "429 answers of flow control per "
                                       "tenant: queue_full, wait_expired.", ["tenant", "reason"], registry=self.registry)
         self._tenant_tokens = Counter("inferstack_epp_tenant_tokens", "Tokens of ended responses per tenant as "
-                                      "Envoy reported them: prompt (vLLM's usage) and completion (vLLM's usage, else "
-                                      "the stream's text events counted).", ["tenant", "kind"], registry=self.registry)
+                                      "Envoy reported them: prompt and cached (of the prompt, served from vLLM's prefix "
+                                      "cache; vLLM's usage), completion (vLLM's usage, else the stream's text events "
+                                      "counted).", ["tenant", "kind"], registry=self.registry)
         self._tenants: set[str] = set()
         self.registry.register(_StateCollector(datastore, scheduler))
         self._children: dict[tuple[str, str, str, str], object] = {}
@@ -211,10 +212,13 @@ class EppMetrics:
     def flow_served(self, tenant: str, weighted_tokens: float) -> None:
         self._flow_served.labels(self.tenant_label(tenant)).inc(weighted_tokens)
 
-    def usage(self, tenant: str, prompt_tokens: int | None, completion_tokens: int) -> None:
+    def usage(self, tenant: str, prompt_tokens: int | None, completion_tokens: int,
+              cached_tokens: int | None = None) -> None:
         label = self.tenant_label(tenant)
         if prompt_tokens is not None:
             self._tenant_tokens.labels(label, "prompt").inc(prompt_tokens)
+        if cached_tokens is not None:
+            self._tenant_tokens.labels(label, "cached").inc(cached_tokens)
         self._tenant_tokens.labels(label, "completion").inc(completion_tokens)
 
     def flow_rejected(self, tenant: str, reason: str) -> None:

@@ -28,6 +28,7 @@ class Usage:
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     reported: bool = False
+    cached_tokens: int | None = None  # of the prompt, served from vLLM's prefix cache
 
 
 @dataclass(frozen=True, slots=True)

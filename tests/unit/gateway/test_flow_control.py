@@ -234,10 +234,12 @@ def test_a_response_that_stopped_early_gives_back_its_unused_charge_when_envoy_r
         send(p, "r0", "a", max_tokens=100)
         charged = p.waiting.order.counter("a")
         assert charged >= 200  # charged at dispatch as if all 100 tokens were generated (x2)
-        p.access_log(access_log_msg("r0", usage={"prompt_tokens": 12, "completion_tokens": 5, "reported": True}))
+        p.access_log(access_log_msg("r0", usage={"prompt_tokens": 12, "completion_tokens": 5, "reported": True,
+                                                 "cached_tokens": 8}))
         assert p.waiting.order.counter("a") == pytest.approx(12 + 2 * 5)  # settled to vLLM's count
         assert sample(p, "inferstack_epp_tenant_tokens_total", tenant="a", kind="prompt") == 12.0
         assert sample(p, "inferstack_epp_tenant_tokens_total", tenant="a", kind="completion") == 5.0
+        assert sample(p, "inferstack_epp_tenant_tokens_total", tenant="a", kind="cached") == 8.0
         # a stream without vLLM's usage: the completion events counted, the prompt stays estimated
         send(p, "r1", "b", max_tokens=100)
         p.access_log(access_log_msg("r1", usage={"completion_tokens": 7, "reported": False}))
