@@ -12,7 +12,8 @@ class MonitoringSettings(BaseModel):
 
     enabled: bool = Field(False, description="Run Prometheus (Debian's `prometheus` package) scraping every "
                           "replica, the picker, Envoy, the batch service and the supervisor; `up --monitoring`.")
-    port: int = Field(9090, ge=1, le=65535, description="Prometheus's web UI and API (127.0.0.1).")
+    port: int = Field(9099, ge=1, le=65535, description="Prometheus's web UI and API (127.0.0.1); not "
+                      "Prometheus's usual 9090, which the endpoint picker's /metrics has by default.")
     scrape_interval_s: float = Field(5.0, ge=0.5, le=300, description="Scrape and rule-evaluation interval.")
     retention_time: str = Field("2d", pattern=r"^[0-9]+(ms|s|m|h|d|w|y)$",
                                 description="Prometheus's --storage.tsdb.retention.time.")

@@ -11,7 +11,7 @@ Example (every key optional)::
     batch: {enabled: true}            # OpenAI Files + Batch API on the gateway's base URL
     auth: {file: keys.yaml}           # API keys and tenants (inferstack.auth); `up --auth-file`
     lora: {enabled: true, max_loras: 2, adapters: {json-mode: /path/to/adapter}}   # inferstack.lora
-    monitoring: {enabled: true, port: 9090, scrape_interval_s: 5}   # Prometheus; `up --monitoring`
+    monitoring: {enabled: true, port: 9099, scrape_interval_s: 5}   # Prometheus; `up --monitoring`
 
 Unknown keys are errors, so a misspelt key never silently vanishes. Errors name the key, the bad
 value and what would be valid.
@@ -87,6 +87,17 @@ class StackConfig(BaseModel):
 
     monitoring: MonitoringSettings = Field(default_factory=MonitoringSettings,
                                            description="A Prometheus beside the stack (default off).")
+
+    @model_validator(mode="after")
+    def _monitoring_port_is_its_own(self) -> StackConfig:
+        if self.monitoring.enabled and self.gateway.enabled:
+            gw = self.gateway
+            taken = {gw.port: "gateway.port", gw.admin_port: "gateway.admin_port",
+                     gw.epp.grpc_port: "gateway.epp.grpc_port", gw.epp.metrics_port: "gateway.epp.metrics_port"}
+            if self.monitoring.port in taken:
+                raise ValueError(f"monitoring.port {self.monitoring.port} is also {taken[self.monitoring.port]}; "
+                                 "give Prometheus a port of its own")
+        return self
 
     @model_validator(mode="after")
     def _keys_beyond_loopback(self) -> StackConfig:

@@ -121,6 +121,10 @@ def test_monitoring_config_and_flag():
     assert cfg.monitoring.enabled and cfg.monitoring.port == 9500
     with pytest.raises(InferstackError, match="retention_time"):
         load_config(overrides={"monitoring": {"retention_time": "forever"}})
+    # the defaults do not collide with the picker's /metrics (9090)
+    assert load_config(overrides={"monitoring": {"enabled": True}}).monitoring.port == 9099
+    with pytest.raises(InferstackError, match="monitoring.port 9090 is also gateway.epp.metrics_port"):
+        load_config(overrides={"monitoring": {"enabled": True, "port": 9090}})
 
 
 def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
