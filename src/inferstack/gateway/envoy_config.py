@@ -59,6 +59,14 @@ _EPP_DOWN_REPLY = {
 # lower bound with it) until a usage event (stream_options.include_usage) gives vLLM's own. Of a
 # JSON answer only the last 64 KiB are kept, where vLLM writes `usage` (after `choices`).
 _RESPONSE_LUA = """
+-- vLLM's usage in a piece of JSON: prompt, completion and cached prompt tokens (nil when absent)
+local function usage_in(text)
+  local p = string.match(text, '"prompt_tokens":%%s*(%%d+)')
+  local c = string.match(text, '"completion_tokens":%%s*(%%d+)')
+  if not (p and c) then return nil end
+  return tonumber(p), tonumber(c), tonumber(string.match(text, '"cached_tokens":%%s*(%%d+)'))
+end
+
 function envoy_on_response(handle)
   local meta = handle:streamInfo():dynamicMetadata()
   local extra = meta:get("%(headers_ns)s")
@@ -82,26 +90,15 @@ function envoy_on_response(handle)
         if string.find(event, '"content":%%s*"[^"]') or string.find(event, '"text":%%s*"[^"]') then
           events = events + 1
         end
-        local p = string.match(event, '"prompt_tokens":%%s*(%%d+)')
-        local c = string.match(event, '"completion_tokens":%%s*(%%d+)')
-        if p and c then
-          prompt, completion = tonumber(p), tonumber(c)
-          cached = tonumber(string.match(event, '"cached_tokens":%%s*(%%d+)'))
-        end
+        local p, c, k = usage_in(event)
+        if p then prompt, completion, cached = p, c, k end
       end
       if #pending > 1048576 then pending = "" end
     elseif #pending > 65536 then
       pending = string.sub(pending, -65536)
     end
   end
-  if not stream then
-    local p = string.match(pending, '"prompt_tokens":%%s*(%%d+)')
-    local c = string.match(pending, '"completion_tokens":%%s*(%%d+)')
-    if p and c then
-      prompt, completion = tonumber(p), tonumber(c)
-      cached = tonumber(string.match(pending, '"cached_tokens":%%s*(%%d+)'))
-    end
-  end
+  if not stream then prompt, completion, cached = usage_in(pending) end
   meta = handle:streamInfo():dynamicMetadata()  -- objects taken before the body was read are stale now
   if completion then
     meta:set("%(usage_ns)s", "prompt_tokens", prompt)
