@@ -10,7 +10,8 @@ Profiles map onto inference-perf's load section:
 
 Invariants: streaming is on unless asked otherwise; the tokenizer is the served model's local
 folder; reports are per stage with the percentiles our report needs; inference-perf's own
-Prometheus client stays off (we sample vLLM's /metrics ourselves).
+Prometheus client stays off (we sample vLLM's /metrics ourselves) unless ``prometheus_url`` names a
+Prometheus to read (the stack's, with monitoring on): then it also reports server metrics.
 """
 
 from __future__ import annotations
@@ -65,6 +66,9 @@ def _load_section(settings: BenchSettings) -> dict[str, Any]:
 
 def build_config(settings: BenchSettings, run_dir: Path, model: str, tokenizer: Path) -> dict[str, Any]:
     """The inference-perf config for this run; may write a converted dataset into ``run_dir``."""
+    prometheus = settings.prometheus_url is not None
+    metrics = {"metrics": {"type": "prometheus", "prometheus": {
+        "url": settings.prometheus_url, "scrape_interval": settings.prometheus_scrape_interval_s}}} if prometheus else {}
     return {
         "api": {"type": settings.api, "streaming": settings.streaming},
         "data": data_section(settings, run_dir),
@@ -83,8 +87,9 @@ def build_config(settings: BenchSettings, run_dir: Path, model: str, tokenizer: 
                 "per_request": False,
                 "percentiles": PERCENTILES,
             },
-            "prometheus": {"summary": False, "per_stage": False},
+            "prometheus": {"summary": prometheus, "per_stage": prometheus},
         },
+        **metrics,
         "storage": {"local_storage": {"path": str((run_dir / REPORTS_SUBDIR).resolve())}},
     }
 

@@ -104,6 +104,11 @@ class BenchSettings(_Strict):
         default=(), description="Replica base URLs whose /metrics are sampled (default: the target)."
     )
     sample_interval_s: float = Field(default=0.5, gt=0, description="Server-metrics sampling period.")
+    prometheus_url: str | None = Field(
+        default=None, pattern=r"^https?://", description="Also let inference-perf read the server's metrics from "
+        "this Prometheus (its metrics.type: prometheus; e.g. the stack's, `up --monitoring`): its own server-side "
+        "report per stage beside ours.")
+    prometheus_scrape_interval_s: int = Field(default=5, ge=1, description="That Prometheus's scrape interval.")
     progress_period_s: float = Field(default=2.0, gt=0, description="Period of the live progress line.")
     label: str | None = Field(default=None, description="Label of this run in reports.")
     spec_method: str | None = Field(default=None, description="Speculative method of the stack, if known.")

@@ -37,6 +37,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     b.add_argument("--api", choices=("completion", "chat"), default="completion", help="OpenAI API to use")
     b.add_argument("--metrics-url", action="append", default=[], dest="metrics_urls",
                    help="replica base URL whose /metrics to sample (repeat; default: the target)")
+    b.add_argument("--prometheus", metavar="URL", help="also let inference-perf read server metrics from this "
+                   "Prometheus (e.g. the stack's with `up --monitoring`: `status --json` monitoring.url)")
     b.add_argument("--probe-requests", type=int, default=60, help="linear-sweep: saturation probe burst size")
     b.add_argument("--label", help="label of this run in reports")
     b.add_argument("--spec-method", help="speculative method of the stack, recorded in run.json")
@@ -86,6 +88,7 @@ def settings_from_args(args: argparse.Namespace) -> BenchSettings:
             tokenizer=tokenizer,
             api=args.api,
             metrics_urls=metrics_urls,
+            prometheus_url=args.prometheus,
             probe_requests=args.probe_requests,
             label=args.label,
             spec_method=spec,

@@ -22,6 +22,7 @@ CASES = {
     "poisson-shared-prefix-chat": dict(profile="poisson", rate=3, stages=3, dataset="shared-prefix", api="chat"),
     "concurrency": dict(profile="concurrency", rate=4, stages=2),
     "documents": dict(profile="constant", rate=1, stages=1, dataset=str(EXAMPLES / "documents")),
+    "prometheus": dict(profile="constant", rate=1, stages=1, prometheus_url="http://127.0.0.1:9099"),
 }
 
 
@@ -51,7 +52,8 @@ def test_inference_perf_accepts_every_config(tmp_path: Path) -> None:
         "out = {}\n"
         "for p in sys.argv[1:]:\n"
         "    c = read_config(p)\n"
-        "    out[p] = [c.load.type.value, c.data.type.value, c.api.type.value, len(c.load.stages)]\n"
+        "    out[p] = [c.load.type.value, c.data.type.value, c.api.type.value, len(c.load.stages),\n"
+        "              c.metrics.type.value if c.metrics else None]\n"
         "print(json.dumps(out))\n"
     )
     proc = subprocess.run(
@@ -59,10 +61,11 @@ def test_inference_perf_accepts_every_config(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     got = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert got[str(paths[0])] == ["constant", "synthetic", "completion", 0]
-    assert got[str(paths[2])] == ["poisson", "shared_prefix", "chat", 3]
-    assert got[str(paths[3])] == ["concurrent", "synthetic", "completion", 2]
+    assert got[str(paths[0])] == ["constant", "synthetic", "completion", 0, None]
+    assert got[str(paths[2])] == ["poisson", "shared_prefix", "chat", 3, None]
+    assert got[str(paths[3])] == ["concurrent", "synthetic", "completion", 2, None]
     assert got[str(paths[4])][1] == "shareGPT"
+    assert got[str(paths[5])][4] == "prometheus"  # --prometheus: inference-perf reads the stack's Prometheus
 
 
 def test_config_is_plain_yaml(tmp_path: Path) -> None:
