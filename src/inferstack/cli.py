@@ -31,6 +31,7 @@ _COMPONENT_CLIS = (
     "inferstack.commands.lora",  # adapters train|load|unload|list
     "inferstack.commands.spectune",  # tune-spec
     "inferstack.commands.auth",  # keys add|list
+    "inferstack.commands.top",  # top
 )
 
 

@@ -24,7 +24,7 @@ from inferstack.gateway.datastore import Datastore
 from inferstack.gateway.scheduling import Scheduler
 from inferstack.gateway.settings import EppSettings
 from inferstack.gateway.status import (FLOW_FAIRNESS_METRIC, FLOW_QUEUE_METRIC, FLOW_REJECTED_METRIC, FLOW_SERVED_METRIC,
-                                       HELD_REQUESTS_METRIC)
+                                       HELD_REQUESTS_METRIC, REQUESTS_METRIC)
 
 __all__ = ["MAX_SERVED_MODELS", "MAX_TENANT_LABELS", "OTHER_MODEL", "OTHER_TENANT", "EppMetrics", "configured_models"]
 
@@ -143,7 +143,7 @@ class _ByModel:
 class EppMetrics:
     def __init__(self, datastore: Datastore, scheduler: Scheduler, settings: EppSettings | None = None) -> None:
         self.registry = CollectorRegistry()
-        self.requests = Counter("inferstack_epp_requests", "Requests handled by the EPP.",
+        self.requests = Counter(REQUESTS_METRIC, "Requests handled by the EPP.",
                                 ["model", "target_model", "endpoint", "outcome"], registry=self.registry)
         self.shed = _ByModel(Counter("inferstack_epp_shed_requests", "Sheddable requests refused with 429.",
                                      ["model"], registry=self.registry), self.model_label)

@@ -6,12 +6,13 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = ["FLOW_FAIRNESS_METRIC", "FLOW_QUEUE_METRIC", "FLOW_REJECTED_METRIC", "FLOW_SERVED_METRIC",
-           "HELD_REQUESTS_METRIC", "EnvoyStatus", "EppStatus", "FlowControlStatus", "GatewayStatus", "ProcessStatus",
+           "HELD_REQUESTS_METRIC", "REQUESTS_METRIC", "EnvoyStatus", "EppStatus", "FlowControlStatus", "GatewayStatus", "ProcessStatus",
            "TenantFlow", "epp_metrics_page", "read_flow_control"]
 
 # The picker's metrics its readers use (the autoscaler, `inferstack status`), named once: the EPP
 # exports them under these names (gateway/epp_metrics.py). Counters' samples end in ``_total``.
 HELD_REQUESTS_METRIC = "inferstack_epp_held_requests"
+REQUESTS_METRIC = "inferstack_epp_requests"  # by model, target, endpoint and outcome (routed, shed, ...)
 FLOW_QUEUE_METRIC = "inferstack_epp_flow_queue_requests"
 FLOW_SERVED_METRIC = "inferstack_epp_flow_served_weighted_tokens"
 FLOW_REJECTED_METRIC = "inferstack_epp_flow_rejected_requests"

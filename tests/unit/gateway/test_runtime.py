@@ -71,7 +71,7 @@ def test_exactly_one_endpoint_source():
 
 def test_public_surface():
     assert sorted(gateway_pkg.__all__) == ["EppSettings", "Gateway", "GatewaySettings", "GatewayStatus",
-                                           "HELD_REQUESTS_METRIC", "HoldSettings", "check_exposure",
+                                           "HELD_REQUESTS_METRIC", "HoldSettings", "REQUESTS_METRIC", "check_exposure",
                                            "epp_metrics_page", "load_epp_settings", "write_endpoints_file"]
     for name in gateway_pkg.__all__:
         assert getattr(gateway_pkg, name)
