@@ -42,7 +42,8 @@ class TopSample:
 def sample(status: StackStatus, at: float, timeout_s: float = 0.5) -> TopSample:
     rows = tuple(ReplicaRow(r.name, r.state, fetch_figures(r.url, timeout_s) if r.state == "ready" else None)
                  for r in status.replicas)
-    waiting, decisions = None, {}
+    waiting: float | None = None
+    decisions: dict[str, float] = {}
     page = epp_metrics_page(status.gateway, timeout_s) if status.gateway is not None else None
     if page is not None:
         waiting = 0.0
