@@ -104,3 +104,29 @@ def test_a_wait_past_max_wait_gets_429_and_routed_streams_are_untouched(tmp_path
         assert r.json()["error"]["code"] == "wait_expired" and 1.0 <= time.monotonic() - t0 < 5
         long.join(10)
         assert long.status == 200 and long.text.count("data:") >= 30
+
+
+def test_a_picker_killed_while_requests_wait_answers_them_at_once_and_cuts_no_routed_stream(tmp_path):
+    import os
+    import signal
+
+    flow = FlowControlSettings(enabled=True, max_requests_per_endpoint=2, max_requests=10, max_wait_s=20)
+    with flow_gateway(tmp_path / "run", flow) as (gw, backend):
+        running = [Client(gw.url, "noisy", _slow(3.0)) for _ in range(2)]
+        wait_until(lambda: epp_gauge(gw, "inferstack_epp_endpoint_in_flight_requests", backend) == 2.0,
+                   what="two streams in flight")
+        waiting = [Client(gw.url, "noisy", _slow(0.5)) for _ in range(3)]
+        wait_until(lambda: epp_gauge(gw, WAITING, tenant="noisy") == 3.0, what="three requests to wait")
+        t0 = time.monotonic()
+        os.kill(gw.status().epp.pid, signal.SIGKILL)  # type: ignore[arg-type]
+        for c in waiting:
+            c.join(10)
+        # the waiting ones lose their ext_proc stream: Envoy answers 503 (fail closed) at once, no hang
+        assert [c.status for c in waiting] == [503] * 3 and max(c.done_at for c in waiting) - t0 < 2.0
+        assert all("endpoint picker" in c.text for c in waiting)
+        assert gw.heal() == ["epp"]
+        for c in running:
+            c.join(20)
+        assert [c.status for c in running] == [200, 200] and all(c.text.count("data:") >= 30 for c in running)
+        wait_until(lambda: httpx.post(f"{gw.url}/v1/chat/completions", json=_fast(), timeout=5).status_code == 200,
+                   timeout_s=15, what="routing to resume after the picker's restart")
