@@ -146,6 +146,31 @@ def _gateway_factory(config: StackConfig, batch: BatchSettings | None = None):  
     return lambda endpoints_file, run_dir: Gateway(settings, endpoints_file=endpoints_file, run_dir=run_dir)
 
 
+def with_kv_events(config: StackConfig, run_dir: Path) -> StackConfig:
+    """With ``gateway.epp.kv_events.enabled``: the served model's folder as the picker's tokenizer,
+    and the replicas' event sockets as Unix sockets in the run dir (private to this machine)."""
+    kv = config.gateway.epp.kv_events
+    if not (config.gateway.enabled and kv.enabled):
+        return config
+    tokenizer = kv.tokenizer
+    if tokenizer is None:
+        source = Path(resolve_model(config.model, config.served_model_name).source)
+        if not (source / "tokenizer.json").exists():
+            raise ConfigError(f"gateway.epp.kv_events needs the model's tokenizer.json in a local folder; "
+                              f"{source} has none: set gateway.epp.kv_events.tokenizer to a folder with it")
+        tokenizer = source
+    ipc_dir = kv.ipc_dir or run_dir / "kv-events"
+    longest = str(ipc_dir / f"kv-{config.engine.base_port + 63}.replay")
+    if len(longest) > 100:  # a Unix socket's path holds 107 bytes
+        raise ConfigError(f"gateway.epp.kv_events: the run dir's socket paths are too long for Unix sockets "
+                          f"({len(longest)} > 100 characters: {longest}); set gateway.epp.kv_events.ipc_dir "
+                          "to a shorter folder")
+    ipc_dir.mkdir(parents=True, exist_ok=True)
+    data = config.model_dump(mode="json")
+    data["gateway"]["epp"]["kv_events"].update(tokenizer=str(tokenizer), ipc_dir=str(ipc_dir))
+    return StackConfig.model_validate(data)
+
+
 def _monitoring_factory(config: StackConfig, batch: BatchSettings | None):  # type: ignore[no-untyped-def]
     """Prometheus scraping the stack, and the port of the supervisor's own /metrics (chosen free)."""
     if not config.monitoring.enabled:
@@ -221,6 +246,7 @@ def _up_foreground(config: StackConfig, state: StateFile, config_path: Path | No
     from inferstack.stack.supervisor import Supervisor
 
     engine_python = env_python(engine_env_for(config.engine.engine))
+    config = with_kv_events(config, state.run_dir)
     batch = _batch_settings(config, state)
     if batch is not None and batch.gateway_key_file is not None:
         _write_service_key(state)

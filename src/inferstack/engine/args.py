@@ -8,13 +8,20 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Protocol
 
 from inferstack.engine.settings import EngineSettings
 from inferstack.engine.speculative import SpeculativeSettings
 from inferstack.lora.settings import LoraSettings
 from inferstack.models.resolve import ResolvedModel
 
-__all__ = ["build_replica_argv", "build_replica_env"]
+__all__ = ["ReplicaFlags", "build_replica_argv", "build_replica_env"]
+
+
+class ReplicaFlags(Protocol):
+    """Flags another component adds to every replica (the gateway's KV-events settings)."""
+
+    def vllm_args(self, port: int) -> list[str]: ...
 
 
 def build_replica_argv(
@@ -24,7 +31,10 @@ def build_replica_argv(
     engine: EngineSettings,
     speculative: SpeculativeSettings,
     lora: LoraSettings | None = None,
+    kv_events: ReplicaFlags | None = None,
 ) -> list[str]:
+    """The replica's command line; ``kv_events``: publish its KV-cache events (and use that block
+    size) for the picker's precise prefix scorer."""
     argv = [
         str(engine_python), "-m", "vllm.entrypoints.openai.api_server",
         "--model", model.source,
@@ -52,6 +62,8 @@ def build_replica_argv(
     argv += speculative.to_vllm_args()
     if lora is not None:
         argv += lora.to_vllm_args(model.served_name)
+    if kv_events is not None:
+        argv += kv_events.vllm_args(port)
     argv += engine.extra_args
     return argv
 

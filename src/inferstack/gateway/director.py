@@ -25,6 +25,7 @@ import json
 import time
 
 from inferstack.auth import SERVICE, KeyFileWatch, KeyRefused, Tenant, hash_key, identify, read_key
+from inferstack.errors import ConfigError
 from inferstack.gateway.datastore import Datastore, Endpoint
 from inferstack.gateway.decision import Decision, Defer, Phase, Reject, RequestContext, Respond, Route
 from inferstack.gateway.envoy_config import CLUSTER_NAME
@@ -32,15 +33,18 @@ from inferstack.gateway.epp_metrics import EppMetrics
 from inferstack.gateway.fair_queue import ServiceWindow, weighted_tokens
 from inferstack.gateway.hold import EnvoyLoadWatch
 from inferstack.gateway.inflight import InFlightLedger, Usage
+from inferstack.gateway.kv_events import KvBlockIndex, block_keys
+from inferstack.gateway.plugins.scorers import PrecisePrefixScorer
 from inferstack.gateway.policy import Objectives, Rewrites, has_capacity, is_saturated, serving
 from inferstack.gateway.quota import QuotaExceeded, Quotas, ratelimit_headers
 from inferstack.gateway.request import InferenceRequest
 from inferstack.gateway.scheduling import SchedContext, Scheduler
 from inferstack.gateway.served_models import ModelsPoller
 from inferstack.gateway.settings import EppSettings
+from inferstack.gateway.tokenize import Tokenizer
 from inferstack.gateway.waiting import Waiting, WaitQueue
 
-__all__ = ["MODELS_METHOD_NOT_ALLOWED", "NO_ENDPOINT", "SHED", "Director"]
+__all__ = ["MODELS_METHOD_NOT_ALLOWED", "NO_ENDPOINT", "PREDICTED_CACHED_HEADER", "SHED", "Director"]
 
 _MAX_LISTED_MODELS = 20  # served names a 404 lists
 _MAX_ECHOED_NAME = 200  # characters of the client's model name a 404 repeats
@@ -48,6 +52,7 @@ _MODELS_RECHECK_MAX_S = 1.0  # bound of the poll before a 404: half Envoy's defa
 _MODELS_RECHECK_WAIT_S = 1.5  # and of the wait for it (one started earlier may still run)
 _MAX_QUOTA_TENANTS = 1000  # past it, tenants with an empty quota window are forgotten
 
+PREDICTED_CACHED_HEADER = "x-inferstack-predicted-cached-tokens"
 NO_ENDPOINT = Reject(503, "no model server endpoint is ready", "service_unavailable")
 SHED = Reject(429, "the model servers are saturated and this request is sheddable", "too_many_requests")
 _CHALLENGE = (("www-authenticate", b'Bearer realm="inferstack"'),)
@@ -78,6 +83,17 @@ class Director:
         size = max(hold.max_requests if hold.enabled else 0, flow.max_requests if flow.enabled else 0)
         self.waiting = WaitQueue(size, self.metrics, self._wait_timed_out) if size else None
         self.service = ServiceWindow()  # served weighted tokens per tenant, for the fairness index
+        # KV events (precise prefix routing): what each endpoint caches, and the engine's tokens
+        kv = settings.kv_events
+        self.kv = kv if kv.enabled else None
+        self.kv_index = KvBlockIndex(kv.max_blocks_per_endpoint) if kv.enabled else None
+        if kv.enabled and kv.tokenizer is None:
+            raise ConfigError("kv_events.enabled needs kv_events.tokenizer: the served model's folder (its "
+                              "tokenizer.json and chat template; the local stack fills it in)")
+        self.tokenizer = Tokenizer(kv.tokenizer) if kv.enabled and kv.tokenizer is not None else None
+        for scorer, _ in self.scheduler.scorers:
+            if isinstance(scorer, PrecisePrefixScorer):
+                scorer.index = self.kv_index
         if self.waiting is not None:
             self.metrics.watch_waiting(self.waiting.order.lengths, self._fairness if self.flow is not None else None)
         self.envoy = EnvoyLoadWatch(settings.envoy_admin_port if hold.enabled else None, CLUSTER_NAME,
@@ -315,6 +331,8 @@ class Director:
             self.metrics.shed.labels(model).inc()
             self.metrics.count(model, target, "", "shed")
             return SHED
+        if self.tokenizer is not None and req.block_keys is None:
+            self._tokenize(req)
         result = self.scheduler.schedule(SchedContext(now, self._staleness_s, sat), req, ready)
         assert result is not None  # ready is not empty
         served = 0.0
@@ -328,9 +346,33 @@ class Director:
         if result.fallbacks:
             destination = ",".join([destination, *(e.address for e in result.fallbacks)])
         self.metrics.count(model, target, result.endpoint.address, "routed")
+        headers = req.ratelimit + self._predicted_cached(req, result.endpoint)
         if target != model and phase == "body":
-            return Route(destination, phase, _rewrite_body(body, target), req.ratelimit)
-        return Route(destination, phase, None, req.ratelimit)
+            return Route(destination, phase, _rewrite_body(body, target), headers)
+        return Route(destination, phase, None, headers)
+
+    # -- KV events: the engine's tokens, the cache the chosen endpoint holds -----------------------
+    def _tokenize(self, req: InferenceRequest) -> None:
+        """The request's tokens as the engine makes them: its exact prompt length and its blocks' keys
+        (none where the picker cannot tokenize it as the engine would, e.g. a template error)."""
+        assert self.tokenizer is not None and self.kv is not None
+        ids = self.tokenizer.encode(req) if req.kind != "other" else None
+        if ids is None:
+            req.block_keys = []
+            return
+        req.prompt_tokens = len(ids)
+        req.block_keys = block_keys(ids, self.kv.block_size)
+
+    def _predicted_cached(self, req: InferenceRequest, endpoint: Endpoint) -> tuple[tuple[str, bytes], ...]:
+        """``x-inferstack-predicted-cached-tokens``: the prompt tokens the chosen endpoint should serve
+        from its cache, as vLLM counts them (whole blocks; never the prompt's last token, which it
+        always computes): the benchmark compares it with ``usage.prompt_tokens_details.cached_tokens``."""
+        if self.kv_index is None or not req.block_keys:
+            return ()
+        blocks = self.kv_index.cached_blocks(endpoint.address, req.block_keys)
+        assert self.kv is not None
+        tokens = min(blocks, (req.prompt_tokens - 1) // self.kv.block_size) * self.kv.block_size
+        return ((PREDICTED_CACHED_HEADER, str(tokens).encode()),)
 
     async def _route_after_recheck(self, req: InferenceRequest, phase: Phase, body: bytes, request_id: str,
                                    arrived: float) -> Decision:

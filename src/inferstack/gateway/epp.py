@@ -66,6 +66,7 @@ from inferstack.gateway.discovery import make_discovery
 from inferstack.gateway.envoy_config import CLUSTER_NAME
 from inferstack.gateway.h2grpc import GrpcH2Server, StreamContext
 from inferstack.gateway.hold import EnvoyLoadWatch
+from inferstack.gateway.kv_events import KvEventSubscriber
 from inferstack.gateway.request import BadRequest, parse_body
 from inferstack.gateway.scraper import Scraper
 from inferstack.gateway.served_models import ModelsPoller
@@ -115,6 +116,7 @@ class EndpointPicker:
         self.rewrites, self.waiting = d.rewrites, d.waiting
         self._latency = self.metrics.latency
         self._unready: set[str] = set()  # endpoints not ready at their last scrape (or never scraped)
+        self.kv_events: KvEventSubscriber | None = None  # set by serve() with kv_events on
 
     @property
     def envoy(self) -> EnvoyLoadWatch:
@@ -142,6 +144,8 @@ class EndpointPicker:
         if self.settings.eds_path is not None:
             write_eds_file(self.settings.eds_path, CLUSTER_NAME, addresses)
             self.envoy.published(addresses, added)
+        if self.kv_events is not None:
+            self.kv_events.set_endpoints(addresses)
 
     def on_scrape(self, address: str, ok: bool) -> None:
         """After each scrape: an endpoint that became ready (again) gets its served models polled at once
@@ -155,6 +159,8 @@ class EndpointPicker:
                 self._unready.discard(address)
                 if self.models_poller is not None:
                     self.models_poller.poke(address)
+                if self.kv_events is not None:  # a new vLLM process: its cache starts empty
+                    self.kv_events.restarted(address)
         if ok and self.waiting is not None and len(self.waiting):
             self.director.release_waiting()
 
@@ -325,6 +331,12 @@ async def serve(settings: EppSettings, stop: asyncio.Event) -> None:
             await grpc_server.stop(grace=1.0)
         stop_server = stop_grpcio
 
+    if picker.director.kv_index is not None:
+        kv = settings.kv_events
+        picker.kv_events = KvEventSubscriber(picker.director.kv_index, kv.publisher, kv.replayer,
+                                             on_batch=picker.metrics.kv_batch, on_gap=picker.metrics.kv_gap)
+        picker.metrics.watch_kv_index(picker.director.kv_index)
+        picker.kv_events.start()
     httpd, thread = start_http_server(settings.metrics_port, addr=settings.grpc_host, registry=picker.metrics.registry)
     tasks = [asyncio.create_task(make_discovery(settings.discovery).run(on_change), name="discovery"),
              asyncio.create_task(_expire_in_flight(picker), name="in-flight expiry")]
@@ -341,6 +353,8 @@ async def serve(settings: EppSettings, stop: asyncio.Event) -> None:
         if poller is not None:
             await poller.stop()
         await picker.envoy.stop()
+        if picker.kv_events is not None:
+            picker.kv_events.stop()
         httpd.shutdown()
         thread.join(timeout=2)
 

@@ -21,6 +21,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from inferstack.gateway.datastore import Datastore
+from inferstack.gateway.kv_events import KvBlockIndex
 from inferstack.gateway.scheduling import Scheduler
 from inferstack.gateway.settings import EppSettings
 from inferstack.gateway.status import (FLOW_FAIRNESS_METRIC, FLOW_QUEUE_METRIC, FLOW_REJECTED_METRIC, FLOW_SERVED_METRIC,
@@ -191,6 +192,11 @@ class EppMetrics:
                                       "Envoy reported them: prompt and cached (of the prompt, served from vLLM's prefix "
                                       "cache; vLLM's usage), completion (vLLM's usage, else the stream's text events "
                                       "counted).", ["tenant", "kind"], registry=self.registry)
+        self._kv_batches = Counter("inferstack_epp_kv_event_batches", "KV event batches applied per endpoint "
+                                   "(live or replayed).", ["endpoint"], registry=self.registry)
+        self._kv_gaps = Counter("inferstack_epp_kv_event_gaps", "Gaps in an endpoint's KV event sequence "
+                                "(each answered by a replay; one the publisher's buffer no longer covers loses "
+                                "blocks until they are stored again).", ["endpoint"], registry=self.registry)
         self._tenants: set[str] = set()
         self.registry.register(_StateCollector(datastore, scheduler))
         self._children: dict[tuple[str, str, str, str], object] = {}
@@ -211,6 +217,16 @@ class EppMetrics:
 
     def flow_served(self, tenant: str, weighted_tokens: float) -> None:
         self._flow_served.labels(self.tenant_label(tenant)).inc(weighted_tokens)
+
+    def kv_batch(self, endpoint: str, seq: int) -> None:
+        self._kv_batches.labels(endpoint).inc()
+
+    def kv_gap(self, endpoint: str) -> None:
+        self._kv_gaps.labels(endpoint).inc()
+
+    def watch_kv_index(self, index: KvBlockIndex) -> None:
+        """Export the blocks the index holds per endpoint (read at each scrape)."""
+        self.registry.register(_KvIndexCollector(index))
 
     def usage(self, tenant: str, prompt_tokens: int | None, completion_tokens: int,
               cached_tokens: int | None = None) -> None:
@@ -266,3 +282,15 @@ class EppMetrics:
         if child is None:
             child = self._children[key] = self.requests.labels(*key)
         child.inc()  # type: ignore[attr-defined]
+
+
+class _KvIndexCollector(Collector):
+    def __init__(self, index: KvBlockIndex) -> None:
+        self._index = index
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        g = GaugeMetricFamily("inferstack_epp_kv_blocks", "Blocks each endpoint holds in its prefix cache, as its "
+                              "KV events said.", labels=["endpoint"])
+        for endpoint in sorted(self._index.endpoints()):
+            g.add_metric([endpoint], self._index.size(endpoint))
+        yield g

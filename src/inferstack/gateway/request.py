@@ -33,6 +33,8 @@ class InferenceRequest:
     prefix_hashes: list[int] | None = None  # filled once by the prefix scorer
     prefix_best_match: float | None = None  # best match over the endpoints, set by the prefix scorer
     ratelimit: tuple[tuple[str, bytes], ...] = ()  # x-ratelimit-* headers for the answer (a tenant with quotas)
+    messages: list[object] | None = None  # a chat request's messages as sent (the engine's tokens need them)
+    block_keys: list[int] | None = None  # its full blocks' keys (gateway/kv_events.py), with KV events on
 
 
 def _message_text(content: object) -> str:
@@ -80,4 +82,4 @@ def parse_body(body: bytes) -> InferenceRequest:
         raise BadRequest("'max_tokens' must be an integer")
     return InferenceRequest(model=model, prompt=prompt, stream=bool(data.get("stream", False)),
                             max_tokens=max_tokens, kind=kind, target_model=model,
-                            prompt_tokens=len(prompt) // 4 + 1)
+                            prompt_tokens=len(prompt) // 4 + 1, messages=messages if kind == "chat" else None)

