@@ -12,7 +12,7 @@ from __future__ import annotations
 from enum import StrEnum
 
 __all__ = ["BATCH_ACTIVE_STATUSES", "BATCH_TERMINAL_STATUSES", "DESTINATION_HEADER", "ENVOY_LB_NAMESPACE",
-           "FAIRNESS_ID_HEADER", "OBJECTIVE_HEADER", "RESPONSE_HEADERS_NAMESPACE", "USAGE_NAMESPACE", "BatchStatus",
+           "ENVOY_STAT_PREFIX", "FAIRNESS_ID_HEADER", "OBJECTIVE_HEADER", "RESPONSE_HEADERS_NAMESPACE", "USAGE_NAMESPACE", "BatchStatus",
            "VllmMetric"]
 
 
@@ -57,6 +57,9 @@ FAIRNESS_ID_HEADER = "x-gateway-inference-fairness-id"  # the tenant, for fair q
 # wants on the answer (name -> value), and the tokens of the response (prompt_tokens,
 # completion_tokens, reported), which reach the picker in the access log.
 RESPONSE_HEADERS_NAMESPACE = "inferstack.response_headers"
+# The gateway's HTTP connection manager stat prefix: its Prometheus series carry
+# envoy_http_conn_manager_prefix="gateway" (the dashboards and alerts select on it).
+ENVOY_STAT_PREFIX = "gateway"
 USAGE_NAMESPACE = "inferstack.usage"
 
 

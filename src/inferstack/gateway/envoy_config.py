@@ -28,7 +28,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from inferstack.gateway.settings import GatewaySettings
-from inferstack.wire import DESTINATION_HEADER, ENVOY_LB_NAMESPACE, RESPONSE_HEADERS_NAMESPACE, USAGE_NAMESPACE
+from inferstack.wire import (DESTINATION_HEADER, ENVOY_LB_NAMESPACE, ENVOY_STAT_PREFIX, RESPONSE_HEADERS_NAMESPACE,
+                             USAGE_NAMESPACE)
 
 __all__ = ["BATCH_CLUSTER", "CLUSTER_NAME", "build_envoy_config"]
 
@@ -140,7 +141,7 @@ def build_envoy_config(settings: GatewaySettings, eds_path: Path) -> dict:
     hcm = {
         "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3."
                  "HttpConnectionManager",
-        "stat_prefix": "gateway",
+        "stat_prefix": ENVOY_STAT_PREFIX,
         "codec_type": "AUTO",
         "stream_idle_timeout": _duration(settings.stream_idle_timeout_s),
         "request_timeout": "0s",

@@ -11,12 +11,12 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from inferstack.monitoring.rules import GATEWAY_SELECTOR
 from inferstack.wire import VllmMetric as V
 
 __all__ = ["DASHBOARDS", "DASHBOARDS_DIR", "Dashboard", "Panel", "dashboard_json", "panel_queries"]
 
 DASHBOARDS_DIR = Path(__file__).resolve().parent / "dashboards"
-_GATEWAY = 'envoy_http_conn_manager_prefix="gateway"'
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,7 +40,7 @@ def _p(title: str, unit: str, *queries: tuple[str, str]) -> Panel:
 DASHBOARDS: tuple[Dashboard, ...] = (
     Dashboard("inferstack-overview", "inferstack / overview", (
         _p("Gateway requests/s by answer class", "reqps",
-           (f"sum by (envoy_response_code_class) (rate(envoy_http_downstream_rq_xx{{{_GATEWAY}}}[1m]))",
+           (f"sum by (envoy_response_code_class) (rate(envoy_http_downstream_rq_xx{{{GATEWAY_SELECTOR}}}[1m]))",
             "{{envoy_response_code_class}}xx")),
         _p("Time to first token", "s", ("inferstack:ttft_seconds:p50", "p50"), ("inferstack:ttft_seconds:p95", "p95"),
            ("inferstack:ttft_seconds:p99", "p99")),

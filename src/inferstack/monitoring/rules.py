@@ -13,9 +13,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from inferstack.wire import ENVOY_STAT_PREFIX
 from inferstack.wire import VllmMetric as V
 
-__all__ = ["ALERTS", "LOCAL_JOBS", "RECORDING_RULES", "Alert", "Recording", "rules_document"]
+__all__ = ["ALERTS", "GATEWAY_SELECTOR", "LOCAL_JOBS", "RECORDING_RULES", "Alert", "Recording", "rules_document"]
 
 LOCAL_JOBS = {"replicas": "vllm", "picker": "picker"}  # role -> the local Prometheus's job name
 
@@ -71,7 +72,7 @@ RECORDING_RULES: tuple[Recording, ...] = (
               "histogram_quantile(0.99, sum by (le) (rate(inferstack_epp_scheduling_latency_seconds_bucket[1m])))"),
 )
 
-_GATEWAY = 'envoy_http_conn_manager_prefix="gateway"'
+GATEWAY_SELECTOR = f'envoy_http_conn_manager_prefix="{ENVOY_STAT_PREFIX}"'  # the gateway's Envoy series
 
 ALERTS: tuple[Alert, ...] = (
     Alert("InferstackReplicaDown", 'up{{job="{replicas}"}}', "== 0", "1m", "critical",
@@ -83,8 +84,8 @@ ALERTS: tuple[Alert, ...] = (
     Alert("InferstackPickerDown", 'up{{job="{picker}"}}', "== 0", "30s", "critical",
           "The endpoint picker does not answer: new requests get 503 until it is back."),
     Alert("InferstackGatewayErrors",
-          f'sum(rate(envoy_http_downstream_rq_xx{{{{{_GATEWAY},envoy_response_code_class="5"}}}}[5m])) / '
-          f"clamp_min(sum(rate(envoy_http_downstream_rq_total{{{{{_GATEWAY}}}}}[5m])), 1e-9)",
+          f'sum(rate(envoy_http_downstream_rq_xx{{{{{GATEWAY_SELECTOR},envoy_response_code_class="5"}}}}[5m])) / '
+          f"clamp_min(sum(rate(envoy_http_downstream_rq_total{{{{{GATEWAY_SELECTOR}}}}}[5m])), 1e-9)",
           "> 0.05", "5m", "warning", "More than 5% of the gateway's answers were 5xx over five minutes.",
           needs_envoy=True),
 )
