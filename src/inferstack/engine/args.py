@@ -15,7 +15,9 @@ from inferstack.engine.speculative import SpeculativeSettings
 from inferstack.lora.settings import LoraSettings
 from inferstack.models.resolve import ResolvedModel
 
-__all__ = ["ReplicaFlags", "build_replica_argv", "build_replica_env"]
+__all__ = ["KEEP_ALIVE_S", "ReplicaFlags", "build_replica_argv", "build_replica_env"]
+
+KEEP_ALIVE_S = 75  # a replica's idle keep-alive: longer than common clients' pools (aiohttp 15 s, httpx 5 s)
 
 
 class ReplicaFlags(Protocol):
@@ -80,6 +82,10 @@ def build_replica_env(
     env = dict(os.environ if base_env is None else base_env)
     env.setdefault("VLLM_LOGGING_LEVEL", "INFO")
     env["PYTHONUNBUFFERED"] = "1"
+    # vLLM closes a keep-alive connection after 5 idle seconds; clients keep theirs longer (aiohttp,
+    # inference-perf's client: 15 s), so a request sent on one as the server closes it failed with
+    # "Server disconnected" (seen once in test_bench). The server must outlast its clients' pools.
+    env.setdefault("VLLM_HTTP_TIMEOUT_KEEP_ALIVE", str(KEEP_ALIVE_S))
     if lora is not None:
         env.update(lora.vllm_env())
     if engine.engine == "vllm-cpu":

@@ -61,6 +61,10 @@ def test_env_sets_kv_cache_and_core_binding(tmp_path):
     assert env["NUMBA_THREADING_LAYER"] == "workqueue"
     mine = build_replica_env(EngineSettings(), [0], py, base_env={"NUMBA_THREADING_LAYER": "tbb"})
     assert mine["NUMBA_THREADING_LAYER"] == "tbb"  # a user's own choice stands
+    # idle connections outlive the clients' pools (aiohttp keeps them 15 s), unless the user says otherwise
+    assert env["VLLM_HTTP_TIMEOUT_KEEP_ALIVE"] == "75"
+    assert build_replica_env(EngineSettings(), [0], py, base_env={"VLLM_HTTP_TIMEOUT_KEEP_ALIVE": "9"})[
+        "VLLM_HTTP_TIMEOUT_KEEP_ALIVE"] == "9"
 
 
 def test_env_on_gpu_engine_has_no_cpu_settings():
