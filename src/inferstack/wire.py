@@ -12,7 +12,7 @@ from __future__ import annotations
 from enum import StrEnum
 
 __all__ = ["BATCH_ACTIVE_STATUSES", "BATCH_TERMINAL_STATUSES", "DESTINATION_HEADER", "ENVOY_LB_NAMESPACE",
-           "ENVOY_STAT_PREFIX", "FAIRNESS_ID_HEADER", "OBJECTIVE_HEADER", "RESPONSE_HEADERS_NAMESPACE", "USAGE_NAMESPACE", "BatchStatus",
+           "ENVOY_STAT_PREFIX", "FAIRNESS_ID_HEADER", "OBJECTIVE_HEADER", "RESPONSE_HEADERS_NAMESPACE", "ROUTE_NOTE_HEADER", "USAGE_NAMESPACE", "BatchStatus",
            "VllmMetric"]
 
 
@@ -61,6 +61,10 @@ RESPONSE_HEADERS_NAMESPACE = "inferstack.response_headers"
 # envoy_http_conn_manager_prefix="gateway" (the dashboards and alerts select on it).
 ENVOY_STAT_PREFIX = "gateway"
 USAGE_NAMESPACE = "inferstack.usage"
+# With several pickers: the routed request's tenant and token counts, set by the picker that routed
+# it as a request header; Envoy's logs bring it to every picker (dynamic metadata is not in an
+# upstream log, a request header is).
+ROUTE_NOTE_HEADER = "x-inferstack-route"
 
 
 class BatchStatus(StrEnum):

@@ -18,7 +18,7 @@ import yaml
 from test_gateway_support import wait_until
 
 from inferstack.engine.metrics import fetch_figures
-from inferstack.process import free_ports
+from inferstack.process import free_port_block, free_ports
 from inferstack.stack.state import StateFile
 from inferstack.stack.status import StackStatus
 
@@ -121,6 +121,10 @@ def detached_stack(state_dir: Path, config: dict, up_output: list[str] | None = 
     the cores it may use (its supervisor inherits the affinity)."""
     env = dict(os.environ, INFERSTACK_STATE=str(state_dir))
     listener, admin, grpc_port, metrics = free_ports(4)
+    pickers = int(config.get("gateway", {}).get("pickers", 1))
+    if pickers > 1:  # picker i on each + i: a block, outside the replicas' ports
+        grpc_port = free_port_block(2 * pickers, start=26000)
+        metrics = grpc_port + pickers
     path = state_dir / "stack-under-test.yaml"
     gateway = dict(config.get("gateway", {}), port=listener, admin_port=admin)
     gateway["epp"] = dict(gateway.get("epp", {}), grpc_port=grpc_port, metrics_port=metrics)

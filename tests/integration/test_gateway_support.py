@@ -19,7 +19,7 @@ from inferstack.batch import BatchService, BatchSettings, DispatchSettings
 from inferstack.batch.stack import gateway_with_batch
 from inferstack.gateway import EppSettings, Gateway, GatewaySettings
 from inferstack.gateway.settings import FlowControlSettings, HoldSettings
-from inferstack.process import free_port
+from inferstack.process import free_port, free_port_block
 
 ECHO = Path(__file__).resolve().parents[2] / "benchmarks" / "gateway_echo_backend.py"
 
@@ -70,12 +70,12 @@ def _ok(url: str) -> bool:
         return False
 
 
-def epp_gauge(gw: Gateway, name: str, endpoint: str | None = None, **labels: str) -> float | None:
-    """A sample of the EPP's /metrics: ``name{endpoint="..."}``, ``name{label="..."}`` or plain ``name``."""
+def epp_gauge(gw: Gateway, name: str, endpoint: str | None = None, picker: int = 0, **labels: str) -> float | None:
+    """A sample of picker ``picker``'s /metrics: ``name{endpoint="..."}``, ``name{label="..."}`` or plain ``name``."""
     if endpoint is not None:
         labels = {"endpoint": endpoint, **labels}
     selector = "{" + ",".join(f'{k}="{v}"' for k, v in labels.items()) + "}" if labels else ""
-    text = httpx.get(f"http://127.0.0.1:{gw.settings.epp.metrics_port}/metrics", timeout=2).text
+    text = httpx.get(f"http://127.0.0.1:{gw.settings.picker_ports()[picker][1]}/metrics", timeout=2).text
     for line in text.splitlines():
         if line.startswith(f"{name}{selector} "):
             return float(line.rsplit(" ", 1)[1])
@@ -86,10 +86,15 @@ def epp_gauge(gw: Gateway, name: str, endpoint: str | None = None, **labels: str
 def running_gateway(endpoints: list[str] | None = None, endpoints_file: Path | None = None,
                     run_dir: Path | None = None, failure_mode: str = "closed",
                     hold: HoldSettings | None = None, flow_control: FlowControlSettings | None = None,
-                    **epp_kw: object) -> Iterator[Gateway]:
-    epp = EppSettings(grpc_port=free_port(), metrics_port=free_port(), **epp_kw)  # type: ignore[arg-type]
+                    pickers: int = 1, **epp_kw: object) -> Iterator[Gateway]:
+    if pickers == 1:
+        grpc_port, metrics_port = free_port(), free_port()
+    else:  # picker i on each + i
+        grpc_port = free_port_block(2 * pickers, start=26000)  # metrics on the block's second half
+        metrics_port = grpc_port + pickers
+    epp = EppSettings(grpc_port=grpc_port, metrics_port=metrics_port, **epp_kw)  # type: ignore[arg-type]
     settings = GatewaySettings(port=free_port(), admin_port=free_port(), epp=epp, hold=hold or HoldSettings(),
-                               flow_control=flow_control or FlowControlSettings(),
+                               flow_control=flow_control or FlowControlSettings(), pickers=pickers,
                                epp_failure_mode=failure_mode)  # type: ignore[arg-type]
     gw = Gateway(settings, endpoints=endpoints, endpoints_file=endpoints_file, run_dir=run_dir)
     gw.start()
@@ -122,15 +127,16 @@ def gateway_and_batch_service(run_dir: Path, endpoints: list[str], epp: dict[str
 
 
 def wait_ready(gw: Gateway, endpoints: list[str]) -> None:
-    """Wait until the EPP has scraped each endpoint (its own /metrics says ready)."""
-    for ep in endpoints:
-        wait_until(lambda e=ep: epp_gauge(gw, "inferstack_epp_endpoint_ready", e) == 1.0,
-                   what=f"EPP to see {ep} ready")
+    """Wait until each picker has scraped each endpoint (its own /metrics says ready)."""
+    for picker in range(gw.settings.pickers):
+        for ep in endpoints:
+            wait_until(lambda e=ep, p=picker: epp_gauge(gw, "inferstack_epp_endpoint_ready", e, picker=p) == 1.0,
+                       what=f"picker {picker} to see {ep} ready")
 
 
-def routed_counts(gw: Gateway) -> dict[str, float]:
-    """Requests the EPP routed, by endpoint (summed over models), from its /metrics."""
-    text = httpx.get(f"http://127.0.0.1:{gw.settings.epp.metrics_port}/metrics", timeout=2).text
+def routed_counts(gw: Gateway, picker: int = 0) -> dict[str, float]:
+    """Requests picker ``picker`` routed, by endpoint (summed over models), from its /metrics."""
+    text = httpx.get(f"http://127.0.0.1:{gw.settings.picker_ports()[picker][1]}/metrics", timeout=2).text
     out: dict[str, float] = {}
     for line in text.splitlines():
         if line.startswith("inferstack_epp_requests_total{") and 'outcome="routed"' in line:

@@ -1,12 +1,14 @@
 """Precise prefix routing on a real stack: replicas publish their KV events, the picker follows
 them; a prompt's later requests go to the replica that cached its prefix, and the picker's
 predicted cached tokens equal what vLLM reports (usage.prompt_tokens_details.cached_tokens); a
-replica that restarts loses its blocks in the picker too."""
+replica that restarts loses its blocks in the picker too. Two pickers (``gateway.pickers: 2``) follow
+the same events into the same index, and one SIGKILLed under 4 clients' steady load fails no request."""
 
 from __future__ import annotations
 
 import os
 import signal
+import threading
 from collections.abc import Iterator
 
 import httpx
@@ -28,7 +30,7 @@ def kv_stack(engine_python, tmp_path_factory) -> Iterator[RunningStack]:
         "speculative": {"method": "none"},
         "engine": {"base_port": free_port_block(2, start=19500), "max_model_len": 1024, "cores_per_replica": 1},
         "batch": {"enabled": False},
-        "gateway": {"epp": {"kv_events": {"enabled": True},
+        "gateway": {"pickers": 2, "epp": {"kv_events": {"enabled": True},
                             "scheduler": {"scorers": [{"type": "precise-prefix"}, {"type": "no-hit-lru"},
                                                       {"type": "queue"}, {"type": "kv-cache"}]}}},
     }) as stack:
@@ -44,8 +46,8 @@ def _ask(stack: RunningStack, question: str) -> tuple[int, int]:
     return int(r.headers["x-inferstack-predicted-cached-tokens"]), r.json()["usage"]["prompt_tokens_details"]["cached_tokens"]
 
 
-def _blocks(stack: RunningStack) -> dict[str, float]:
-    port = stack.status()["gateway"]["epp"]["metrics_port"]
+def _blocks(stack: RunningStack, picker: int = 0) -> dict[str, float]:
+    port = stack.status()["gateway"]["pickers"][picker]["metrics_port"]
     page = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
     return {s.labels["endpoint"]: s.value for f in text_string_to_metric_families(page) for s in f.samples
             if s.name == "inferstack_epp_kv_blocks"}
@@ -73,3 +75,35 @@ def test_requests_follow_the_cached_prefix_and_the_prediction_is_what_vllm_repor
     wait_until(lambda: _blocks(kv_stack).get(holder, 0) < held, timeout_s=15, what="the picker to drop its blocks")
     predicted, cached = _ask(kv_stack, "How many shelves again?")
     assert predicted == cached  # wherever it went, the prediction still matches vLLM
+
+
+def test_both_pickers_hold_the_same_index_and_one_killed_under_load_fails_no_request(kv_stack):
+    wait_until(lambda: _blocks(kv_stack, 0) == _blocks(kv_stack, 1) and _blocks(kv_stack, 0), timeout_s=15,
+               what="both pickers to hold the same blocks")
+    statuses: list[int] = []
+    stop = threading.Event()
+
+    def client(i: int) -> None:
+        with httpx.Client(timeout=120) as http:
+            while not stop.is_set():
+                r = http.post(f"{kv_stack.base_url}/chat/completions", json={
+                    "model": kv_stack.served_model, "max_tokens": 8, "temperature": 0,
+                    "messages": [{"role": "user", "content": f"{PREFIX} Question {i}-{len(statuses)}?"}]})
+                statuses.append(r.status_code)
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    try:
+        wait_until(lambda: len(statuses) >= 8, timeout_s=120, what="steady load")
+        victim = kv_stack.status()["gateway"]["pickers"][1]
+        os.kill(victim["pid"], signal.SIGKILL)
+        done = len(statuses)
+        wait_until(lambda: len(statuses) >= done + 16, timeout_s=180, what="answers after the kill")
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(120)
+    assert statuses and all(s == 200 for s in statuses), statuses
+    wait_until(lambda: kv_stack.status()["gateway"]["pickers"][1]["restarts"] == 1, timeout_s=30,
+               what="the supervisor to restart the picker")

@@ -32,7 +32,7 @@ from inferstack.engine.spec_support import resolve_speculation
 from inferstack.engine.speculative import SPEC_METHODS
 from inferstack.envs.environments import engine_env_for, env_python
 from inferstack.errors import ConfigError, InferstackError, ReplicaStartError
-from inferstack.gateway.status import FlowControlStatus, GatewayStatus, epp_metrics_page, read_flow_control
+from inferstack.gateway.status import FlowControlStatus, GatewayStatus, epp_metrics_pages, read_flow_control
 from inferstack.models.resolve import resolve_model
 from inferstack.process import group_alive, log_tail, pid_alive, stop_process_group
 from inferstack.stack.config import StackConfig, load_config
@@ -56,6 +56,7 @@ _FLAG_KEYS: dict[str, tuple[str, ...]] = {
     "max_model_len": ("engine", "max_model_len"),
     "kv_cache_gib": ("engine", "kv_cache_gib"),
     "gateway_port": ("gateway", "port"),
+    "pickers": ("gateway", "pickers"),
 }
 
 
@@ -184,7 +185,7 @@ def _monitoring_factory(config: StackConfig, batch: BatchSettings | None):  # ty
     def make(replicas_file: Path, run_dir: Path) -> Prometheus:
         targets = ScrapeTargets(
             replicas_file=replicas_file, supervisor=f"127.0.0.1:{supervisor_port}",
-            picker=f"127.0.0.1:{gw.epp.metrics_port}" if gw.enabled else None,
+            pickers=tuple(f"127.0.0.1:{port}" for _, port in gw.picker_ports()) if gw.enabled else (),
             envoy_admin=f"127.0.0.1:{gw.admin_port}" if gw.enabled else None,
             batch=f"127.0.0.1:{batch.port}" if batch is not None else None)
         return Prometheus(config.monitoring, targets, run_dir)
@@ -366,10 +367,11 @@ def _status(args: argparse.Namespace) -> int:
         )
     gateway = data.gateway
     if gateway:
+        pickers = [(f"epp{'' if i == 0 else f'-{i}'}", p) for i, p in enumerate(gateway.pickers or [gateway.epp])]
         for name, proc, ports in (("envoy", gateway.envoy, f"port {gateway.envoy.port}, admin_port "
                                                             f"{gateway.envoy.admin_port}"),
-                                  ("epp", gateway.epp, f"grpc_port {gateway.epp.grpc_port}, metrics_port "
-                                                        f"{gateway.epp.metrics_port}")):
+                                  *((n, p, f"grpc_port {p.grpc_port}, metrics_port {p.metrics_port}")
+                                    for n, p in pickers)):
             print(f"gateway {name:5} {proc.state:9} pid {proc.pid or '-'}  {ports}  "
                   f"restarts {proc.restarts}  log {proc.log}")
         flow = _flow_control(gateway) if gateway.flow_control_enabled else None
@@ -391,9 +393,9 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _flow_control(gateway: GatewayStatus) -> FlowControlStatus | None:
-    """The picker's queue per tenant, live from its /metrics page (None when it does not answer)."""
-    page = epp_metrics_page(gateway, 2.0)
-    return read_flow_control(page, gateway.flow_control_enabled) if page is not None else None
+    """The pickers' queues per tenant, live from their /metrics pages (None when none answers)."""
+    pages = epp_metrics_pages(gateway, 2.0)
+    return read_flow_control(pages, gateway.flow_control_enabled) if pages else None
 
 
 def _running_state() -> tuple[StateFile, StackStatus]:
@@ -566,7 +568,7 @@ def _down(args: argparse.Namespace) -> int:
     # Whatever the supervisor could not stop (it was killed, or crashed) is stopped here.
     pids = [r.pid for r in data.replicas]
     if data.gateway is not None:
-        pids += [data.gateway.envoy.pid, data.gateway.epp.pid]
+        pids += [data.gateway.envoy.pid, *(p.pid for p in data.gateway.pickers or [data.gateway.epp])]
     if data.batch is not None:
         pids.append(data.batch.pid)
     if data.monitoring is not None:
@@ -593,6 +595,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     up.add_argument("--compiled", action="store_true", help="torch.compile (slower start) instead of eager")
     up.add_argument("--gateway-port", type=int, help="Envoy listener port (default 8080)")
     up.add_argument("--no-gateway", action="store_true", help="serve from the replicas directly")
+    up.add_argument("--pickers", type=int, help="endpoint picker processes, active-active (default 1; 2 keeps "
+                    "routing through one picker's death)")
     up.add_argument("--no-batch", action="store_true", help="no batch service (/v1/files, /v1/batches)")
     up.add_argument("--auth-file", help="API keys and tenants (a YAML list of {key, tenant}; `inferstack keys "
                     "add` writes one): every request needs Authorization: Bearer <key>")

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 
 from inferstack.engine.metrics import ReplicaFigures, fetch_figures, parse_text
-from inferstack.gateway import HELD_REQUESTS_METRIC, REQUESTS_METRIC, epp_metrics_page
+from inferstack.gateway import HELD_REQUESTS_METRIC, REQUESTS_METRIC, epp_metrics_pages
 from inferstack.errors import InferstackError
 from inferstack.stack.state import StateFile
 from inferstack.stack.status import StackStatus
@@ -44,12 +44,12 @@ def sample(status: StackStatus, at: float, timeout_s: float = 0.5) -> TopSample:
                  for r in status.replicas)
     waiting: float | None = None
     decisions: dict[str, float] = {}
-    page = epp_metrics_page(status.gateway, timeout_s) if status.gateway is not None else None
-    if page is not None:
+    pages = epp_metrics_pages(status.gateway, timeout_s) if status.gateway is not None else []
+    if pages:  # each picker counts its own: summed
         waiting = 0.0
-        for s in parse_text(page, (HELD_REQUESTS_METRIC, REQUESTS_METRIC + "_total")).samples:
+        for s in (s for page in pages for s in parse_text(page, (HELD_REQUESTS_METRIC, REQUESTS_METRIC + "_total")).samples):
             if s.name == HELD_REQUESTS_METRIC:
-                waiting = s.value
+                waiting += s.value
             else:
                 outcome = s.labels.get("outcome", "")
                 decisions[outcome] = decisions.get(outcome, 0.0) + s.value

@@ -3,7 +3,7 @@
 Public surface: ``Gateway`` (start/stop/status of Envoy + EPP; ``GatewayStatus``), the settings models (with
 ``HoldSettings``, scale from zero: ``GatewaySettings(hold=HoldSettings(enabled=True))``), and
 ``write_endpoints_file`` (how a supervisor tells a running EPP about replica changes), and how to read the
-picker's own metrics (``epp_metrics_page``, ``HELD_REQUESTS_METRIC``, ``REQUESTS_METRIC``).
+picker's own metrics (``epp_metrics_pages``, ``HELD_REQUESTS_METRIC``, ``REQUESTS_METRIC``).
 """
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ from typing import TYPE_CHECKING
 from inferstack.lazy import lazy_attributes
 
 from inferstack.gateway.settings import EppSettings, GatewaySettings, HoldSettings, check_exposure, load_epp_settings
-from inferstack.gateway.status import HELD_REQUESTS_METRIC, REQUESTS_METRIC, GatewayStatus, epp_metrics_page
+from inferstack.gateway.status import HELD_REQUESTS_METRIC, REQUESTS_METRIC, GatewayStatus, epp_metrics_pages
 
 __all__ = ["HELD_REQUESTS_METRIC", "REQUESTS_METRIC", "EppSettings", "Gateway", "GatewaySettings", "GatewayStatus",
-           "HoldSettings", "check_exposure", "epp_metrics_page", "load_epp_settings", "write_endpoints_file"]
+           "HoldSettings", "check_exposure", "epp_metrics_pages", "load_epp_settings", "write_endpoints_file"]
 
 # The processes' side opens lazily (PEP 562): configs that only read the settings (the stack's,
 # every CLI call) do not import grpc and the picker.

@@ -1,5 +1,6 @@
 """The ext_proc wire format of the picker: a ProcessingRequest's headers into a ``RequestContext``,
-and a ``Decision`` into a ProcessingResponse, encoded once, at the transport edge.
+and a ``Decision`` into a ProcessingResponse, encoded once, at the transport edge; Envoy's access
+log entries into what they report (a response's usage; with several pickers, a peer's routing).
 
 Encoded answers that do not depend on the request (a route to a destination, a fixed rejection)
 are cached (routes per destination; rejections in a small cache of their own, so client-made
@@ -9,19 +10,22 @@ messages such as a 400's cannot churn the routes out), so the hot path serialise
 from __future__ import annotations
 
 import json
+import math
+from urllib.parse import quote, unquote
 
 from envoy.config.core.v3 import base_pb2
 from envoy.data.accesslog.v3 import accesslog_pb2
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from google.protobuf import duration_pb2, struct_pb2
 
-from inferstack.gateway.decision import Decision, Defer, Reject, RequestContext, Respond, Route
+from inferstack.gateway.decision import (Decision, Defer, PeerRouted, Reject, RequestContext, Respond, Route,
+                                         RouteNote)
 from inferstack.gateway.inflight import Usage
 from inferstack.wire import (DESTINATION_HEADER, ENVOY_LB_NAMESPACE, FAIRNESS_ID_HEADER, OBJECTIVE_HEADER,
-                             RESPONSE_HEADERS_NAMESPACE, USAGE_NAMESPACE)
+                             RESPONSE_HEADERS_NAMESPACE, ROUTE_NOTE_HEADER, USAGE_NAMESPACE)
 
-__all__ = ["CONTINUE_HEADERS", "Codec", "error_response", "immediate_json", "read_headers", "read_usage",
-           "route_response"]
+__all__ = ["CONTINUE_HEADERS", "Codec", "decode_note", "encode_note", "error_response",
+           "immediate_json", "read_headers", "read_peer_routed", "read_usage", "route_response"]
 
 _OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
 # headers with a body to follow: no answer yet, the decision is made on the body
@@ -53,6 +57,10 @@ def route_response(route: Route) -> bytes:
     headers = [base_pb2.HeaderValueOption(
         header=base_pb2.HeaderValue(key=DESTINATION_HEADER, raw_value=route.destination.encode()),
         append_action=_OVERWRITE)]
+    if route.note is not None:
+        headers.append(base_pb2.HeaderValueOption(
+            header=base_pb2.HeaderValue(key=ROUTE_NOTE_HEADER, raw_value=encode_note(route.note)),
+            append_action=_OVERWRITE))
     if route.new_body is not None:
         headers.append(base_pb2.HeaderValueOption(
             header=base_pb2.HeaderValue(key="content-length", raw_value=str(len(route.new_body)).encode()),
@@ -112,6 +120,37 @@ def read_usage(entry: accesslog_pb2.HTTPAccessLogEntry) -> Usage:
                  reported is not None and reported.bool_value, count("cached_tokens"))
 
 
+def encode_note(note: RouteNote) -> bytes:
+    """``ROUTE_NOTE_HEADER``'s value: ``TENANT PROMPT QUOTA CHARGED`` (the tenant percent-encoded:
+    it may come from a client's header)."""
+    return f"{quote(note.tenant, safe='')} {note.prompt_tokens} {note.quota_tokens} {note.charged!r}".encode()
+
+
+def decode_note(value: str) -> RouteNote | None:
+    """The note in a header value; None for anything else (a client may send the header itself)."""
+    parts = value.split(" ")
+    if len(parts) != 4:
+        return None
+    try:
+        prompt, quota, charged = int(parts[1]), int(parts[2]), float(parts[3])
+    except ValueError:
+        return None
+    if prompt < 0 or quota < 0 or not (math.isfinite(charged) and charged >= 0):
+        return None
+    return RouteNote(unquote(parts[0]), prompt, quota, charged)
+
+
+def read_peer_routed(entry: accesslog_pb2.HTTPAccessLogEntry) -> PeerRouted | None:
+    """An upstream log entry (``UpstreamPoolReady``) with a picker's note, else None."""
+    raw = entry.request.request_headers.get(ROUTE_NOTE_HEADER)
+    sock = entry.common_properties.upstream_remote_address.socket_address
+    note = decode_note(raw) if raw else None
+    if note is None or not sock.address or not entry.request.request_id:
+        return None
+    host = f"[{sock.address}]" if ":" in sock.address else sock.address
+    return PeerRouted(entry.request.request_id, f"{host}:{sock.port_value}", note)
+
+
 class Codec:
     """Encodes decisions; ``hold_timer`` is the answer that extends Envoy's per-message timer while
     a deferred decision is pending."""
@@ -126,7 +165,8 @@ class Codec:
     def encode(self, decision: Decision) -> bytes:
         """The ext_proc answer of a decided request (a ``Defer`` is the transport's: see EndpointPicker)."""
         if isinstance(decision, Route):
-            if decision.new_body is not None or decision.response_headers:  # these differ per request
+            if decision.new_body is not None or decision.response_headers or decision.note is not None:
+                # these differ per request
                 return route_response(decision)
             return _cached(self._routes, _ROUTES_CACHED, decision, route_response)
         if isinstance(decision, Reject):

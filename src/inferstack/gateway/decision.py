@@ -3,7 +3,7 @@
 The director returns a ``Decision``; the codec (``gateway/codec.py``) encodes it once, at the
 transport edge, as an ext_proc answer:
 - ``Route``: the destination header and metadata (``ip:port[,fallback...]``), with the body
-  rewritten when a model rewrite changed the model;
+  rewritten when a model rewrite changed the model, and with several pickers a ``RouteNote``;
 - ``Reject``: an OpenAI-style JSON error answered by Envoy itself (400, 404, 405, 429, 503);
 - ``Respond``: a JSON body answered by Envoy itself (``GET /v1/models``);
 - ``Defer``: decided later on the same stream (a held request, a served-models recheck): the
@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Literal, TypeAlias
 if TYPE_CHECKING:
     from inferstack.auth import Tenant
 
-__all__ = ["Decision", "Defer", "Phase", "Reject", "RequestContext", "Respond", "Route"]
+__all__ = ["Decision", "Defer", "PeerRouted", "Phase", "Reject", "RequestContext", "Respond", "Route", "RouteNote"]
 
 Phase = Literal["headers", "body"]  # the ext_proc message a decision answers
 
@@ -45,6 +45,26 @@ class Route:
     phase: Phase
     new_body: bytes | None = None  # the rewritten body (a model rewrite), else None
     response_headers: tuple[tuple[str, bytes], ...] = ()  # added to the answer by Envoy (x-ratelimit-*)
+    note: RouteNote | None = None  # for the other pickers (gateway.pickers > 1)
+
+
+@dataclass(frozen=True, slots=True)
+class RouteNote:
+    """What every other picker learns of a request one picker routed (from Envoy's logs): whose it
+    is and what it counts, so their in-flight counts, quotas and fair-queuing turns include it."""
+    tenant: str
+    prompt_tokens: int  # estimated, or the engine's count with KV events on
+    quota_tokens: int  # what the tenant's quota admitted it for (0: the tenant has no limits)
+    charged: float  # the weighted tokens flow control charged the tenant (0: none)
+
+
+@dataclass(frozen=True, slots=True)
+class PeerRouted:
+    """Envoy's upstream log: a request went to ``endpoint`` (``ip:port``), routed by the picker
+    whose note it carries."""
+    request_id: str
+    endpoint: str
+    note: RouteNote
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,7 +27,8 @@ import time
 from inferstack.auth import SERVICE, KeyFileWatch, KeyRefused, Tenant, hash_key, identify, read_key
 from inferstack.errors import ConfigError
 from inferstack.gateway.datastore import Datastore, Endpoint
-from inferstack.gateway.decision import Decision, Defer, Phase, Reject, RequestContext, Respond, Route
+from inferstack.gateway.decision import (Decision, Defer, PeerRouted, Phase, Reject, RequestContext, Respond, Route,
+                                         RouteNote)
 from inferstack.gateway.envoy_config import CLUSTER_NAME
 from inferstack.gateway.epp_metrics import EppMetrics
 from inferstack.gateway.fair_queue import ServiceWindow, weighted_tokens
@@ -207,6 +208,7 @@ class Director:
         if not isinstance(standing, QuotaExceeded):
             if standing is not None:
                 req.ratelimit = ratelimit_headers(standing)
+                req.quota_tokens = tokens
             return None
         self.metrics.count(req.model, req.target_model, "", "rate_limited")
         self.metrics.flow_rejected(account.name, f"quota_{standing.kind}")
@@ -222,10 +224,26 @@ class Director:
             return
         prompt = done.prompt_tokens if usage.prompt_tokens is None else usage.prompt_tokens
         self.quotas.settle(request_id, prompt + usage.completion_tokens)
-        self.metrics.usage(done.tenant, prompt if usage.prompt_tokens is not None else None,
-                           usage.completion_tokens, usage.cached_tokens)
+        if not done.peer:  # a peer's request is counted by the picker that routed it
+            self.metrics.usage(done.tenant, prompt if usage.prompt_tokens is not None else None,
+                               usage.completion_tokens, usage.cached_tokens)
         if done.charged and self.flow is not None and self.waiting is not None:
             self.waiting.order.charge(done.tenant, weighted_tokens(prompt, usage.completion_tokens) - done.charged)
+
+    def peer_routed(self, routed: PeerRouted, now: float) -> None:
+        """Another picker routed a request (Envoy's upstream log, with that picker's note): it counts
+        here as it would had we routed it: in flight on its endpoint, in its tenant's quota window
+        and fair-queuing service. Its end arrives like ours (``settle_usage``)."""
+        endpoint = self.datastore.get(routed.endpoint)
+        note = routed.note
+        if endpoint is None or not self.in_flight.start_peer(routed.request_id, endpoint, note.prompt_tokens, now,
+                                                             note.tenant, note.charged):
+            return
+        if note.quota_tokens:
+            self.quotas.record(note.tenant, note.quota_tokens, now, routed.request_id)
+        if note.charged and self.flow is not None and self.waiting is not None:
+            self.waiting.order.charge(note.tenant, note.charged)
+            self.service.served(note.tenant, note.charged, now)
 
     # -- admission: the wait queue (scale from zero, flow control) -----------------------------
     def routable(self) -> list[Endpoint]:
@@ -347,9 +365,9 @@ class Director:
             destination = ",".join([destination, *(e.address for e in result.fallbacks)])
         self.metrics.count(model, target, result.endpoint.address, "routed")
         headers = req.ratelimit + self._predicted_cached(req, result.endpoint)
-        if target != model and phase == "body":
-            return Route(destination, phase, _rewrite_body(body, target), headers)
-        return Route(destination, phase, None, headers)
+        note = RouteNote(req.tenant, req.prompt_tokens, req.quota_tokens, served) if self.settings.peers else None
+        new_body = _rewrite_body(body, target) if target != model and phase == "body" else None
+        return Route(destination, phase, new_body, headers, note)
 
     # -- KV events: the engine's tokens, the cache the chosen endpoint holds -----------------------
     def _tokenize(self, req: InferenceRequest) -> None:

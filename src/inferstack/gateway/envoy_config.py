@@ -20,6 +20,10 @@ A Lua filter after the picker reads each inference response on its way out witho
 (``inferstack.usage``: vLLM's ``usage``, its cached prompt tokens included, from the JSON body or
 a stream's usage event; else the stream's text events counted), which the access log brings to
 the picker.
+With ``pickers`` > 1 the ext_proc cluster holds every picker, health-checked, and a stream that
+cannot reach one is retried on another; a request whose picker died while deciding it goes round
+the listener once more (``_second_pass_routes``); each picker has a cluster of its own for Envoy's logs, so
+every picker gets every end report and, from the router's upstream log, every routed start.
 Invariants: the admin interface binds 127.0.0.1 only; the picker processes no response phase.
 """
 
@@ -29,7 +33,9 @@ from pathlib import Path
 
 from inferstack.gateway.settings import GatewaySettings
 from inferstack.wire import (DESTINATION_HEADER, ENVOY_LB_NAMESPACE, ENVOY_STAT_PREFIX, RESPONSE_HEADERS_NAMESPACE,
-                             USAGE_NAMESPACE)
+                             ROUTE_NOTE_HEADER, USAGE_NAMESPACE)
+
+SECOND_PASS_HEADER = "x-inferstack-second-pass"  # a request going round again (several pickers)
 
 __all__ = ["BATCH_CLUSTER", "CLUSTER_NAME", "build_envoy_config"]
 
@@ -148,25 +154,27 @@ def build_envoy_config(settings: GatewaySettings, eds_path: Path) -> dict:
         "local_reply_config": {"mappers": [_EPP_DOWN_REPLY]},
         # Each response's end, reported to the EPP within 10 ms (batched: one gRPC message per
         # flush, not per request): its in-flight counts. Losing the EPP loses only these reports.
-        "access_log": [{"name": "envoy.access_loggers.http_grpc", "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.access_loggers.grpc.v3.HttpGrpcAccessLogConfig",
-            "common_config": {"log_name": "inferstack-completions", "transport_api_version": "V3",
-                              "grpc_service": {"envoy_grpc": {"cluster_name": _EPP_CLUSTER}},
-                              "buffer_size_bytes": 16384, "buffer_flush_interval": "0.010s"}}}],
+        # With several pickers each gets every report (one logger per picker's own cluster).
+        "access_log": [_grpc_log(cluster, "inferstack-completions") for cluster in _log_clusters(settings)],
         "route_config": {"name": "inference", "virtual_hosts": [{
             "name": "all", "domains": ["*"],
             "routes": [
                 *_batch_routes(settings),  # before the catch-all: files/batches skip the picker
-                {"name": "all", "match": {"prefix": "/"}, "route": route_action},
+                *(_second_pass_routes(settings, route_action) if _second_pass(settings) else
+                  [{"name": "all", "match": {"prefix": "/"}, "route": route_action}]),
             ]}]},
         "http_filters": [
             {"name": "envoy.filters.http.ext_proc", "typed_config": {
                 "@type": _EXT_PROC_TYPE,
                 "grpc_service": {"envoy_grpc": {"cluster_name": _EPP_CLUSTER},
-                                 "timeout": _duration(max(1.0, settings.ext_proc_timeout_ms / 1000.0))},
+                                 "timeout": _duration(max(1.0, settings.ext_proc_timeout_ms / 1000.0)),
+                                 **_to_another_picker(settings)},
                 # closed: a dead EPP gives new requests a 503 (JSON body from the local reply
                 # mapper below); open: Envoy routes them itself (override_host's fallback policy)
-                "failure_mode_allow": settings.epp_failure_mode == "open",
+                # with several pickers, failing closed: a request whose picker died goes round again
+                "failure_mode_allow": settings.epp_failure_mode == "open" or _second_pass(settings),
+                # ... which the routes tell by the picker's metadata: match them again after its answer
+                **({"route_cache_action": "CLEAR"} if _second_pass(settings) else {}),
                 "status_on_error": {"code": 503},
                 "message_timeout": _duration(settings.ext_proc_timeout_ms / 1000.0),
                 "processing_mode": {
@@ -175,15 +183,14 @@ def build_envoy_config(settings: GatewaySettings, eds_path: Path) -> dict:
                     "request_trailer_mode": "SKIP", "response_trailer_mode": "SKIP"},
                 "mutation_rules": {"allow_all_routing": True},
                 # Envoy drops an ext_proc server's dynamic metadata unless its namespace is listed
-                "metadata_options": {"receiving_namespaces": {"untyped": [RESPONSE_HEADERS_NAMESPACE]}},
+                "metadata_options": {"receiving_namespaces": {"untyped": [RESPONSE_HEADERS_NAMESPACE, ENVOY_LB_NAMESPACE]}},
                 "send_body_without_waiting_for_header_response": True,
                 **_hold_timer(settings),
             }},
             {"name": _LUA_FILTER, "typed_config": {
                 "@type": "type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua",
                 "default_source_code": {"inline_string": _RESPONSE_LUA}}},
-            {"name": "envoy.filters.http.router", "typed_config": {
-                "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}},
+            {"name": "envoy.filters.http.router", "typed_config": _router(settings)},
         ],
     }
     pool = {
@@ -213,16 +220,11 @@ def build_envoy_config(settings: GatewaySettings, eds_path: Path) -> dict:
                                              "max_retries": 100_000}]},
         "per_connection_buffer_limit_bytes": _BUFFER_LIMIT,
     }
-    epp_cluster = {
-        "name": _EPP_CLUSTER,
-        "type": "STATIC",
-        "connect_timeout": "1s",
-        "typed_extension_protocol_options": {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
-            "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
-            "explicit_http_config": {"http2_protocol_options": {}}}},
-        "load_assignment": {"cluster_name": _EPP_CLUSTER, "endpoints": [{"lb_endpoints": [{"endpoint": {
-            "address": {"socket_address": {"address": epp.grpc_host, "port_value": epp.grpc_port}}}}]}]},
-    }
+    ports = [grpc_port for grpc_port, _ in settings.picker_ports()]
+    epp_clusters = [_picker_cluster(_EPP_CLUSTER, epp.grpc_host, ports)]
+    if settings.pickers > 1:
+        epp_clusters[0].update(_PICKERS_HEALTH)
+        epp_clusters += [_picker_cluster(f"{_EPP_CLUSTER}-{i}", epp.grpc_host, [port]) for i, port in enumerate(ports)]
     return {
         "node": {"id": "inferstack-gateway", "cluster": "inferstack"},
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": settings.admin_port}}},
@@ -234,9 +236,119 @@ def build_envoy_config(settings: GatewaySettings, eds_path: Path) -> dict:
                 "filter_chains": [{"filters": [{"name": "envoy.filters.network.http_connection_manager",
                                                 "typed_config": hcm}]}],
             }],
-            "clusters": [pool, epp_cluster, *_batch_clusters(settings)],
+            "clusters": [pool, *epp_clusters, *_batch_clusters(settings), *_second_pass_clusters(settings)],
         },
     }
+
+
+def _picker_cluster(name: str, host: str, ports: list[int]) -> dict:
+    return {
+        "name": name,
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "typed_extension_protocol_options": {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+            "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+            "explicit_http_config": {"http2_protocol_options": {}}}},
+        "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [
+            {"endpoint": {"address": {"socket_address": {"address": host, "port_value": port}}}} for port in ports]}]},
+    }
+
+
+# Several pickers (active-active): Envoy spreads ext_proc streams over them (round robin) and moves
+# off a dead one three ways: a stream that cannot connect is retried on another picker at once
+# (_to_another_picker), a picker that failed a connection is ejected for a second (outlier
+# detection on local-origin errors), and gRPC health checks every 0.5 s take it out until it
+# answers again. A picker answering NOT_SERVING (no ready replica) fails its check too; with all
+# of them failing Envoy's panic mode uses them all (each then answers 503 itself).
+_PICKERS_HEALTH = {
+    "health_checks": [{"timeout": "0.25s", "interval": "0.5s", "unhealthy_threshold": 1, "healthy_threshold": 1,
+                       "no_traffic_interval": "0.5s", "grpc_health_check": {}}],
+    "outlier_detection": {"split_external_local_origin_errors": True, "consecutive_local_origin_failure": 1,
+                          "interval": "0.5s", "base_ejection_time": "1s", "max_ejection_percent": 100},
+}
+
+
+def _to_another_picker(settings: GatewaySettings) -> dict:
+    if settings.pickers == 1:
+        return {}
+    return {"retry_policy": {
+        "retry_on": "connect-failure,refused-stream,reset,unavailable",
+        "num_retries": settings.pickers,
+        "retry_back_off": {"base_interval": "0.005s", "max_interval": "0.05s"},
+        "retry_host_predicate": [{"name": "envoy.retry_host_predicates.previous_hosts", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"}}],
+        "host_selection_retry_max_attempts": 3}}
+
+
+def _second_pass(settings: GatewaySettings) -> bool:
+    return settings.pickers > 1 and settings.epp_failure_mode == "closed"
+
+
+# A picker can die while it decides a request, its ext_proc stream open; Envoy retries no open
+# ext_proc stream (only the connection), so with several pickers the filter fails open and a
+# request the picker did not route (no envoy.lb metadata) goes round once more: back into this
+# listener, marked, where a live picker decides it (authentication included: nothing skips it).
+# A marked request no picker routed gets the fail-closed 503. A client that sends the mark itself
+# only loses its own second chance.
+_AGAIN_CLUSTER = "gateway_again"
+
+
+def _second_pass_routes(settings: GatewaySettings, route_action: dict) -> list[dict]:
+    routed = [{"filter": ENVOY_LB_NAMESPACE, "path": [{"key": DESTINATION_HEADER}], "value": {"present_match": True}}]
+    return [
+        {"name": "all", "match": {"prefix": "/", "dynamic_metadata": routed}, "route": route_action},
+        {"name": "again", "match": {"prefix": "/", "headers": [{"name": SECOND_PASS_HEADER, "present_match": True,
+                                                                "invert_match": True}]},
+         "route": {"cluster": _AGAIN_CLUSTER, "timeout": _duration(settings.request_timeout_s)},
+         "request_headers_to_add": [{"header": {"key": SECOND_PASS_HEADER, "value": "1"},
+                                     "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}]},
+        {"name": "unrouted", "match": {"prefix": "/"},
+         "direct_response": {"status": 503, "body": {"inline_string": _EPP_DOWN_BODY.replace("%RESPONSE_CODE%", "503")}},
+         "response_headers_to_add": [{"header": {"key": "content-type", "value": "application/json"},
+                                      "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}]},
+    ]
+
+
+def _second_pass_clusters(settings: GatewaySettings) -> list[dict]:
+    if not _second_pass(settings):
+        return []
+    host = "127.0.0.1" if settings.listen_host in ("0.0.0.0", "::", "127.0.0.1") else settings.listen_host
+    return [{"name": _AGAIN_CLUSTER, "type": "STATIC", "connect_timeout": _duration(settings.connect_timeout_s),
+             "per_connection_buffer_limit_bytes": _BUFFER_LIMIT,
+             "load_assignment": {"cluster_name": _AGAIN_CLUSTER, "endpoints": [{"lb_endpoints": [{"endpoint": {
+                 "address": {"socket_address": {"address": host, "port_value": settings.port}}}}]}]}}]
+
+
+def _log_clusters(settings: GatewaySettings) -> list[str]:
+    """Where Envoy's logs go: the picker, or each of several pickers."""
+    if settings.pickers == 1:
+        return [_EPP_CLUSTER]
+    return [f"{_EPP_CLUSTER}-{i}" for i in range(settings.pickers)]
+
+
+def _grpc_log(cluster: str, name: str, **more: object) -> dict:
+    # batched: one gRPC message per flush (10 ms), not per request
+    return {"name": "envoy.access_loggers.http_grpc", **more, "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.access_loggers.grpc.v3.HttpGrpcAccessLogConfig",
+        "common_config": {"log_name": name, "transport_api_version": "V3",
+                          "grpc_service": {"envoy_grpc": {"cluster_name": cluster}},
+                          "buffer_size_bytes": 16384, "buffer_flush_interval": "0.010s"},
+        **({"additional_request_headers_to_log": [ROUTE_NOTE_HEADER]} if name == _ROUTED_LOG else {})}}
+
+
+_ROUTED_LOG = "inferstack-routed"
+
+
+def _router(settings: GatewaySettings) -> dict:
+    """The router; with several pickers it also reports each request's start upstream (the host
+    chosen, the routing picker's note) to every picker, so each counts what the others routed."""
+    router: dict = {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}
+    if settings.pickers > 1:
+        router["upstream_log_options"] = {"flush_upstream_log_on_upstream_stream": True}
+        router["upstream_log"] = [
+            _grpc_log(cluster, _ROUTED_LOG, filter={"log_type_filter": {"types": ["UpstreamPoolReady"]}})
+            for cluster in _log_clusters(settings)]
+    return router
 
 
 # The batch service (OpenAI Files + Batch API) behind the same listener: a plain route with the

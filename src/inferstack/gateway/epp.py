@@ -27,7 +27,9 @@ list is unknown it is routed to a replica like any request.
 Then the EPP ends the gRPC stream itself: Envoy marks the request's processing complete, so a
 routed stream never depends on the EPP again (an EPP crash or restart cuts no response).
 With ``completion: access-log`` Envoy's gRPC access log (same port) reports each response's end,
-which closes the request's in-flight entry (``InFlightLedger``).
+which closes the request's in-flight entry (``InFlightLedger``). With ``peers`` (several pickers
+behind one Envoy) the router's upstream log also reports each routed request's start with the
+routing picker's note (``RouteNote``): every picker counts every request, whichever routed it.
 Scale from zero (``hold.enabled``): while no endpoint is routable, a request is held (``HoldQueue``,
 bounded, FIFO): the EPP answers at once with only ``override_message_timeout`` (Envoy's per-message
 timer then runs for the hold timeout plus a margin) and later, on the same stream, with the routing
@@ -55,10 +57,11 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import grpc
+from envoy.data.accesslog.v3 import accesslog_pb2
 from envoy.service.accesslog.v3 import als_pb2
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 
-from inferstack.gateway.codec import CONTINUE_HEADERS, Codec, read_headers, read_usage
+from inferstack.gateway.codec import CONTINUE_HEADERS, Codec, read_headers, read_peer_routed, read_usage
 from inferstack.gateway.datastore import Datastore
 from inferstack.gateway.decision import Decision, Defer, Reject, RequestContext
 from inferstack.gateway.director import Director
@@ -79,6 +82,8 @@ log = logging.getLogger(__name__)
 
 _EXT_PROC_SERVICE = "envoy.service.ext_proc.v3.ExternalProcessor"
 _ACCESS_LOG_SERVICE = "envoy.service.accesslog.v3.AccessLogService"
+_ROUTED = accesslog_pb2.AccessLogType.UpstreamPoolReady  # the router's upstream log (several pickers)
+_ENDED = (accesslog_pb2.AccessLogType.DownstreamEnd, accesslog_pb2.AccessLogType.NotSet)  # the HCM's
 _HEALTH_SERVICE = "grpc.health.v1.Health"
 _HEALTH_SERVING = b"\x08\x01"  # HealthCheckResponse{status: SERVING}
 _HEALTH_NOT_SERVING = b"\x08\x02"
@@ -249,8 +254,15 @@ class EndpointPicker:
         """Envoy's gRPC access log: each HTTP entry ends its request's in-flight count and settles
         its tokens (quota, fair queuing) to what the response used."""
         msg = als_pb2.StreamAccessLogsMessage.FromString(raw)
+        now = time.monotonic()
         for entry in msg.http_logs.log_entry:
-            self.director.settle_usage(entry.request.request_id, read_usage(entry))
+            kind = entry.common_properties.access_log_type
+            if kind == _ROUTED:  # with several pickers: a request one of them routed has started
+                routed = read_peer_routed(entry)
+                if routed is not None:
+                    self.director.peer_routed(routed, now)
+            elif kind in _ENDED:
+                self.director.settle_usage(entry.request.request_id, read_usage(entry))
         if self.waiting is not None and len(self.waiting):  # an end makes room
             self.director.release_waiting()
         return None

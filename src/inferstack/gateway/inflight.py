@@ -7,7 +7,11 @@ entry lost while the EPP restarted, a stream Envoy dropped) is undone after ``ma
 ``expire``, so counts cannot grow without bound.
 It also counts the open requests per tenant (``of_tenant``): flow control lets a tenant with nothing
 running use an endpoint's reserved room.
-Invariants: each pick is undone at most once; counts never go below 0; O(1) per event.
+With several pickers (``gateway.pickers``) each also counts the requests the others routed
+(``start_peer``: Envoy's upstream log reports their start to every picker); a peer's request whose
+end was reported first (the two logs are separate streams) is not started afterwards.
+Invariants: each pick is undone at most once; counts never go below 0; O(1) per event; the ids of
+ends with no start are remembered, bounded (``_ENDED_KEPT``).
 """
 
 from __future__ import annotations
@@ -38,13 +42,27 @@ class Completed:
     tenant: str
     prompt_tokens: int
     charged: float
+    peer: bool = False  # routed by another picker: its usage is that picker's to report
+
+
+class _Open:
+    __slots__ = ("charged", "endpoint", "peer", "started", "tenant", "tokens")
+
+    def __init__(self, endpoint: Endpoint, tokens: int, started: float, tenant: str, charged: float,
+                 peer: bool) -> None:
+        self.endpoint, self.tokens, self.started = endpoint, tokens, started
+        self.tenant, self.charged, self.peer = tenant, charged, peer
+
+
+_ENDED_KEPT = 8192  # ends seen before their start: a peer's upstream log can arrive after its end
 
 
 class InFlightLedger:
     def __init__(self, max_age_s: float) -> None:
         self.max_age_s = max_age_s
-        # request id -> (endpoint, tokens, started, tenant, charged); insertion order = start order, for expiry
-        self._open: OrderedDict[str, tuple[Endpoint, int, float, str, float]] = OrderedDict()
+        # request id -> its open entry; insertion order = start order, for expiry
+        self._open: OrderedDict[str, _Open] = OrderedDict()
+        self._ended: OrderedDict[str, None] = OrderedDict()  # ends with no start (yet)
         self._by_tenant: dict[str, int] = {}
         self.completed = 0
         self.expired = 0
@@ -62,23 +80,41 @@ class InFlightLedger:
         old = self._open.pop(request_id, None)
         if old is not None:  # a retried id: undo the earlier pick first
             self._undo(old)
-        self._open[request_id] = (endpoint, tokens, time.monotonic() if now is None else now, tenant, charged)
-        self._by_tenant[tenant] = self._by_tenant.get(tenant, 0) + 1
+        self._add(request_id, _Open(endpoint, tokens, time.monotonic() if now is None else now, tenant, charged,
+                                    False))
+
+    def start_peer(self, request_id: str, endpoint: Endpoint, tokens: int, now: float, tenant: str,
+                   charged: float) -> bool:
+        """Another picker routed this request to ``endpoint``: count it here too. False (nothing
+        counted) for a request known here (ours, a retry's second attempt) or one already ended."""
+        if not request_id or request_id in self._open or request_id in self._ended:
+            return False
+        endpoint.in_flight += 1  # our own picks are counted by the scheduler
+        endpoint.in_flight_tokens += tokens
+        self._add(request_id, _Open(endpoint, tokens, now, tenant, charged, True))
+        return True
+
+    def _add(self, request_id: str, entry: _Open) -> None:
+        self._open[request_id] = entry
+        self._by_tenant[entry.tenant] = self._by_tenant.get(entry.tenant, 0) + 1
 
     def complete(self, request_id: str) -> Completed | None:
         entry = self._open.pop(request_id, None)
-        if entry is None:
-            return None  # not ours (answered by the EPP itself, or from before a restart)
+        if entry is None:  # answered by a picker itself, from before a restart, or a peer's not yet started
+            self._ended[request_id] = None
+            if len(self._ended) > _ENDED_KEPT:
+                self._ended.popitem(last=False)
+            return None
         self._undo(entry)
         self.completed += 1
-        return Completed(entry[3], entry[1], entry[4])
+        return Completed(entry.tenant, entry.tokens, entry.charged, entry.peer)
 
     def expire(self, now: float | None = None) -> int:
         now = time.monotonic() if now is None else now
         n = 0
         while self._open:
             rid, entry = next(iter(self._open.items()))
-            if now - entry[2] <= self.max_age_s:
+            if now - entry.started <= self.max_age_s:
                 break
             del self._open[rid]
             self._undo(entry)
@@ -87,14 +123,14 @@ class InFlightLedger:
         return n
 
     def forget_endpoint(self, address: str) -> None:
-        for rid in [r for r, entry in self._open.items() if entry[0].address == address]:
-            self._untenant(self._open.pop(rid)[3])
+        for rid in [r for r, entry in self._open.items() if entry.endpoint.address == address]:
+            self._untenant(self._open.pop(rid).tenant)
 
-    def _undo(self, entry: tuple[Endpoint, int, float, str, float]) -> None:
-        ep, tokens, _, tenant, _ = entry
+    def _undo(self, entry: _Open) -> None:
+        ep = entry.endpoint
         ep.in_flight = max(0, ep.in_flight - 1)
-        ep.in_flight_tokens = max(0, ep.in_flight_tokens - tokens)
-        self._untenant(tenant)
+        ep.in_flight_tokens = max(0, ep.in_flight_tokens - entry.tokens)
+        self._untenant(entry.tenant)
 
     def _untenant(self, tenant: str) -> None:
         n = self._by_tenant.get(tenant, 0) - 1

@@ -121,6 +121,13 @@ class Quotas:
             self._by_id[request_id] = entry
         return _standing(requests_per_minute, tokens_per_minute, used_requests + 1, used_tokens + tokens, WINDOW_S)
 
+    def record(self, tenant: str, tokens: int, now: float, request_id: str) -> None:
+        """Another picker admitted this request (its note in Envoy's log): count it in the window too,
+        without judging it (that picker did)."""
+        entry = _Entry(now, tokens, request_id)
+        self._seen.setdefault(tenant, deque()).append(entry)
+        self._by_id[request_id] = entry
+
     def settle(self, request_id: str, tokens: int) -> bool:
         """The request used ``tokens`` (as vLLM reported them), not what was counted at admission."""
         entry = self._by_id.pop(request_id, None)

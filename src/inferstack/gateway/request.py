@@ -32,6 +32,7 @@ class InferenceRequest:
     prompt_tokens: int = 0  # estimated (~4 characters a token): the load this request adds
     prefix_hashes: list[int] | None = None  # filled once by the prefix scorer
     prefix_best_match: float | None = None  # best match over the endpoints, set by the prefix scorer
+    quota_tokens: int = 0  # what the tenant's quota admitted it for (0: no limits)
     ratelimit: tuple[tuple[str, bytes], ...] = ()  # x-ratelimit-* headers for the answer (a tenant with quotas)
     messages: list[object] | None = None  # a chat request's messages as sent (the engine's tokens need them)
     block_keys: list[int] | None = None  # its full blocks' keys (gateway/kv_events.py), with KV events on

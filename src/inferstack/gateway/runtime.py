@@ -6,18 +6,21 @@
                   # (with the log tail) if a process exits or is not ready in time
     gw.heal()     # restart whichever process died, alone: Envoy (the data plane) keeps serving
                   # while the EPP restarts; returns the names restarted
-    gw.status()   # GatewayStatus (state, url, envoy, epp: pid, state, restarts, ports, log)
+    gw.status()   # GatewayStatus (state, url, envoy, epp: pid, state, restarts, ports, log; pickers)
     gw.stop()     # Envoy then EPP: each whole process group, SIGTERM -> wait stop_timeout_s -> SIGKILL
 
 Invariants: both are ``SupervisedProcess``es: every process we start is stopped by ``stop()``
 (also after a failed start), whole process group included; each runs in its own session with its
 output in ``run_dir/<name>.log``; Envoy's admin port is on 127.0.0.1. The EPP mirrors the endpoint
-set into ``run_dir/eds/eds.json`` (Envoy watches it). A process that keeps dying is restarted with
+set into ``run_dir/eds/eds.json`` (Envoy watches it). With ``pickers`` > 1 the pickers are ``epp``,
+``epp-1``, ... on the EPP's ports + i, each a full picker (``EppSettings.peers``): each writes the same
+EDS file (atomically, so either write is whole) and Envoy uses whichever is alive. A process that keeps dying is restarted with
 a delay doubling up to 30 s, reset after a minute up (``RestartPolicy``).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import shutil
 import sys
@@ -66,6 +69,10 @@ def epp_health(host: str, port: int, timeout_s: float = 0.5) -> str | None:
     return {b"\x08\x01": "SERVING", b"\x08\x02": "NOT_SERVING"}.get(answer, "UNKNOWN")
 
 
+def _answers_health(host: str, port: int) -> bool:
+    return epp_health(host, port) is not None
+
+
 def epp_healthy(host: str, port: int, timeout_s: float = 0.5) -> bool:
     """True if the EPP answers SERVING."""
     return epp_health(host, port, timeout_s) == "SERVING"
@@ -83,7 +90,7 @@ class Gateway:
         self.endpoints_file = Path(endpoints_file) if endpoints_file is not None else None
         self.run_dir = Path(run_dir) if run_dir is not None else Path(tempfile.mkdtemp(prefix="inferstack-gw-"))
         self.python = Path(python) if python is not None else Path(sys.executable)
-        self.procs: dict[str, SupervisedProcess] = {}  # "epp", "envoy": the processes started
+        self.procs: dict[str, SupervisedProcess] = {}  # "epp", "epp-1", ..., "envoy": the processes started
         self.state = "stopped"
 
     @property
@@ -91,19 +98,24 @@ class Gateway:
         return f"http://{self.settings.listen_host}:{self.settings.port}"
 
     @property
+    def picker_names(self) -> list[str]:
+        return ["epp" if i == 0 else f"epp-{i}" for i in range(self.settings.pickers)]
+
+    @property
     def log_paths(self) -> dict[str, Path]:
-        return {name: self.run_dir / f"{name}.log" for name in ("epp", "envoy")}
+        return {name: self.run_dir / f"{name}.log" for name in (*self.picker_names, "envoy")}
 
     def check_ports(self) -> None:
         s = self.settings
-        wanted = [("gateway listener", s.listen_host, s.port), ("Envoy admin", "127.0.0.1", s.admin_port),
-                  ("EPP gRPC", s.epp.grpc_host, s.epp.grpc_port), ("EPP metrics", s.epp.grpc_host, s.epp.metrics_port)]
+        wanted = [("gateway listener", s.listen_host, s.port), ("Envoy admin", "127.0.0.1", s.admin_port)]
+        for name, (grpc_port, metrics_port) in zip(self.picker_names, s.picker_ports(), strict=True):
+            wanted += [(f"{name} gRPC", s.epp.grpc_host, grpc_port), (f"{name} metrics", s.epp.grpc_host, metrics_port)]
         for what, host, port in wanted:
             if not port_is_free(host, port):
                 raise PortInUseError(f"{what} port {host}:{port} is already in use; stop what holds it "
                                      f"(e.g. `ss -ltnp | grep :{port}`) or choose another port")
 
-    def write_configs(self) -> tuple[Path, Path]:
+    def write_configs(self) -> tuple[list[Path], Path]:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         eds_dir = self.run_dir / "eds"
         eds_dir.mkdir(exist_ok=True)
@@ -124,12 +136,16 @@ class Gateway:
         epp.completion = "access-log"  # build_envoy_config wires Envoy's access log to the EPP
         epp.hold = self.settings.hold  # build_envoy_config sizes the ext_proc timer for these two
         epp.flow_control = self.settings.flow_control
+        epp.peers = self.settings.pickers > 1
         write_eds_file(eds_path, CLUSTER_NAME, initial)
-        epp_yaml = self.run_dir / "epp.yaml"
-        epp_yaml.write_text(yaml.safe_dump(epp.model_dump(mode="json"), sort_keys=False))
+        epp_yamls = []
+        for name, (grpc_port, metrics_port) in zip(self.picker_names, self.settings.picker_ports(), strict=True):
+            epp.grpc_port, epp.metrics_port = grpc_port, metrics_port
+            epp_yamls.append(self.run_dir / f"{name}.yaml")
+            epp_yamls[-1].write_text(yaml.safe_dump(epp.model_dump(mode="json"), sort_keys=False))
         envoy_yaml = self.run_dir / "envoy.yaml"
         envoy_yaml.write_text(yaml.safe_dump(build_envoy_config(self.settings, eds_path), sort_keys=False))
-        return epp_yaml, envoy_yaml
+        return epp_yamls, envoy_yaml
 
     def _spawn(self, name: str, argv: list[str]) -> SupervisedProcess:
         proc = self.procs[name] = SupervisedProcess(name, argv, self.log_paths[name],
@@ -146,13 +162,15 @@ class Gateway:
     def start(self) -> None:
         s = self.settings
         self.check_ports()
-        epp_yaml, envoy_yaml = self.write_configs()
+        epp_yamls, envoy_yaml = self.write_configs()
         self.state = "starting"
         deadline = time.monotonic() + s.ready_timeout_s
         try:
-            epp = self._spawn("epp", [str(self.python), "-m", "inferstack.gateway", "--config", str(epp_yaml)])
-            # up = answering health at all: NOT_SERVING only says no replica is ready yet
-            epp.wait_ready(lambda: epp_health(s.epp.grpc_host, s.epp.grpc_port) is not None, deadline)
+            pickers = [(self._spawn(name, [str(self.python), "-m", "inferstack.gateway", "--config", str(path)]), port)
+                       for name, path, (port, _) in zip(self.picker_names, epp_yamls, s.picker_ports(), strict=True)]
+            for epp, port in pickers:
+                # up = answering health at all: NOT_SERVING only says no replica is ready yet
+                epp.wait_ready(functools.partial(_answers_health, s.epp.grpc_host, port), deadline)
             envoy = self._spawn("envoy", [str(envoy_binary()), "-c", str(envoy_yaml), "--disable-hot-restart",
                                           "--concurrency", str(s.concurrency), "--log-level", "warn"])
             envoy.wait_ready(self._envoy_ready, deadline)
@@ -163,7 +181,7 @@ class Gateway:
         self.state = "running"
 
     def stop(self) -> None:
-        for name in ("envoy", "epp"):
+        for name in ("envoy", *self.picker_names):
             proc = self.procs.get(name)
             if proc is not None:
                 proc.stop()
@@ -178,7 +196,7 @@ class Gateway:
         if self.state != "running":
             return []
         now = time.monotonic() if now is None else now
-        return [name for name in ("epp", "envoy") if name in self.procs and self.procs[name].heal(now)]
+        return [name for name in (*self.picker_names, "envoy") if name in self.procs and self.procs[name].heal(now)]
 
     def _process(self, name: str) -> ProcessStatus:
         p = self.procs.get(name)
@@ -189,14 +207,18 @@ class Gateway:
 
     def status(self) -> GatewayStatus:
         s = self.settings
-        envoy, epp = self._process("envoy"), self._process("epp")
+        envoy = self._process("envoy")
+        pickers = []
+        for name, (grpc_port, metrics_port) in zip(self.picker_names, s.picker_ports(), strict=True):
+            p = self._process(name)
+            pickers.append(EppStatus(pid=p.pid, state=p.state, restarts=p.restarts, log=p.log, grpc_port=grpc_port,
+                                     metrics_port=metrics_port))
         return GatewayStatus(
             state=self.state if self.state != "running" or self.alive() else "degraded",
             url=self.url, base_url=f"{self.url}/v1", run_dir=str(self.run_dir),
             envoy=EnvoyStatus(pid=envoy.pid, state=envoy.state, restarts=envoy.restarts, log=envoy.log,
                               port=s.port, admin_port=s.admin_port),
-            epp=EppStatus(pid=epp.pid, state=epp.state, restarts=epp.restarts, log=epp.log,
-                          grpc_port=s.epp.grpc_port, metrics_port=s.epp.metrics_port),
+            epp=pickers[0], pickers=pickers,
             epp_failure_mode=s.epp_failure_mode, flow_control_enabled=s.flow_control.enabled)
 
     def __enter__(self) -> Gateway:

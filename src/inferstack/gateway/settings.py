@@ -266,6 +266,11 @@ class EppSettings(_Strict):
         default="scrape", description="How the EPP learns that a routed request finished: 'access-log' "
         "(Envoy's gRPC access log reports each response's end to the EPP; the local gateway wires it) "
         "or 'scrape' (in-flight counts reset at each /metrics scrape; for data planes without that feed).")
+    peers: bool = Field(default=False, description="Other pickers serve the same gateway (local gateway only: "
+                        "it sets this with gateway.pickers > 1): each routed request carries a note of its tenant "
+                        "and tokens (header x-inferstack-route), and Envoy's upstream log reports every routed "
+                        "request's start to every picker, so in-flight counts, quotas and fair turns include "
+                        "what the others routed.")
     in_flight_timeout_s: float = Field(default=600.0, gt=0, description="A routed request whose end was "
                                        "never reported stops counting as in flight after this long.")
     eds_path: Path | None = Field(default=None, description="If set, the EPP mirrors the discovered endpoints "
@@ -328,6 +333,10 @@ class GatewaySettings(_Strict):
     stop_timeout_s: float = Field(default=5.0, gt=0, description="terminate -> wait this long -> kill.")
     concurrency: int = Field(default=1, ge=1, description="Envoy worker threads.")
     epp: EppSettings = Field(default_factory=EppSettings, description="The endpoint picker's settings.")
+    pickers: int = Field(default=1, ge=1, le=4, description="Endpoint picker processes, active-active: Envoy "
+                         "spreads requests over the healthy ones and moves off one that dies; each follows the "
+                         "same endpoints, scrapes and KV events, and learns every request's start and end from "
+                         "Envoy's logs. Picker i serves on epp.grpc_port + i and epp.metrics_port + i.")
     batch_port: Port | None = Field(default=None, description="If set, Envoy routes /v1/files and /v1/batches "
                                     "to the batch service on 127.0.0.1:<batch_port>, without the picker.")
     hold: HoldSettings = Field(default_factory=HoldSettings, description="Scale from zero: hold requests while "
@@ -364,6 +373,27 @@ class GatewaySettings(_Strict):
                              f"below stream_idle_timeout_s ({self.stream_idle_timeout_s:g}): Envoy would end a "
                              "waiting request's idle client stream first")
         return self
+
+    @pydantic.model_validator(mode="after")
+    def _picker_ports_are_their_own(self) -> GatewaySettings:
+        if max(self.epp.grpc_port, self.epp.metrics_port) + self.pickers - 1 > 65535:
+            raise ValueError(f"{self.pickers} pickers need epp.grpc_port and epp.metrics_port + {self.pickers - 1} "
+                             "to be ports (<= 65535): choose lower ones")
+        for what, port in (("port", self.port), ("admin_port", self.admin_port)):
+            for i, (grpc_port, metrics_port) in enumerate(self.picker_ports()):
+                if port in (grpc_port, metrics_port):
+                    raise ValueError(f"{what} {port} is also picker {i}'s port (picker i uses epp.grpc_port + i "
+                                     "and epp.metrics_port + i): choose ports apart")
+        grpc = {g for g, _ in self.picker_ports()}
+        if grpc & {m for _, m in self.picker_ports()}:
+            raise ValueError(f"with {self.pickers} pickers epp.grpc_port {self.epp.grpc_port} and epp.metrics_port "
+                             f"{self.epp.metrics_port} overlap (picker i uses each + i): set them {self.pickers} or "
+                             "more apart")
+        return self
+
+    def picker_ports(self) -> list[tuple[int, int]]:
+        """(gRPC port, metrics port) of each picker: the first on epp's ports, the next on each + 1, ..."""
+        return [(self.epp.grpc_port + i, self.epp.metrics_port + i) for i in range(self.pickers)]
 
     def wait_timer_s(self) -> float | None:
         """Envoy's bound on a waiting request's ext_proc timer (max_message_timeout); None: nobody waits."""

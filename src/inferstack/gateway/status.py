@@ -7,7 +7,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = ["FLOW_FAIRNESS_METRIC", "FLOW_QUEUE_METRIC", "FLOW_REJECTED_METRIC", "FLOW_SERVED_METRIC",
            "HELD_REQUESTS_METRIC", "REQUESTS_METRIC", "EnvoyStatus", "EppStatus", "FlowControlStatus", "GatewayStatus", "ProcessStatus",
-           "TenantFlow", "epp_metrics_page", "read_flow_control"]
+           "TenantFlow", "epp_metrics_pages", "read_flow_control"]
 
 # The picker's metrics its readers use (the autoscaler, `inferstack status`), named once: the EPP
 # exports them under these names (gateway/epp_metrics.py). Counters' samples end in ``_total``.
@@ -45,7 +45,8 @@ class GatewayStatus(BaseModel):
     base_url: str
     run_dir: str
     envoy: EnvoyStatus
-    epp: EppStatus
+    epp: EppStatus  # the first picker (``pickers[0]``)
+    pickers: list[EppStatus] = Field(default_factory=list)  # every picker (gateway.pickers), the first first
     epp_failure_mode: str
     flow_control_enabled: bool = False
 
@@ -72,20 +73,25 @@ class FlowControlStatus(BaseModel):
         return f"flow control  {self.waiting} waiting (by tenant: {per_tenant}); fairness index {fairness}"
 
 
-def epp_metrics_page(gateway: GatewayStatus, timeout_s: float) -> str | None:
-    """The text of the picker's /metrics page (None when it does not answer)."""
+def epp_metrics_pages(gateway: GatewayStatus, timeout_s: float) -> list[str]:
+    """The text of each picker's /metrics page (those that answer; none: an empty list). Each picker
+    counts what it routed, held or refused itself: readers sum over the pages."""
     import httpx  # here: this module is read by every CLI call
 
-    try:
-        response = httpx.get(f"http://127.0.0.1:{gateway.epp.metrics_port}/metrics", timeout=timeout_s)
-        response.raise_for_status()
-    except httpx.HTTPError:
-        return None
-    return response.text
+    pages = []
+    for picker in gateway.pickers or [gateway.epp]:
+        try:
+            response = httpx.get(f"http://127.0.0.1:{picker.metrics_port}/metrics", timeout=timeout_s)
+            response.raise_for_status()
+        except httpx.HTTPError:
+            continue
+        pages.append(response.text)
+    return pages
 
 
-def read_flow_control(page: str, enabled: bool) -> FlowControlStatus:
-    """``FlowControlStatus`` from the text of the picker's /metrics page."""
+def read_flow_control(pages: list[str], enabled: bool) -> FlowControlStatus:
+    """``FlowControlStatus`` from the text of the pickers' /metrics pages (summed; the fairness index
+    is the lowest a picker reports)."""
     from inferstack.engine.metrics import parse_text
 
     tenants: dict[str, TenantFlow] = {}
@@ -93,19 +99,20 @@ def read_flow_control(page: str, enabled: bool) -> FlowControlStatus:
     fairness = None
     served, rejected = FLOW_SERVED_METRIC + "_total", FLOW_REJECTED_METRIC + "_total"
     names = (HELD_REQUESTS_METRIC, FLOW_QUEUE_METRIC, served, rejected, FLOW_FAIRNESS_METRIC)
-    for sample in parse_text(page, names).samples:
+    for sample in (s for page in pages for s in parse_text(page, names).samples):
         if sample.name == HELD_REQUESTS_METRIC:
-            waiting = sample.value
+            waiting += sample.value
             continue
         if sample.name == FLOW_FAIRNESS_METRIC:
-            fairness = sample.value
+            fairness = sample.value if fairness is None else min(fairness, sample.value)
             continue
         flow = tenants.setdefault(sample.labels.get("tenant", "none"), TenantFlow())
         if sample.name == FLOW_QUEUE_METRIC:
-            flow.waiting = int(sample.value)
+            flow.waiting += int(sample.value)
         elif sample.name == served:
-            flow.served_weighted_tokens = sample.value
+            flow.served_weighted_tokens += sample.value
         else:
-            flow.rejected[sample.labels.get("reason", "")] = int(sample.value)
+            reason = sample.labels.get("reason", "")
+            flow.rejected[reason] = flow.rejected.get(reason, 0) + int(sample.value)
     return FlowControlStatus(enabled=enabled, waiting=int(waiting), fairness_index=fairness,
                              tenants=dict(sorted(tenants.items())))

@@ -106,7 +106,7 @@ def _inferstack_deployment(stack: Stack) -> dict[str, Any]:
         "kind": "Deployment",
         "metadata": stack.meta(name, "endpoint-picker", app=name),
         "spec": {
-            "replicas": stack.settings.gateway.epp_replicas,
+            "replicas": stack.settings.gateway.picker_replicas,
             "selector": {"matchLabels": {"app": name}},
             "template": {
                 "metadata": {"labels": stack.labels("endpoint-picker", app=name)},
@@ -163,17 +163,17 @@ def _upstream_deployment(stack: Stack) -> dict[str, Any]:
         "--metrics-endpoint-auth=false",
         "--tracing=false",
     ]
-    if gw.epp_replicas > 1:
+    if gw.picker_replicas > 1:
         args.append("--ha-enable-leader-election")
     # The EPP's grpc.health.v1 services: one name alone, split by role under leader election.
-    single = gw.epp_replicas == 1
+    single = gw.picker_replicas == 1
     liveness, readiness = ("inference-extension",) * 2 if single else ("liveness", "readiness")
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
         "metadata": stack.meta(name, "endpoint-picker", app=name),
         "spec": {
-            "replicas": gw.epp_replicas,
+            "replicas": gw.picker_replicas,
             # One active picker at a time (prefix-cache state lives in it), as the chart does.
             "strategy": {"type": "Recreate"},
             "selector": {"matchLabels": {"app": name}},
@@ -231,7 +231,7 @@ def _epp_rules(stack: Stack) -> list[dict[str, Any]]:
             {"apiGroups": ["inference.networking.x-k8s.io"],
              "resources": ["inferenceobjectives", "inferencemodelrewrites"], "verbs": ["get", "list", "watch"]},
         ]
-        if gw.epp_replicas > 1:
+        if gw.picker_replicas > 1:
             rules += [
                 {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
                  "verbs": ["get", "list", "watch", "create", "update", "patch", "delete"]},

@@ -141,7 +141,10 @@ class GatewaySettings(_Strict):
         "request timeout (longest generation + 60 s). GKE's default of 30 s cuts long generations.",
     )
     listener_port: int = Field(80, ge=1, le=65535, description="HTTP listener port of the Gateway.")
-    epp_replicas: int = Field(1, ge=1, description="Endpoint picker replicas.")
+    epp_replicas: int | None = Field(
+        None, ge=1, description="Endpoint picker replicas. Default: 2 for ours (epp: inferstack), active-active, so "
+        "requests keep being routed while one restarts; 1 for ours with auth_secret (each replica would count a "
+        "tenant's quota alone on GKE) and for the upstream picker (more than 1: its leader election, one active).")
     scrape_interval_ms: int = Field(75, ge=10, description="How often the EPP scrapes vLLM /metrics.")
     priority: int = Field(0, description="InferenceObjective priority of this model (< 0 is sheddable).")
     flow_control: FlowControlSettings = Field(
@@ -150,6 +153,12 @@ class GatewaySettings(_Strict):
         "upstream one gets its flowControl feature gate, max_requests and max_wait_s as its queue bound and "
         "request TTL, and round-robin turns between tenants. max_wait_s at most "
         f"{GKE_CALLOUT_MAX_S:g} s: GKE's load balancer waits that long at most for the picker's answer.")
+
+    @property
+    def picker_replicas(self) -> int:
+        if self.epp_replicas is not None:
+            return self.epp_replicas
+        return 2 if self.epp == "inferstack" and not self.auth_secret else 1
 
     @model_validator(mode="after")
     def _wait_within_the_callout(self) -> GatewaySettings:

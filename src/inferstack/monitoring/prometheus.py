@@ -42,8 +42,8 @@ def find_prometheus(program: str = "prometheus") -> Path:
 @dataclass(frozen=True, slots=True)
 class ScrapeTargets:
     replicas_file: Path  # file_sd JSON: the replicas, rewritten by the supervisor
-    picker: str | None = None  # host:port of each /metrics page
-    envoy_admin: str | None = None
+    pickers: tuple[str, ...] = ()  # host:port of each picker's /metrics page (gateway.pickers)
+    envoy_admin: str | None = None  # host:port of each /metrics page, as the ones below
     batch: str | None = None
     supervisor: str | None = None
 
@@ -54,8 +54,9 @@ def prometheus_config(settings: MonitoringSettings, targets: ScrapeTargets, rule
         "job_name": "vllm",
         "file_sd_configs": [{"files": [str(targets.replicas_file)], "refresh_interval": interval}],
     }]
-    for job, address, path in (("picker", targets.picker, "/metrics"),
-                               ("envoy", targets.envoy_admin, "/stats/prometheus"),
+    if targets.pickers:
+        jobs.append({"job_name": "picker", "static_configs": [{"targets": list(targets.pickers)}]})
+    for job, address, path in (("envoy", targets.envoy_admin, "/stats/prometheus"),
                                ("batch", targets.batch, "/metrics"),
                                ("supervisor", targets.supervisor, "/metrics"),
                                ("prometheus", f"127.0.0.1:{settings.port}", "/metrics")):

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from inferstack.autoscale.hpa import Autoscaler, Decision, PodSample
 from inferstack.autoscale.policy import METRICS, AutoscalingPolicy
 from inferstack.engine.metrics import ReplicaFigures, fetch_figures, parse_series
-from inferstack.gateway import HELD_REQUESTS_METRIC, GatewayStatus, epp_metrics_page
+from inferstack.gateway import HELD_REQUESTS_METRIC, GatewayStatus, epp_metrics_pages
 from inferstack.stack.status import AutoscalerStatus
 
 __all__ = ["LocalAutoscaler", "ReplicaView", "held_requests", "pod_samples"]
@@ -94,8 +94,6 @@ class LocalAutoscaler:
 
 
 def held_requests(gateway_status: GatewayStatus, timeout_s: float = 1.0) -> float:
-    """Requests the endpoint picker holds now for want of a ready replica (0 when it cannot say)."""
-    page = epp_metrics_page(gateway_status, timeout_s)
-    if page is None:
-        return 0.0
-    return parse_series(page, [HELD_REQUESTS_METRIC]).get(HELD_REQUESTS_METRIC, 0.0)
+    """Requests the endpoint pickers hold now for want of a ready replica (0 when none can say)."""
+    return sum(parse_series(page, [HELD_REQUESTS_METRIC]).get(HELD_REQUESTS_METRIC, 0.0)
+               for page in epp_metrics_pages(gateway_status, timeout_s))

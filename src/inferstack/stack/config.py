@@ -92,8 +92,10 @@ class StackConfig(BaseModel):
     def _monitoring_port_is_its_own(self) -> StackConfig:
         if self.monitoring.enabled and self.gateway.enabled:
             gw = self.gateway
-            taken = {gw.port: "gateway.port", gw.admin_port: "gateway.admin_port",
-                     gw.epp.grpc_port: "gateway.epp.grpc_port", gw.epp.metrics_port: "gateway.epp.metrics_port"}
+            taken = {gw.port: "gateway.port", gw.admin_port: "gateway.admin_port"}
+            for i, (grpc_port, metrics_port) in enumerate(gw.picker_ports()):
+                taken |= {grpc_port: f"gateway.epp.grpc_port + {i}" if i else "gateway.epp.grpc_port",
+                          metrics_port: f"gateway.epp.metrics_port + {i}" if i else "gateway.epp.metrics_port"}
             if self.monitoring.port in taken:
                 raise ValueError(f"monitoring.port {self.monitoring.port} is also {taken[self.monitoring.port]}; "
                                  "give Prometheus a port of its own")

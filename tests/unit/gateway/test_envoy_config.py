@@ -16,10 +16,10 @@ def _config(tmp_path, **kw):
     return build_envoy_config(GatewaySettings(**kw), eds)
 
 
-@pytest.mark.parametrize("hold", [False, True], ids=["plain", "hold"])
-def test_envoy_accepts_the_generated_config(tmp_path, hold):
+@pytest.mark.parametrize(("hold", "pickers"), [(False, 1), (True, 1), (False, 2)], ids=["plain", "hold", "pickers"])
+def test_envoy_accepts_the_generated_config(tmp_path, hold, pickers):
     cfg = _config(tmp_path, port=18080, admin_port=18901, epp=EppSettings(grpc_port=18002),
-                  hold=HoldSettings(enabled=hold))
+                  hold=HoldSettings(enabled=hold), pickers=pickers)
     path = tmp_path / "envoy.yaml"
     path.write_text(yaml.safe_dump(cfg))
     proc = subprocess.run([str(envoy_binary()), "--mode", "validate", "-c", str(path)],
@@ -76,3 +76,36 @@ def test_hold_lets_the_epp_extend_the_ext_proc_timer(tmp_path):
     (tmp_path / "hold").mkdir()
     held = _ext_proc(_config(tmp_path / "hold", hold=HoldSettings(enabled=True, timeout_s=120)))
     assert held["max_message_timeout"] == "125.000s" and held["message_timeout"] == "2.000s"
+
+
+def test_two_pickers_share_ext_proc_and_each_gets_every_log(tmp_path):
+    cfg = _config(tmp_path, pickers=2, epp=EppSettings(grpc_port=9002, metrics_port=9090))
+    clusters = {c["name"]: c for c in cfg["static_resources"]["clusters"]}
+    ports = [e["endpoint"]["address"]["socket_address"]["port_value"]
+             for e in clusters["epp"]["load_assignment"]["endpoints"][0]["lb_endpoints"]]
+    assert ports == [9002, 9003]
+    assert clusters["epp"]["health_checks"][0]["grpc_health_check"] == {}
+    assert clusters["epp"]["outlier_detection"]["consecutive_local_origin_failure"] == 1
+    for i in (0, 1):
+        ep = clusters[f"epp-{i}"]["load_assignment"]["endpoints"][0]["lb_endpoints"]
+        assert [e["endpoint"]["address"]["socket_address"]["port_value"] for e in ep] == [9002 + i]
+    hcm = cfg["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    ends = [a["typed_config"]["common_config"]["grpc_service"]["envoy_grpc"]["cluster_name"] for a in hcm["access_log"]]
+    assert ends == ["epp-0", "epp-1"]
+    ext = hcm["http_filters"][0]["typed_config"]["grpc_service"]
+    assert "connect-failure" in ext["retry_policy"]["retry_on"]  # a dead picker's stream moves on
+    router = hcm["http_filters"][-1]["typed_config"]
+    assert router["upstream_log_options"] == {"flush_upstream_log_on_upstream_stream": True}
+    starts = router["upstream_log"]
+    assert [s["typed_config"]["common_config"]["grpc_service"]["envoy_grpc"]["cluster_name"] for s in starts] == \
+        ["epp-0", "epp-1"]
+    assert starts[0]["filter"] == {"log_type_filter": {"types": ["UpstreamPoolReady"]}}
+    assert starts[0]["typed_config"]["additional_request_headers_to_log"] == ["x-inferstack-route"]
+
+
+def test_one_picker_keeps_the_plain_shape(tmp_path):
+    cfg = _config(tmp_path)
+    assert [c["name"] for c in cfg["static_resources"]["clusters"]] == [CLUSTER_NAME, "epp"]
+    hcm = cfg["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    assert "upstream_log" not in hcm["http_filters"][-1]["typed_config"]
+    assert "retry_policy" not in hcm["http_filters"][0]["typed_config"]["grpc_service"]

@@ -288,7 +288,7 @@ def test_status_reads_the_queue_per_tenant_from_the_pickers_metrics_page():
         send(p, "r1", "a")
         send(p, "r2", "b")
         send(p, "r3", "b")  # the queue is full: 429
-        flow = read_flow_control(generate_latest(p.metrics.registry).decode(), enabled=True)
+        flow = read_flow_control([generate_latest(p.metrics.registry).decode()], enabled=True)
         assert flow.enabled and flow.waiting == 2 and flow.fairness_index is not None
         assert {t: f.waiting for t, f in flow.tenants.items()} == {"a": 1, "b": 1}
         assert flow.tenants["a"].served_weighted_tokens > 0 and flow.tenants["b"].rejected == {"queue_full": 1}

@@ -41,7 +41,7 @@ def test_configs_written_for_an_endpoints_file(tmp_path):
     eps = tmp_path / "endpoints.json"
     gateway_pkg.write_endpoints_file(eps, ["127.0.0.1:8101"])
     gw = Gateway(_settings(), endpoints_file=eps, run_dir=tmp_path / "run")
-    epp_yaml, envoy_yaml = gw.write_configs()
+    (epp_yaml,), envoy_yaml = gw.write_configs()
     epp = gateway_pkg.load_epp_settings(epp_yaml)
     assert epp.discovery.kind == "file" and epp.eds_path == tmp_path / "run" / "eds" / "eds.json"
     assert "127.0.0.1" in (tmp_path / "run" / "eds" / "eds.json").read_text()
@@ -53,7 +53,7 @@ def test_the_gateway_passes_its_hold_to_the_epp_and_sizes_envoys_timer(tmp_path)
 
     settings = _settings().model_copy(update={"hold": gateway_pkg.HoldSettings(enabled=True, timeout_s=40)})
     gw = Gateway(settings, endpoints=["127.0.0.1:8101"], run_dir=tmp_path)
-    epp_yaml, envoy_yaml = gw.write_configs()
+    (epp_yaml,), envoy_yaml = gw.write_configs()
     epp = gateway_pkg.load_epp_settings(epp_yaml)
     assert epp.hold.enabled and epp.hold.timeout_s == 40
     assert epp.envoy_admin_port == settings.admin_port  # where it sees Envoy load new endpoints
@@ -72,7 +72,7 @@ def test_exactly_one_endpoint_source():
 def test_public_surface():
     assert sorted(gateway_pkg.__all__) == ["EppSettings", "Gateway", "GatewaySettings", "GatewayStatus",
                                            "HELD_REQUESTS_METRIC", "HoldSettings", "REQUESTS_METRIC", "check_exposure",
-                                           "epp_metrics_page", "load_epp_settings", "write_endpoints_file"]
+                                           "epp_metrics_pages", "load_epp_settings", "write_endpoints_file"]
     for name in gateway_pkg.__all__:
         assert getattr(gateway_pkg, name)
 
@@ -122,3 +122,22 @@ def test_heal_restarts_the_dead_process_alone_with_backoff(tmp_path):
     finally:
         gw.stop()
     assert started and all(p.poll() is not None for p in started)
+
+
+def test_two_pickers_get_their_own_ports_configs_and_logs(tmp_path):
+    settings = _settings().model_copy(update={"pickers": 2})
+    gw = Gateway(settings, endpoints=["127.0.0.1:8101"], run_dir=tmp_path)
+    (first, second), _ = gw.write_configs()
+    a, b = gateway_pkg.load_epp_settings(first), gateway_pkg.load_epp_settings(second)
+    assert (b.grpc_port, b.metrics_port) == (a.grpc_port + 1, a.metrics_port + 1)
+    assert a.peers and b.peers and a.eds_path == b.eds_path
+    assert list(gw.log_paths) == ["epp", "epp-1", "envoy"]
+    st = gw.status()
+    assert [p.grpc_port for p in st.pickers] == [a.grpc_port, b.grpc_port] and st.epp == st.pickers[0]
+
+
+def test_picker_ports_may_not_overlap():
+    with pytest.raises(ValueError, match="overlap"):
+        GatewaySettings(pickers=2, epp=EppSettings(grpc_port=9002, metrics_port=9003))
+    with pytest.raises(ValueError, match="picker 1"):
+        GatewaySettings(pickers=2, port=9003, epp=EppSettings(grpc_port=9002))

@@ -335,6 +335,15 @@ def test_upstream_epp_with_replicas_uses_leader_election() -> None:
     assert any(r["resources"] == ["leases"] for r in one(objs, "Role")["rules"])
 
 
+def test_our_picker_runs_two_replicas_active_active_unless_told_or_counting_quotas() -> None:
+    assert one(objects_of(**OURS), "Deployment", "-epp")["spec"]["replicas"] == 2
+    assert one(objects_of(**LLAMA), "Deployment", "-epp")["spec"]["replicas"] == 1  # upstream: one active
+    with_keys = {**OURS, "gateway": {"epp": "inferstack", "auth_secret": "api-keys"}}
+    assert one(objects_of(**with_keys), "Deployment", "-epp")["spec"]["replicas"] == 1
+    told = {**OURS, "gateway": {"epp": "inferstack", "epp_replicas": 3}}
+    assert one(objects_of(**told), "Deployment", "-epp")["spec"]["replicas"] == 3
+
+
 def test_no_gateway_renders_none_of_it() -> None:
     kinds = {o["kind"] for o in objects_of(**LLAMA, gateway={"enabled": False})}
     assert not kinds & {"InferencePool", "InferenceObjective", "Gateway", "HTTPRoute", "Role", "RoleBinding"}

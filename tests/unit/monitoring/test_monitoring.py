@@ -56,7 +56,7 @@ def test_the_scrape_config_passes_promtool(tmp_path):
     assert json.loads(replicas.read_text())[1] == {"targets": ["127.0.0.1:8102"], "labels": {"replica": "r1"}}
     rules = tmp_path / "rules.yml"
     rules.write_text(yaml.safe_dump(rules_document()))
-    cfg = prometheus_config(settings, ScrapeTargets(replicas, picker="127.0.0.1:9091", envoy_admin="127.0.0.1:9901",
+    cfg = prometheus_config(settings, ScrapeTargets(replicas, pickers=("127.0.0.1:9091",), envoy_admin="127.0.0.1:9901",
                                                     batch="127.0.0.1:8090", supervisor="127.0.0.1:9092"), rules)
     assert cfg["global"]["scrape_interval"] == "2500ms"  # type: ignore[index]
     jobs = {j["job_name"]: j for j in cfg["scrape_configs"]}  # type: ignore[attr-defined]

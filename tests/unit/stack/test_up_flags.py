@@ -21,13 +21,13 @@ def test_no_flags_no_overrides():
 def test_flags_become_nested_config_overrides():
     args = _parse("--replicas", "2", "--spec", "eagle3", "--spec-model", "org/head", "--spec-tokens", "3",
                   "--base-port", "9100", "--kv-cache-gib", "2", "--max-model-len", "1024", "--compiled",
-                  "--gateway-port", "8181", "--model", "org/m")
+                  "--gateway-port", "8181", "--pickers", "2", "--model", "org/m")
     assert _overrides(args) == {
         "model": "org/m",
         "replicas": 2,
         "speculative": {"method": "eagle3", "num_speculative_tokens": 3, "model": "org/head"},
         "engine": {"base_port": 9100, "max_model_len": 1024, "kv_cache_gib": 2, "enforce_eager": False},
-        "gateway": {"port": 8181},
+        "gateway": {"port": 8181, "pickers": 2},
     }
 
 
@@ -50,9 +50,15 @@ def test_monitoring_scrapes_every_part_of_the_stack(tmp_path):
     prometheus = make(Path(tmp_path / "replicas.json"), tmp_path)
     t = prometheus.targets
     assert t.supervisor == f"127.0.0.1:{supervisor_port}" and supervisor_port != 9555
-    assert t.picker == f"127.0.0.1:{config.gateway.epp.metrics_port}"
+    assert t.pickers == (f"127.0.0.1:{config.gateway.epp.metrics_port}",)
     assert t.envoy_admin == f"127.0.0.1:{config.gateway.admin_port}" and t.batch is None
     assert prometheus.url == "http://127.0.0.1:9555"
+    two = StackConfig.model_validate({"monitoring": {"enabled": True, "port": 9555}, "gateway": {"pickers": 2}})
+    m = two.gateway.epp.metrics_port
+    assert _monitoring_factory(two, None)[0](tmp_path / "r.json", tmp_path).targets.pickers == (
+        f"127.0.0.1:{m}", f"127.0.0.1:{m + 1}")
+    with pytest.raises(ValueError, match=r"gateway.epp.metrics_port \+ 1"):
+        StackConfig.model_validate({"monitoring": {"enabled": True, "port": m + 1}, "gateway": {"pickers": 2}})
 
 
 def test_autoscale_flag_uses_one_replica_per_core_at_most_by_default():
