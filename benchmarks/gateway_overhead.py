@@ -11,9 +11,15 @@ started, measured at every client count, then stopped before the next starts):
 - ``minimal_grpcio`` (b): Envoy on exactly the bootstrap our ``Gateway`` writes (EDS file,
   ``override_host``), its ext_proc (``epp``) cluster at ``minimal_grpcio_epp.py``, a grpcio
   ext_proc server that only sets the destination: the cost of a plain Python picker;
-- ``gateway``: our ``Gateway`` (Envoy + our EPP, full default scheduler unless ``--picker``).
-Added latency is a variant's p50/p99 minus direct's at the same client count. The issue's targets
-compare the full EPP with (b): added p50 at 1 client <= 0.6x (b)'s, req/s at 10 clients >= 3x (b)'s.
+- ``gateway``: our ``Gateway`` (Envoy + our EPP, full default scheduler unless ``--picker``);
+- ``gateway_precise`` (with ``--precise``): the same with KV events on and the precise-prefix
+  profile: every request tokenized as the engine would (the bundled model's tokenizer; no replica
+  publishes events here, so the index stays empty: the cost measured is the picker's own).
+Added latency is a variant's p50/p99 minus direct's at the same client count. Issue 8's targets
+compare the full EPP with (b): added p50 at 1 client <= 0.6x (b)'s, req/s at 10 clients >= 3x (b)'s;
+issue 22's, the precise profile's added p50 at 1 client <= 1.2x the full (approximate) EPP's.
+``--shared-prefix`` makes every request one chat whose message is the same ~``--prompt-bytes``
+text (sentences, like a long system prompt or document) with its own question at the end.
 
 CPU pinning: the echo backend on CPU 0; Envoy, the ext_proc servers (ours and the minimal one)
 and this load generator on CPU 1 (the first and second CPU this process may use; both on one CPU
@@ -25,7 +31,7 @@ Invariant: every process this benchmark starts is stopped (terminate -> wait -> 
 variant is done, on an error, on Ctrl-C and on SIGTERM; logs stay in the printed run directory.
 
     .venv/bin/python benchmarks/gateway_overhead.py [--duration 5] [--clients 1,10,100] [--json out.json] \
-        [--prompt-bytes 200,20000,220000]
+        [--prompt-bytes 200,20000,220000] [--precise --shared-prefix]
 """
 
 from __future__ import annotations
@@ -62,7 +68,10 @@ ROOT = Path(__file__).resolve().parent
 VARIANTS = ("direct", "envoy_static", "envoy_static_lua", "minimal_grpcio", "gateway")
 LABELS = {"direct": "direct (echo backend)", "envoy_static": "(a) Envoy, static route",
           "envoy_static_lua": "(a') (a) + our Lua filter",
-          "minimal_grpcio": "(b) Envoy + minimal grpcio", "gateway": "Envoy + our EPP (full)"}
+          "minimal_grpcio": "(b) Envoy + minimal grpcio", "gateway": "Envoy + our EPP (full)",
+          "gateway_precise": "Envoy + our EPP, precise"}
+PRECISE_SCORERS = [{"type": "precise-prefix"}, {"type": "no-hit-lru"}, {"type": "queue"}, {"type": "kv-cache"}]
+PRECISE_BOUND = 1.2  # issue 22: precise added p50 at 1 client / the full EPP's
 WARMUP_S = 0.5
 READY_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 5.0
@@ -89,9 +98,13 @@ TARGETS = (
 # the load generator
 
 
-def _request(port: int, i: int, prompt_bytes: int = 200) -> bytes:
-    body = json.dumps({"model": "echo", "max_tokens": 8,
-                       "messages": [{"role": "user", "content": f"hello {i % 50} " + "x" * prompt_bytes}]}).encode()
+_SENTENCES = "".join(f"Shelf {i} holds {i % 5} red boxes and {i % 7} blue ones. " for i in range(10_000))
+
+
+def _request(port: int, i: int, prompt_bytes: int = 200, shared_prefix: bool = False) -> bytes:
+    content = (f"{_SENTENCES[:prompt_bytes]} Question {i}: which shelf holds most?" if shared_prefix
+               else f"hello {i % 50} " + "x" * prompt_bytes)
+    body = json.dumps({"model": "echo", "max_tokens": 8, "messages": [{"role": "user", "content": content}]}).encode()
     return (b"POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1:%d\r\ncontent-type: application/json\r\n"
             b"content-length: %d\r\n\r\n" % (port, len(body))) + body
 
@@ -126,7 +139,8 @@ class _Client(asyncio.Protocol):
             self.done.set_exception(ConnectionError("connection closed"))
 
 
-async def _run(port: int, clients: int, duration_s: float, prompt_bytes: int = 200) -> dict:
+async def _run(port: int, clients: int, duration_s: float, prompt_bytes: int = 200,
+               shared_prefix: bool = False) -> dict:
     loop = asyncio.get_running_loop()
     latencies: list[float] = []
     errors = 0
@@ -138,9 +152,11 @@ async def _run(port: int, clients: int, duration_s: float, prompt_bytes: int = 2
         reqs = [_request(port, w * 1000 + k, prompt_bytes) for k in range(50)]
         k = 0
         while time.perf_counter() < stop_at:
+            # a shared prefix: every question its own (a picker keeping tokens must not see a repeat)
+            raw = _request(port, w * 10**7 + k, prompt_bytes, True) if shared_prefix else reqs[k % 50]
             proto.done = loop.create_future()
             t0 = time.perf_counter()
-            proto.transport.write(reqs[k % 50])  # type: ignore[union-attr]
+            proto.transport.write(raw)  # type: ignore[union-attr]
             status = await proto.done
             latencies.append(time.perf_counter() - t0)
             if status != 200:
@@ -310,11 +326,19 @@ def _envoy(name: str, config: Path, settings: GatewaySettings, cpus: set[int],
     return _process(name, argv, cpus, run_dir, lambda: _http_ok(f"http://127.0.0.1:{settings.admin_port}/ready"))
 
 
-def _gateway_settings(picker: str, server: str | None) -> GatewaySettings:
+def _gateway_settings(picker: str, server: str | None, precise_dir: Path | None = None) -> GatewaySettings:
+    """``precise_dir``: KV events on (their sockets there) with the precise-prefix profile."""
     port, admin_port, grpc_port, metrics_port = free_ports(4)
     epp: dict[str, object] = {"grpc_port": grpc_port, "metrics_port": metrics_port, "scheduler": {"picker": picker}}
     if server is not None:
         epp["server"] = server
+    if precise_dir is not None:
+        from inferstack.models.bundled import BUNDLED
+        if not BUNDLED.is_prepared():
+            raise SystemExit("--precise tokenizes with the bundled model's tokenizer: run `make setup` first")
+        precise_dir.mkdir(parents=True, exist_ok=True)
+        epp["scheduler"] = {"picker": picker, "scorers": PRECISE_SCORERS}
+        epp["kv_events"] = {"enabled": True, "tokenizer": str(BUNDLED.folder), "ipc_dir": str(precise_dir)}
     return GatewaySettings(port=port, admin_port=admin_port, epp=EppSettings.model_validate(epp))
 
 
@@ -330,8 +354,8 @@ def _start_variant(variant: str, stack: contextlib.ExitStack, backend: str, cpus
     """Start ``variant``'s processes (stopped when ``stack`` closes); returns the port to load."""
     if variant == "direct":
         return int(backend.rpartition(":")[2])
-    settings = _gateway_settings(picker, server)
     variant_dir = run_dir / variant
+    settings = _gateway_settings(picker, server, variant_dir / "kv" if variant == "gateway_precise" else None)
     if variant in ("envoy_static", "envoy_static_lua"):
         gateway_yaml = _gateway_envoy_config(settings, backend, variant_dir)
         config = variant_dir / f"{variant}.yaml"
@@ -345,7 +369,7 @@ def _start_variant(variant: str, stack: contextlib.ExitStack, backend: str, cpus
                                    "--destination", backend], cpus, run_dir, lambda: _grpc_serving(grpc_port)))
         config = _gateway_envoy_config(settings, backend, variant_dir)
         stack.enter_context(_envoy("envoy_minimal", config, settings, cpus, variant_dir))
-    elif variant == "gateway":
+    elif variant in ("gateway", "gateway_precise"):
         gw = Gateway(settings, endpoints=[backend], run_dir=variant_dir)
         stack.callback(gw.stop)
         gw.start()
@@ -394,6 +418,13 @@ def summarize(results: dict[str, list[dict]]) -> dict:
         errors = sum(r.get("errors", 0) for r in (f, m, direct.get(t.clients)) if r is not None)
         targets.append({"name": t.name, "clients": t.clients, "metric": t.metric, "op": t.op, "bound": t.bound,
                         "value": value, "met": met, "measured": f is not None and m is not None, "errors": errors})
+    precise = {r["clients"]: r for r in results.get("gateway_precise", [])}
+    if 1 in precise and 1 in full:
+        value = _ratio(precise[1].get("added_p50_ms"), full[1].get("added_p50_ms"))
+        targets.append({"name": "precise EPP added p50 at 1 client / full EPP's (issue 22)", "clients": 1,
+                        "metric": "added_p50_ms", "op": "<=", "bound": PRECISE_BOUND, "value": value,
+                        "met": None if value is None else value <= PRECISE_BOUND, "measured": True,
+                        "errors": precise[1].get("errors", 0) + full[1].get("errors", 0)})
     return {"ratios": ratios, "targets": targets}
 
 
@@ -407,7 +438,7 @@ def format_report(results: dict[str, list[dict]], summary: dict, header: str) ->
              f"{'req/s':>8} {'vs direct':>9} {'errors':>6}"]
     direct = {r["clients"]: r for r in results.get("direct", [])}
     for n in sorted({r["clients"] for rows in results.values() for r in rows}):
-        for variant in VARIANTS:
+        for variant in (*VARIANTS, "gateway_precise"):
             for r in (r for r in results.get(variant, []) if r["clients"] == n):
                 d = direct.get(n)
                 lines.append(f"{n:>7}  {LABELS[variant]:<27} {r['p50_ms']:>7.3f} {r['p99_ms']:>7.3f} "
@@ -419,7 +450,7 @@ def format_report(results: dict[str, list[dict]], summary: dict, header: str) ->
                   f"{'clients':>7} {'added p50':>10} {'added p99':>10} {'req/s':>7}"]
         lines += [f"{r['clients']:>7} {_fmt(r['added_p50'], '.2f'):>10} {_fmt(r['added_p99'], '.2f'):>10} "
                   f"{_fmt(r['rps'], '.2f'):>7}" for r in summary["ratios"]]
-    lines += ["", "Targets (issue 8, part 5):"]
+    lines += ["", "Targets (issue 8, part 5; issue 22 with --precise):"]
     for t in summary["targets"]:
         verdict = {True: "met", False: "NOT met"}.get(t["met"]) or (
             "no ratio (minimal grpcio's figure is <= 0: within noise)" if t["measured"] else "not measured")
@@ -445,6 +476,10 @@ def main() -> int:
                     help="the full EPP's gRPC transport (default: EppSettings' default)")
     ap.add_argument("--prompt-bytes", default="200", help="comma-separated prompt sizes in bytes (each a "
                     "full run of every variant; long prompts reach the picker in several HTTP/2 DATA frames)")
+    ap.add_argument("--precise", action="store_true", help="also measure the precise-prefix profile (KV events, "
+                    "requests tokenized as the engine would)")
+    ap.add_argument("--shared-prefix", action="store_true", help="one long shared text + a question of its own "
+                    "per request (the chat shape precise prefix routing is for)")
     ap.add_argument("--json", help="also write the results, ratios and targets to this JSON file")
     args = ap.parse_args()
     clients = [int(c) for c in args.clients.split(",")]
@@ -470,19 +505,20 @@ def measure(args: argparse.Namespace, clients: list[int], prompt_bytes: int, all
     (backend_port,) = free_ports(1)
     backend = f"127.0.0.1:{backend_port}"
     server = args.server or EppSettings().server
-    results: dict[str, list[dict]] = {v: [] for v in VARIANTS}
+    variants = (*VARIANTS, "gateway_precise") if args.precise else VARIANTS
+    results: dict[str, list[dict]] = {v: [] for v in variants}
     failures: dict[str, str] = {}
     try:
         with contextlib.ExitStack() as backend_stack:
             backend_stack.enter_context(_process(
                 "echo_backend", [sys.executable, str(ROOT / "gateway_echo_backend.py"), "--port", str(backend_port)],
                 backend_cpu, run_dir, lambda: _http_ok(f"http://{backend}/health")))
-            for variant in VARIANTS:
+            for variant in variants:
                 try:
                     with contextlib.ExitStack() as stack:
                         port = _start_variant(variant, stack, backend, gateway_cpu, run_dir, args.picker, args.server)
                         for n in clients:
-                            r = asyncio.run(_run(port, n, args.duration, prompt_bytes))
+                            r = asyncio.run(_run(port, n, args.duration, prompt_bytes, args.shared_prefix))
                             results[variant].append(r)
                             print(f"{variant:15s} prompt={prompt_bytes}B clients={n:4d} rps={r['rps']:8.0f} p50={r['p50_ms']:.3f}ms "
                                   f"p99={r['p99_ms']:.3f}ms errors={r['errors']}", flush=True)

