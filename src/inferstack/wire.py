@@ -12,8 +12,8 @@ from __future__ import annotations
 from enum import StrEnum
 
 __all__ = ["BATCH_ACTIVE_STATUSES", "BATCH_TERMINAL_STATUSES", "DESTINATION_HEADER", "ENVOY_LB_NAMESPACE",
-           "ENVOY_STAT_PREFIX", "FAIRNESS_ID_HEADER", "OBJECTIVE_HEADER", "RESPONSE_HEADERS_NAMESPACE", "ROUTE_NOTE_HEADER", "USAGE_NAMESPACE", "BatchStatus",
-           "VllmMetric"]
+           "ENVOY_STAT_PREFIX", "FAIRNESS_ID_HEADER", "OBJECTIVE_HEADER", "RESPONSE_HEADERS_NAMESPACE",
+           "ROUTE_NOTE_HEADER", "USAGE_NAMESPACE", "BatchStatus", "VllmMetric"]
 
 
 class VllmMetric(StrEnum):

@@ -75,6 +75,15 @@ def test_requests_follow_the_cached_prefix_and_the_prediction_is_what_vllm_repor
     wait_until(lambda: _blocks(kv_stack).get(holder, 0) < held, timeout_s=15, what="the picker to drop its blocks")
     predicted, cached = _ask(kv_stack, "How many shelves again?")
     assert predicted == cached  # wherever it went, the prediction still matches vLLM
+    tally = {o: sum(_predictions(kv_stack, p).get(o, 0) for p in (0, 1)) for o in ("exact", "over", "under")}
+    assert tally["exact"] >= 5 and tally["over"] == tally["under"] == 0, tally  # the pickers' own tally agrees
+
+
+def _predictions(stack: RunningStack, picker: int) -> dict[str, float]:
+    port = stack.status()["gateway"]["pickers"][picker]["metrics_port"]
+    page = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    return {s.labels["outcome"]: s.value for f in text_string_to_metric_families(page) for s in f.samples
+            if s.name == "inferstack_epp_kv_predictions_total"}
 
 
 def test_both_pickers_hold_the_same_index_and_one_killed_under_load_fails_no_request(kv_stack):

@@ -47,7 +47,8 @@ def sample(status: StackStatus, at: float, timeout_s: float = 0.5) -> TopSample:
     pages = epp_metrics_pages(status.gateway, timeout_s) if status.gateway is not None else []
     if pages:  # each picker counts its own: summed
         waiting = 0.0
-        for s in (s for page in pages for s in parse_text(page, (HELD_REQUESTS_METRIC, REQUESTS_METRIC + "_total")).samples):
+        names = (HELD_REQUESTS_METRIC, REQUESTS_METRIC + "_total")
+        for s in (s for page in pages for s in parse_text(page, names).samples):
             if s.name == HELD_REQUESTS_METRIC:
                 waiting += s.value
             else:

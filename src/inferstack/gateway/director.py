@@ -227,6 +227,8 @@ class Director:
         if not done.peer:  # a peer's request is counted by the picker that routed it
             self.metrics.usage(done.tenant, prompt if usage.prompt_tokens is not None else None,
                                usage.completion_tokens, usage.cached_tokens)
+            if done.predicted_cached is not None and usage.cached_tokens is not None:
+                self.metrics.kv_prediction(done.predicted_cached, usage.cached_tokens)
         if done.charged and self.flow is not None and self.waiting is not None:
             self.waiting.order.charge(done.tenant, weighted_tokens(prompt, usage.completion_tokens) - done.charged)
 
@@ -359,12 +361,15 @@ class Director:
             self.waiting.order.charge(req.tenant, served)
             self.service.served(req.tenant, served, now)
             self.metrics.flow_served(req.tenant, served)
-        self.in_flight.start(request_id, result.endpoint, req.prompt_tokens, now, req.tenant, served)
+        predicted = self._predicted_cached(req, result.endpoint)
+        self.in_flight.start(request_id, result.endpoint, req.prompt_tokens, now, req.tenant, served, predicted)
         destination = result.endpoint.address
         if result.fallbacks:
             destination = ",".join([destination, *(e.address for e in result.fallbacks)])
         self.metrics.count(model, target, result.endpoint.address, "routed")
-        headers = req.ratelimit + self._predicted_cached(req, result.endpoint)
+        headers = req.ratelimit
+        if predicted is not None:
+            headers += ((PREDICTED_CACHED_HEADER, str(predicted).encode()),)
         note = RouteNote(req.tenant, req.prompt_tokens, req.quota_tokens, served) if self.settings.peers else None
         new_body = _rewrite_body(body, target) if target != model and phase == "body" else None
         return Route(destination, phase, new_body, headers, note)
@@ -381,16 +386,16 @@ class Director:
         req.prompt_tokens = len(ids)
         req.block_keys = block_keys(ids, self.kv.block_size)
 
-    def _predicted_cached(self, req: InferenceRequest, endpoint: Endpoint) -> tuple[tuple[str, bytes], ...]:
+    def _predicted_cached(self, req: InferenceRequest, endpoint: Endpoint) -> int | None:
         """``x-inferstack-predicted-cached-tokens``: the prompt tokens the chosen endpoint should serve
         from its cache, as vLLM counts them (whole blocks; never the prompt's last token, which it
-        always computes): the benchmark compares it with ``usage.prompt_tokens_details.cached_tokens``."""
+        always computes); at the end compared with vLLM's ``usage.prompt_tokens_details.cached_tokens``
+        (``inferstack_epp_kv_predictions``)."""
         if self.kv_index is None or not req.block_keys:
-            return ()
+            return None
         blocks = self.kv_index.cached_blocks(endpoint.address, req.block_keys)
         assert self.kv is not None
-        tokens = min(blocks, (req.prompt_tokens - 1) // self.kv.block_size) * self.kv.block_size
-        return ((PREDICTED_CACHED_HEADER, str(tokens).encode()),)
+        return min(blocks, (req.prompt_tokens - 1) // self.kv.block_size) * self.kv.block_size
 
     async def _route_after_recheck(self, req: InferenceRequest, phase: Phase, body: bytes, request_id: str,
                                    arrived: float) -> Decision:

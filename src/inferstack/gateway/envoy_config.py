@@ -183,7 +183,8 @@ def build_envoy_config(settings: GatewaySettings, eds_path: Path) -> dict:
                     "request_trailer_mode": "SKIP", "response_trailer_mode": "SKIP"},
                 "mutation_rules": {"allow_all_routing": True},
                 # Envoy drops an ext_proc server's dynamic metadata unless its namespace is listed
-                "metadata_options": {"receiving_namespaces": {"untyped": [RESPONSE_HEADERS_NAMESPACE, ENVOY_LB_NAMESPACE]}},
+                "metadata_options": {"receiving_namespaces": {
+                    "untyped": [RESPONSE_HEADERS_NAMESPACE, ENVOY_LB_NAMESPACE]}},
                 "send_body_without_waiting_for_header_response": True,
                 **_hold_timer(settings),
             }},
@@ -303,7 +304,8 @@ def _second_pass_routes(settings: GatewaySettings, route_action: dict) -> list[d
          "request_headers_to_add": [{"header": {"key": SECOND_PASS_HEADER, "value": "1"},
                                      "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}]},
         {"name": "unrouted", "match": {"prefix": "/"},
-         "direct_response": {"status": 503, "body": {"inline_string": _EPP_DOWN_BODY.replace("%RESPONSE_CODE%", "503")}},
+         "direct_response": {"status": 503,
+                             "body": {"inline_string": _EPP_DOWN_BODY.replace("%RESPONSE_CODE%", "503")}},
          "response_headers_to_add": [{"header": {"key": "content-type", "value": "application/json"},
                                       "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}]},
     ]

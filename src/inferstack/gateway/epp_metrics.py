@@ -197,6 +197,10 @@ class EppMetrics:
         self._kv_gaps = Counter("inferstack_epp_kv_event_gaps", "Gaps in an endpoint's KV event sequence "
                                 "(each answered by a replay; one the publisher's buffer no longer covers loses "
                                 "blocks until they are stored again).", ["endpoint"], registry=self.registry)
+        self._kv_predictions = Counter("inferstack_epp_kv_predictions", "Ended responses whose cached prompt tokens "
+                                       "the picker had predicted (x-inferstack-predicted-cached-tokens), by how vLLM's "
+                                       "count compared: exact, over (predicted more), under.", ["outcome"],
+                                       registry=self.registry)
         self._tenants: set[str] = set()
         self.registry.register(_StateCollector(datastore, scheduler))
         self._children: dict[tuple[str, str, str, str], object] = {}
@@ -223,6 +227,10 @@ class EppMetrics:
 
     def kv_gap(self, endpoint: str) -> None:
         self._kv_gaps.labels(endpoint).inc()
+
+    def kv_prediction(self, predicted: int, reported: int) -> None:
+        outcome = "exact" if predicted == reported else "over" if predicted > reported else "under"
+        self._kv_predictions.labels(outcome).inc()
 
     def watch_kv_index(self, index: KvBlockIndex) -> None:
         """Export the blocks the index holds per endpoint (read at each scrape)."""

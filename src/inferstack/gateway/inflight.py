@@ -43,15 +43,16 @@ class Completed:
     prompt_tokens: int
     charged: float
     peer: bool = False  # routed by another picker: its usage is that picker's to report
+    predicted_cached: int | None = None  # the cached prompt tokens the picker predicted (KV events on)
 
 
 class _Open:
-    __slots__ = ("charged", "endpoint", "peer", "started", "tenant", "tokens")
+    __slots__ = ("charged", "endpoint", "peer", "predicted", "started", "tenant", "tokens")
 
     def __init__(self, endpoint: Endpoint, tokens: int, started: float, tenant: str, charged: float,
-                 peer: bool) -> None:
+                 peer: bool, predicted: int | None = None) -> None:
         self.endpoint, self.tokens, self.started = endpoint, tokens, started
-        self.tenant, self.charged, self.peer = tenant, charged, peer
+        self.tenant, self.charged, self.peer, self.predicted = tenant, charged, peer, predicted
 
 
 _ENDED_KEPT = 8192  # ends seen before their start: a peer's upstream log can arrive after its end
@@ -74,14 +75,14 @@ class InFlightLedger:
         return self._by_tenant.get(tenant, 0)
 
     def start(self, request_id: str, endpoint: Endpoint, tokens: int, now: float | None = None,
-              tenant: str = "", charged: float = 0.0) -> None:
+              tenant: str = "", charged: float = 0.0, predicted_cached: int | None = None) -> None:
         if not request_id:
             return
         old = self._open.pop(request_id, None)
         if old is not None:  # a retried id: undo the earlier pick first
             self._undo(old)
         self._add(request_id, _Open(endpoint, tokens, time.monotonic() if now is None else now, tenant, charged,
-                                    False))
+                                    False, predicted_cached))
 
     def start_peer(self, request_id: str, endpoint: Endpoint, tokens: int, now: float, tenant: str,
                    charged: float) -> bool:
@@ -107,7 +108,7 @@ class InFlightLedger:
             return None
         self._undo(entry)
         self.completed += 1
-        return Completed(entry.tenant, entry.tokens, entry.charged, entry.peer)
+        return Completed(entry.tenant, entry.tokens, entry.charged, entry.peer, entry.predicted)
 
     def expire(self, now: float | None = None) -> int:
         now = time.monotonic() if now is None else now

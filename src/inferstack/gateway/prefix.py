@@ -121,7 +121,7 @@ class PrefixScorer(Scorer):
             out = [0.0 if load - least > gap else s for s, load in zip(out, loads)]
         return out
 
-    def on_pick(self, request: InferenceRequest, endpoint: Endpoint) -> None:
+    def on_pick(self, ctx: SchedContext, request: InferenceRequest, endpoint: Endpoint) -> None:
         hashes = self._hashes(request)
         if hashes:
             idx = self.indexes.get(endpoint.address)

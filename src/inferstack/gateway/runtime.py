@@ -13,9 +13,10 @@ Invariants: both are ``SupervisedProcess``es: every process we start is stopped 
 (also after a failed start), whole process group included; each runs in its own session with its
 output in ``run_dir/<name>.log``; Envoy's admin port is on 127.0.0.1. The EPP mirrors the endpoint
 set into ``run_dir/eds/eds.json`` (Envoy watches it). With ``pickers`` > 1 the pickers are ``epp``,
-``epp-1``, ... on the EPP's ports + i, each a full picker (``EppSettings.peers``): each writes the same
-EDS file (atomically, so either write is whole) and Envoy uses whichever is alive. A process that keeps dying is restarted with
-a delay doubling up to 30 s, reset after a minute up (``RestartPolicy``).
+``epp-1``, ... on the EPP's ports + i, each a full picker (``EppSettings.peers``): each writes the
+same EDS file (atomically, so either write is whole) and Envoy uses whichever is alive. A process
+that keeps dying is restarted with a delay doubling up to 30 s, reset after a minute up
+(``RestartPolicy``).
 """
 
 from __future__ import annotations

@@ -76,7 +76,7 @@ class Scorer:
     def score(self, ctx: SchedContext, request: InferenceRequest, endpoints: list[Endpoint]) -> list[float]:
         raise NotImplementedError
 
-    def on_pick(self, request: InferenceRequest, endpoint: Endpoint) -> None:
+    def on_pick(self, ctx: SchedContext, request: InferenceRequest, endpoint: Endpoint) -> None:
         """Record the choice (e.g. the prefix index); default: nothing."""
 
     def forget(self, address: str) -> None:
@@ -193,5 +193,5 @@ class Scheduler:
         chosen.in_flight += 1
         chosen.in_flight_tokens += request.prompt_tokens
         for scorer, _ in self.scorers:
-            scorer.on_pick(request, chosen)
+            scorer.on_pick(ctx, request, chosen)
         return PickResult(chosen, ranked[1:1 + self.settings.fallbacks], scores_by)

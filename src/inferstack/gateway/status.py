@@ -6,8 +6,8 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = ["FLOW_FAIRNESS_METRIC", "FLOW_QUEUE_METRIC", "FLOW_REJECTED_METRIC", "FLOW_SERVED_METRIC",
-           "HELD_REQUESTS_METRIC", "REQUESTS_METRIC", "EnvoyStatus", "EppStatus", "FlowControlStatus", "GatewayStatus", "ProcessStatus",
-           "TenantFlow", "epp_metrics_pages", "read_flow_control"]
+           "HELD_REQUESTS_METRIC", "REQUESTS_METRIC", "EnvoyStatus", "EppStatus", "FlowControlStatus", "GatewayStatus",
+           "ProcessStatus", "TenantFlow", "epp_metrics_pages", "read_flow_control"]
 
 # The picker's metrics its readers use (the autoscaler, `inferstack status`), named once: the EPP
 # exports them under these names (gateway/epp_metrics.py). Counters' samples end in ``_total``.

@@ -16,8 +16,9 @@ word boundary, so a long piece is cut further into chunks of ~256 characters, ea
 space between two letters after that length (the same cuts for the same text, so a prefix that
 recurs gives the same chunks), and a chunk not seen before into finer parts the same way; pieces,
 chunks and parts are kept (LRU, ``_PIECES_KEPT``), so a chat that differs from an earlier one only
-at its end costs the tokenizer only its last part. Where an added token matches loosely (lstrip, rstrip, single_word, or normalized
-under a normalizer) the whole text is tokenized each time; other tokenizers are not cut in chunks.
+at its end costs the tokenizer only its last part. Where an added token matches loosely (lstrip,
+rstrip, single_word, or normalized under a normalizer) the whole text is tokenized each time;
+other tokenizers are not cut in chunks.
 """
 
 from __future__ import annotations

@@ -71,25 +71,41 @@ def test_tokenizing_a_chat_piece_by_piece_gives_the_whole_texts_tokens(model_dir
     assert pieces._pieces  # the system prompt's piece was kept
 
 
-def _route(p: EndpointPicker, messages: list) -> pb.ProcessingResponse:
+def _route(p: EndpointPicker, messages: list, request_id: str = "") -> pb.ProcessingResponse:
+    from inferstack.gateway.h2grpc import StreamContext
+
+    stream = StreamContext(1)
+    if request_id:
+        from envoy.config.core.v3 import base_pb2
+        hm = base_pb2.HeaderMap(headers=[base_pb2.HeaderValue(key="x-request-id", raw_value=request_id.encode())])
+        p.handle(pb.ProcessingRequest(request_headers=pb.HttpHeaders(headers=hm)).SerializeToString(), stream)
     body = json.dumps({"model": "m", "max_tokens": 4, "messages": messages}).encode()
     raw = pb.ProcessingRequest(request_body=pb.HttpBody(body=body, end_of_stream=True)).SerializeToString()
-    return pb.ProcessingResponse.FromString(p.handle(raw))
+    return pb.ProcessingResponse.FromString(p.handle(raw, stream))
 
 
 def test_a_request_goes_where_its_prefix_is_cached_and_its_cached_tokens_are_predicted(model_dir, tmp_path):
     a, b = "10.0.0.1:8000", "10.0.0.2:8000"
-    p = EndpointPicker(EppSettings(scheduler=PRECISE, kv_events={"enabled": True, "tokenizer": model_dir,
-                                                                  "ipc_dir": tmp_path}))
+    p = EndpointPicker(EppSettings(scheduler=PRECISE, completion="access-log",
+                                   kv_events={"enabled": True, "tokenizer": model_dir, "ipc_dir": tmp_path}))
     p.on_endpoints([a, b])
     for address in (a, b):
         p.datastore.update_metrics(address, EndpointMetrics(scraped_at=time.monotonic()))
     # endpoint b stored the first conversation's 25 blocks (its recorded KV events)
     p.director.kv_index.apply(b, decode_batch(base64.b64decode(FIXTURE["batches"][0]["payload"])))
-    for _ in range(3):  # the second conversation shares that prefix: b, every time
-        r = _route(p, FIXTURE["tokenized"][1]["messages"])
+    for i in range(3):  # the second conversation shares that prefix: b, every time
+        r = _route(p, FIXTURE["tokenized"][1]["messages"], f"r{i}")
         headers = {h.header.key: h.header.raw_value.decode() for h in r.request_body.response.header_mutation.set_headers}
         assert headers[DESTINATION_HEADER].split(",")[0] == b
         predicted = r.dynamic_metadata.fields[RESPONSE_HEADERS_NAMESPACE].struct_value.fields[
             "x-inferstack-predicted-cached-tokens"].string_value
         assert int(predicted) == FIXTURE["usages"][1]["prompt_tokens_details"]["cached_tokens"] == 800
+    # the ends report vLLM's count: the picker tallies how its predictions fared
+    from tests.unit.gateway.test_epp import access_log_msg
+
+    usage = {"prompt_tokens": 816, "completion_tokens": 4, "reported": True}
+    p.access_log(access_log_msg("r0", "r1", usage={**usage, "cached_tokens": 800}))
+    p.access_log(access_log_msg("r2", usage={**usage, "cached_tokens": 768}))
+    tally = {o: p.metrics.registry.get_sample_value("inferstack_epp_kv_predictions_total", {"outcome": o})
+             for o in ("exact", "over")}
+    assert tally == {"exact": 2.0, "over": 1.0}

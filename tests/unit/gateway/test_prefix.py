@@ -45,7 +45,7 @@ def test_prefix_scorer_scores_and_records(ctx):
     a, b = make_endpoint("a:1"), make_endpoint("b:1")
     first = make_request("p" * 64)
     assert s.score(ctx, first, [a, b]) == [0.0, 0.0]
-    s.on_pick(first, a)
+    s.on_pick(ctx, first, a)
     half = make_request("p" * 32 + "q" * 32)
     assert s.score(ctx, half, [a, b]) == [0.5, 0.0]
     assert s.score(ctx, make_request("p" * 64, model="other"), [a, b]) == [0.0, 0.0]  # models don't share

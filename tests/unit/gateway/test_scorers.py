@@ -103,14 +103,14 @@ def test_no_hit_lru_spreads_cold_requests_and_is_neutral_for_warm_ones(ctx):
     cold = make_request()
     cold.prefix_best_match = 0.0
     assert lru.score(ctx, cold, eps) == [1.0, 1.0, 1.0]  # none got a cold request yet: a tie
-    lru.on_pick(cold, eps[0])
+    lru.on_pick(ctx, cold, eps[0])
     assert lru.score(ctx, cold, eps) == [0.0, 1.0, 1.0]
-    lru.on_pick(cold, eps[2])
+    lru.on_pick(ctx, cold, eps[2])
     assert lru.score(ctx, cold, eps) == [0.5, 1.0, 0.0]
     warm = make_request()
     warm.prefix_best_match = 0.8
     assert lru.score(ctx, warm, eps) == [1.0, 1.0, 1.0]
-    lru.on_pick(warm, eps[1])  # a warm pick does not count as a cold one
+    lru.on_pick(ctx, warm, eps[1])  # a warm pick does not count as a cold one
     assert lru.score(ctx, cold, eps) == [0.5, 1.0, 0.0]
 
 
@@ -121,3 +121,29 @@ def test_no_hit_lru_needs_the_prefix_scorer_before_it():
 
     with pytest.raises(ConfigError, match="needs scorer 'prefix' or 'precise-prefix' listed before it"):
         Scheduler(SchedulerSettings(scorers=[ScorerSettings(type="no-hit-lru"), ScorerSettings(type="prefix")]))
+
+
+def test_precise_prefix_counts_a_routed_requests_blocks_until_its_events_could_have_come():
+    from inferstack.gateway.kv_events import KvBlockIndex
+    from inferstack.gateway.plugins.scorers import PrecisePrefixParams, PrecisePrefixScorer
+    from inferstack.gateway.scheduling import SchedContext
+    from inferstack.gateway.settings import SaturationSettings
+
+    def at(now: float) -> SchedContext:
+        return SchedContext(now=now, staleness_s=0.2, saturation=SaturationSettings())
+
+    scorer = PrecisePrefixScorer(PrecisePrefixParams(pending_s=10), S)
+    scorer.index = KvBlockIndex(1000)
+    eps = [make_endpoint("a:1"), make_endpoint("b:1")]
+    first, second = make_request(), make_request()
+    first.block_keys, second.block_keys = [1, 2, 3, 4], [1, 2, 3, 9]
+    assert scorer.score(at(0.0), first, eps) == [0.0, 0.0] and first.prefix_best_match == 0.0
+    scorer.on_pick(at(0.0), first, eps[1])  # its prefill has not run yet: no event
+    assert scorer.score(at(1.0), second, eps) == [0.0, 0.75]  # the shared 3 blocks follow it to b
+    assert scorer.score(at(10.5), second, eps) == [0.0, 0.0]  # no event came in time: forgotten
+    scorer.forget("b:1")
+    assert scorer.score(at(1.0), second, eps) == [0.0, 0.0]
+    off = PrecisePrefixScorer(PrecisePrefixParams(pending_s=0), S)
+    off.index = KvBlockIndex(1000)
+    off.on_pick(at(0.0), first, eps[1])
+    assert off.score(at(1.0), second, eps) == [0.0, 0.0]  # only what the events report

@@ -12,8 +12,10 @@
 - ``kv-cache`` (consumes kv_cache_usage_perc):                   1 - usage.
 - ``precise-prefix`` (consumes the replicas' KV events, gateway/kv_events.py): the share of the
                request's full blocks (tokenized as the engine does) that the endpoint holds, from
-               the first block on, as its KV events said; the picker's prediction of vLLM's cached
-               tokens. Needs ``kv_events`` on (the local stack's ``gateway.epp.kv_events``).
+               the first block on, as its KV events said, continued by the blocks of requests sent
+               there in the last ``pending_s`` (30 s) that no event has reported yet (a prefill can
+               wait seconds: without them, requests sharing a new prefix would spread and compute
+               it on every replica). Needs ``kv_events`` on (the local stack's ``gateway.epp.kv_events``).
 - ``no-hit-lru`` (consumes the prefix scorer's best match): for a request no endpoint has cached
                (best match < ``min_match``), 1.0 for the endpoint that least recently got such a
                cold request down to 0.0 for the most recent, so new prefixes spread over the
@@ -33,6 +35,7 @@ YAML: ``scorers: [{type: queue, weight: 2, parameters: {max_queue: 8}}, {type: k
 from __future__ import annotations
 
 import bisect
+from collections import OrderedDict
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -135,7 +138,7 @@ class NoHitLruScorer(Scorer):
         # 1 - the share of the other endpoints whose last cold request is older (ties score equal)
         return [1.0 - bisect.bisect_left(ordered, v) / (n - 1) for v in last]
 
-    def on_pick(self, request: InferenceRequest, endpoint: Endpoint) -> None:
+    def on_pick(self, ctx: SchedContext, request: InferenceRequest, endpoint: Endpoint) -> None:
         if self._cold(request):
             self._seq += 1
             self._last_cold[endpoint.address] = self._seq
@@ -144,22 +147,61 @@ class NoHitLruScorer(Scorer):
         self._last_cold.pop(address, None)
 
 
+class PrecisePrefixParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    pending_s: float = Field(default=30.0, ge=0, le=600, description="A routed request's blocks count as held by "
+                             "its endpoint for this long before its KV events report them (its prefill may wait "
+                             "and take seconds): requests sharing its prefix meanwhile follow it instead of "
+                             "computing the prefix on another replica. 0: only what the events report.")
+
+
+_PENDING_KEPT = 65_536  # pending block keys per endpoint, oldest dropped first
+
+
 @register_scorer
 class PrecisePrefixScorer(Scorer):
     name = "precise-prefix"
+    Params = PrecisePrefixParams
 
-    def __init__(self, params: BaseModel, scheduler_settings: SchedulerSettings) -> None:
+    def __init__(self, params: PrecisePrefixParams, scheduler_settings: SchedulerSettings) -> None:  # type: ignore[override]
         super().__init__(params, scheduler_settings)
         self.index: KvBlockIndex | None = None  # the picker's, set once it follows KV events
+        self._pending_s = params.pending_s
+        self._pending: dict[str, OrderedDict[int, float]] = {}  # address -> block key -> until (monotonic)
 
     def score(self, ctx: SchedContext, request: InferenceRequest, endpoints: list[Endpoint]) -> list[float]:
         keys = request.block_keys
         if not keys or self.index is None:
             request.prefix_best_match = 0.0
             return [0.0] * len(endpoints)
-        out = [self.index.cached_blocks(e.address, keys) / len(keys) for e in endpoints]
+        out = [self.held(e.address, keys, ctx.now) / len(keys) for e in endpoints]
         request.prefix_best_match = max(out)
         return out
+
+    def held(self, address: str, keys: list[int], now: float) -> int:
+        """The run of ``keys`` from the first that ``address`` holds: reported by its events, then
+        pending (sent there, not reported yet)."""
+        assert self.index is not None
+        n = self.index.cached_blocks(address, keys)
+        pending = self._pending.get(address)
+        if pending:
+            while n < len(keys) and pending.get(keys[n], 0.0) > now:
+                n += 1
+        return n
+
+    def on_pick(self, ctx: SchedContext, request: InferenceRequest, endpoint: Endpoint) -> None:
+        if not self._pending_s or not request.block_keys:
+            return
+        pending = self._pending.setdefault(endpoint.address, OrderedDict())
+        until = ctx.now + self._pending_s
+        for key in request.block_keys:
+            pending[key] = until
+            pending.move_to_end(key)
+        while len(pending) > _PENDING_KEPT:
+            pending.popitem(last=False)
+
+    def forget(self, address: str) -> None:
+        self._pending.pop(address, None)
 
 
 @register_scorer
