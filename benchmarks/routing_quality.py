@@ -22,7 +22,7 @@ TTFT-penalty idea). Before each point the replicas are drained (no request runni
 and their prefix caches reset, so no config inherits another's cache; an unmeasured warm-up point
 opens each rate (the first point of a run measured worse, whatever its config).
 
-    .venv/bin/python benchmarks/routing_quality.py [--fills 0.7,0.35] [--repeats 3] [--rates 3] [--duration 40] \
+    .venv/bin/python benchmarks/routing_quality.py [--fills 0.7,0.35] [--repeats 3] [--rates 2] [--duration 60] \
         [--configs precise,default,round-robin]
 
 It loads both cores for several minutes; nothing else should run meanwhile.
@@ -221,11 +221,11 @@ def main() -> int:
     ap.add_argument("--prefix-len", type=int, default=1024, help="shared system prompt tokens")
     ap.add_argument("--question-len", type=int, default=32)
     ap.add_argument("--output-len", type=int, default=16)
-    ap.add_argument("--rates", default="3", help="offered requests/s, comma-separated")
+    ap.add_argument("--rates", default="2", help="offered requests/s, comma-separated")
     ap.add_argument("--configs", default="precise,default,round-robin",
                     help=f"comma-separated, from {sorted(CONFIGS)}; round-robin is the baseline")
-    ap.add_argument("--duration", type=int, default=40, help="seconds per point")
-    ap.add_argument("--warmup", type=int, default=15, help="seconds of an unmeasured round-robin point before "
+    ap.add_argument("--duration", type=int, default=60, help="seconds per point")
+    ap.add_argument("--warmup", type=int, default=10, help="seconds of an unmeasured round-robin point before "
                     "each fill's measured points (0: none)")
     ap.add_argument("--out", type=Path, default=None, help="where reports go (default: a temp dir)")
     args = ap.parse_args()

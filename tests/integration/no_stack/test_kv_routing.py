@@ -100,12 +100,26 @@ def test_a_request_goes_where_its_prefix_is_cached_and_its_cached_tokens_are_pre
         predicted = r.dynamic_metadata.fields[RESPONSE_HEADERS_NAMESPACE].struct_value.fields[
             "x-inferstack-predicted-cached-tokens"].string_value
         assert int(predicted) == FIXTURE["usages"][1]["prompt_tokens_details"]["cached_tokens"] == 800
-    # the ends report vLLM's count: the picker tallies how its predictions fared
-    from tests.unit.gateway.test_epp import access_log_msg
-
+    # the ends report vLLM's count (Envoy's access log): the picker tallies how its predictions fared
     usage = {"prompt_tokens": 816, "completion_tokens": 4, "reported": True}
-    p.access_log(access_log_msg("r0", "r1", usage={**usage, "cached_tokens": 800}))
-    p.access_log(access_log_msg("r2", usage={**usage, "cached_tokens": 768}))
+    p.access_log(_ended({"r0": {**usage, "cached_tokens": 800}, "r1": {**usage, "cached_tokens": 800},
+                         "r2": {**usage, "cached_tokens": 768}}))
     tally = {o: p.metrics.registry.get_sample_value("inferstack_epp_kv_predictions_total", {"outcome": o})
              for o in ("exact", "over")}
     assert tally == {"exact": 2.0, "over": 1.0}
+
+
+def _ended(usages: dict[str, dict]) -> bytes:
+    """Envoy's access log of these requests' ends, each with the usage the gateway's Lua filter recorded."""
+    from envoy.data.accesslog.v3 import accesslog_pb2
+    from envoy.service.accesslog.v3 import als_pb2
+
+    from inferstack.wire import USAGE_NAMESPACE
+
+    entries = []
+    for request_id, usage in usages.items():
+        entry = accesslog_pb2.HTTPAccessLogEntry(request=accesslog_pb2.HTTPRequestProperties(request_id=request_id))
+        entry.common_properties.metadata.filter_metadata[USAGE_NAMESPACE].update(usage)
+        entries.append(entry)
+    return als_pb2.StreamAccessLogsMessage(
+        http_logs=als_pb2.StreamAccessLogsMessage.HTTPAccessLogEntries(log_entry=entries)).SerializeToString()
