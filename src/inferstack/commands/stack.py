@@ -32,7 +32,8 @@ from inferstack.engine.spec_support import resolve_speculation
 from inferstack.engine.speculative import SPEC_METHODS
 from inferstack.envs.environments import engine_env_for, env_python
 from inferstack.errors import ConfigError, InferstackError, ReplicaStartError
-from inferstack.gateway.status import FlowControlStatus, GatewayStatus, epp_metrics_pages, read_flow_control
+from inferstack.gateway.status import (FlowControlStatus, GatewayStatus, epp_metrics_pages, picker_name,
+                                      read_flow_control)
 from inferstack.models.resolve import resolve_model
 from inferstack.process import group_alive, log_tail, pid_alive, stop_process_group
 from inferstack.stack.config import StackConfig, load_config
@@ -367,11 +368,10 @@ def _status(args: argparse.Namespace) -> int:
         )
     gateway = data.gateway
     if gateway:
-        pickers = [(f"epp{'' if i == 0 else f'-{i}'}", p) for i, p in enumerate(gateway.pickers or [gateway.epp])]
         for name, proc, ports in (("envoy", gateway.envoy, f"port {gateway.envoy.port}, admin_port "
                                                             f"{gateway.envoy.admin_port}"),
-                                  *((n, p, f"grpc_port {p.grpc_port}, metrics_port {p.metrics_port}")
-                                    for n, p in pickers)):
+                                  *((picker_name(i), p, f"grpc_port {p.grpc_port}, metrics_port {p.metrics_port}")
+                                    for i, p in enumerate(gateway.pickers))):
             print(f"gateway {name:5} {proc.state:9} pid {proc.pid or '-'}  {ports}  "
                   f"restarts {proc.restarts}  log {proc.log}")
         flow = _flow_control(gateway) if gateway.flow_control_enabled else None
@@ -568,7 +568,7 @@ def _down(args: argparse.Namespace) -> int:
     # Whatever the supervisor could not stop (it was killed, or crashed) is stopped here.
     pids = [r.pid for r in data.replicas]
     if data.gateway is not None:
-        pids += [data.gateway.envoy.pid, *(p.pid for p in data.gateway.pickers or [data.gateway.epp])]
+        pids += [data.gateway.envoy.pid, *(p.pid for p in data.gateway.pickers)]
     if data.batch is not None:
         pids.append(data.batch.pid)
     if data.monitoring is not None:

@@ -70,7 +70,7 @@ class Director:
         self.rewrites = Rewrites(settings.rewrites)
         self.objectives = Objectives(settings.objectives)
         self.metrics = EppMetrics(datastore, self.scheduler, settings)
-        self.in_flight = InFlightLedger(settings.in_flight_timeout_s)
+        self.in_flight = InFlightLedger(settings.in_flight_timeout_s, peers=settings.peers)
         self.models_poller: ModelsPoller | None = None  # set by serve() when models_poll is on
         self.keys = KeyFileWatch(settings.auth_file) if settings.auth_file is not None else None
         self.quotas = Quotas()

@@ -11,7 +11,7 @@ With several pickers (``gateway.pickers``) each also counts the requests the oth
 (``start_peer``: Envoy's upstream log reports their start to every picker); a peer's request whose
 end was reported first (the two logs are separate streams) is not started afterwards.
 Invariants: each pick is undone at most once; counts never go below 0; O(1) per event; the ids of
-ends with no start are remembered, bounded (``_ENDED_KEPT``).
+ends with no start are remembered (with peers only), bounded (``_ENDED_KEPT``).
 """
 
 from __future__ import annotations
@@ -47,20 +47,19 @@ class Completed:
 
 
 class _Open:
-    __slots__ = ("charged", "endpoint", "peer", "predicted", "started", "tenant", "tokens")
+    __slots__ = ("done", "endpoint", "started")
 
-    def __init__(self, endpoint: Endpoint, tokens: int, started: float, tenant: str, charged: float,
-                 peer: bool, predicted: int | None = None) -> None:
-        self.endpoint, self.tokens, self.started = endpoint, tokens, started
-        self.tenant, self.charged, self.peer, self.predicted = tenant, charged, peer, predicted
+    def __init__(self, endpoint: Endpoint, started: float, done: Completed) -> None:
+        self.endpoint, self.started, self.done = endpoint, started, done  # done: what its end reports
 
 
 _ENDED_KEPT = 8192  # ends seen before their start: a peer's upstream log can arrive after its end
 
 
 class InFlightLedger:
-    def __init__(self, max_age_s: float) -> None:
+    def __init__(self, max_age_s: float, peers: bool = False) -> None:
         self.max_age_s = max_age_s
+        self.peers = peers  # other pickers report starts: remember ends that came first
         # request id -> its open entry; insertion order = start order, for expiry
         self._open: OrderedDict[str, _Open] = OrderedDict()
         self._ended: OrderedDict[str, None] = OrderedDict()  # ends with no start (yet)
@@ -81,8 +80,8 @@ class InFlightLedger:
         old = self._open.pop(request_id, None)
         if old is not None:  # a retried id: undo the earlier pick first
             self._undo(old)
-        self._add(request_id, _Open(endpoint, tokens, time.monotonic() if now is None else now, tenant, charged,
-                                    False, predicted_cached))
+        self._add(request_id, _Open(endpoint, time.monotonic() if now is None else now,
+                                    Completed(tenant, tokens, charged, False, predicted_cached)))
 
     def start_peer(self, request_id: str, endpoint: Endpoint, tokens: int, now: float, tenant: str,
                    charged: float) -> bool:
@@ -92,23 +91,24 @@ class InFlightLedger:
             return False
         endpoint.in_flight += 1  # our own picks are counted by the scheduler
         endpoint.in_flight_tokens += tokens
-        self._add(request_id, _Open(endpoint, tokens, now, tenant, charged, True))
+        self._add(request_id, _Open(endpoint, now, Completed(tenant, tokens, charged, True)))
         return True
 
     def _add(self, request_id: str, entry: _Open) -> None:
         self._open[request_id] = entry
-        self._by_tenant[entry.tenant] = self._by_tenant.get(entry.tenant, 0) + 1
+        self._by_tenant[entry.done.tenant] = self._by_tenant.get(entry.done.tenant, 0) + 1
 
     def complete(self, request_id: str) -> Completed | None:
         entry = self._open.pop(request_id, None)
         if entry is None:  # answered by a picker itself, from before a restart, or a peer's not yet started
-            self._ended[request_id] = None
-            if len(self._ended) > _ENDED_KEPT:
-                self._ended.popitem(last=False)
+            if self.peers:
+                self._ended[request_id] = None
+                if len(self._ended) > _ENDED_KEPT:
+                    self._ended.popitem(last=False)
             return None
         self._undo(entry)
         self.completed += 1
-        return Completed(entry.tenant, entry.tokens, entry.charged, entry.peer, entry.predicted)
+        return entry.done
 
     def expire(self, now: float | None = None) -> int:
         now = time.monotonic() if now is None else now
@@ -125,13 +125,13 @@ class InFlightLedger:
 
     def forget_endpoint(self, address: str) -> None:
         for rid in [r for r, entry in self._open.items() if entry.endpoint.address == address]:
-            self._untenant(self._open.pop(rid).tenant)
+            self._untenant(self._open.pop(rid).done.tenant)
 
     def _undo(self, entry: _Open) -> None:
-        ep = entry.endpoint
+        ep, done = entry.endpoint, entry.done
         ep.in_flight = max(0, ep.in_flight - 1)
-        ep.in_flight_tokens = max(0, ep.in_flight_tokens - entry.tokens)
-        self._untenant(entry.tenant)
+        ep.in_flight_tokens = max(0, ep.in_flight_tokens - done.prompt_tokens)
+        self._untenant(done.tenant)
 
     def _untenant(self, tenant: str) -> None:
         n = self._by_tenant.get(tenant, 0) - 1

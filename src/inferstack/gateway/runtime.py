@@ -38,7 +38,7 @@ from inferstack.gateway.discovery import read_endpoints_file, validate_address
 from inferstack.gateway.envoy_config import CLUSTER_NAME, build_envoy_config
 from inferstack.gateway.epp import write_eds_file
 from inferstack.gateway.settings import FileDiscovery, GatewaySettings, StaticDiscovery
-from inferstack.gateway.status import EnvoyStatus, EppStatus, GatewayStatus, ProcessStatus
+from inferstack.gateway.status import EnvoyStatus, EppStatus, GatewayStatus, ProcessStatus, picker_name
 from inferstack.process import SupervisedProcess, port_is_free
 
 __all__ = ["EnvoyStatus", "EppStatus", "Gateway", "GatewayStatus", "ProcessStatus", "envoy_binary", "epp_health",
@@ -100,7 +100,7 @@ class Gateway:
 
     @property
     def picker_names(self) -> list[str]:
-        return ["epp" if i == 0 else f"epp-{i}" for i in range(self.settings.pickers)]
+        return [picker_name(i) for i in range(self.settings.pickers)]
 
     @property
     def log_paths(self) -> dict[str, Path]:

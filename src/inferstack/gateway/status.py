@@ -3,11 +3,11 @@ light to import (the stack's status file is read by every CLI call; the processe
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 __all__ = ["FLOW_FAIRNESS_METRIC", "FLOW_QUEUE_METRIC", "FLOW_REJECTED_METRIC", "FLOW_SERVED_METRIC",
            "HELD_REQUESTS_METRIC", "REQUESTS_METRIC", "EnvoyStatus", "EppStatus", "FlowControlStatus", "GatewayStatus",
-           "ProcessStatus", "TenantFlow", "epp_metrics_pages", "read_flow_control"]
+           "ProcessStatus", "TenantFlow", "epp_metrics_pages", "picker_name", "read_flow_control"]
 
 # The picker's metrics its readers use (the autoscaler, `inferstack status`), named once: the EPP
 # exports them under these names (gateway/epp_metrics.py). Counters' samples end in ``_total``.
@@ -47,6 +47,12 @@ class GatewayStatus(BaseModel):
     envoy: EnvoyStatus
     epp: EppStatus  # the first picker (``pickers[0]``)
     pickers: list[EppStatus] = Field(default_factory=list)  # every picker (gateway.pickers), the first first
+
+    @model_validator(mode="after")
+    def _one_picker_at_least(self) -> GatewayStatus:
+        if not self.pickers:  # a status written before there could be several
+            self.pickers = [self.epp]
+        return self
     epp_failure_mode: str
     flow_control_enabled: bool = False
 
@@ -73,13 +79,18 @@ class FlowControlStatus(BaseModel):
         return f"flow control  {self.waiting} waiting (by tenant: {per_tenant}); fairness index {fairness}"
 
 
+def picker_name(i: int) -> str:
+    """The process name (and log file stem) of picker ``i``: ``epp``, ``epp-1``, ..."""
+    return "epp" if i == 0 else f"epp-{i}"
+
+
 def epp_metrics_pages(gateway: GatewayStatus, timeout_s: float) -> list[str]:
     """The text of each picker's /metrics page (those that answer; none: an empty list). Each picker
     counts what it routed, held or refused itself: readers sum over the pages."""
     import httpx  # here: this module is read by every CLI call
 
     pages = []
-    for picker in gateway.pickers or [gateway.epp]:
+    for picker in gateway.pickers:
         try:
             response = httpx.get(f"http://127.0.0.1:{picker.metrics_port}/metrics", timeout=timeout_s)
             response.raise_for_status()

@@ -109,7 +109,7 @@ def test_without_peers_a_route_carries_no_note():
 
 def test_ledger_peer_entries_and_quota_records_are_pure():
     ep = make_endpoint("a:1", tracked=True)
-    ledger = InFlightLedger(max_age_s=60)
+    ledger = InFlightLedger(max_age_s=60, peers=True)
     assert ledger.start_peer("p1", ep, 40, now=0.0, tenant="t", charged=2.0)
     assert not ledger.start_peer("p1", ep, 40, now=0.0, tenant="t", charged=2.0)  # a retry's second attempt
     assert (ep.in_flight, ep.in_flight_tokens, ledger.of_tenant("t")) == (1, 40, 1)

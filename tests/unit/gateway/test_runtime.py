@@ -141,3 +141,10 @@ def test_picker_ports_may_not_overlap():
         GatewaySettings(pickers=2, epp=EppSettings(grpc_port=9002, metrics_port=9003))
     with pytest.raises(ValueError, match="picker 1"):
         GatewaySettings(pickers=2, port=9003, epp=EppSettings(grpc_port=9002))
+
+
+def test_a_status_from_before_several_pickers_lists_its_one_picker(tmp_path):
+    st = Gateway(_settings(), endpoints=["127.0.0.1:8101"], run_dir=tmp_path).status().model_dump()
+    del st["pickers"]  # what a stack started by an earlier version wrote
+    old = gateway_pkg.GatewayStatus.model_validate(st)
+    assert old.pickers == [old.epp]
