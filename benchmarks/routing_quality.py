@@ -164,7 +164,8 @@ def _predictions(metrics_port: int) -> dict[str, float]:
 
 def _drain_and_reset(addrs: list[str], timeout_s: float = 180.0) -> None:
     """Wait until no replica runs or queues a request (the last point's stragglers), then reset the
-    prefix caches: vLLM does not reset a cache that running requests still use."""
+    prefix caches (vLLM does not reset a cache that running requests still use) and make each
+    replica take a step, so that its KV events say so."""
     deadline = time.monotonic() + timeout_s
     for a in addrs:
         while True:
@@ -177,6 +178,12 @@ def _drain_and_reset(addrs: list[str], timeout_s: float = 180.0) -> None:
         resp = httpx.post(f"http://{a}/reset_prefix_cache", timeout=10)
         if resp.status_code != 200:
             raise RuntimeError(f"{a}: POST /reset_prefix_cache answered {resp.status_code}: {resp.text[:200]}")
+        # vLLM publishes KV events at its next engine step: without one, the next point's picker
+        # replays the cleared blocks as cached (seen: its first picks followed the last point's cache)
+        resp = httpx.post(f"http://{a}/v1/completions", timeout=60,
+                          json={"model": MODEL, "prompt": "Hi", "max_tokens": 1})
+        if resp.status_code != 200:
+            raise RuntimeError(f"{a}: a one-token completion after the reset answered {resp.status_code}")
 
 
 def _run_config(args: argparse.Namespace, out: Path, addrs: list[str], name: str, rate: float,

@@ -390,10 +390,16 @@ class Director:
         """``x-inferstack-predicted-cached-tokens``: the prompt tokens the chosen endpoint should serve
         from its cache, as vLLM counts them (whole blocks; never the prompt's last token, which it
         always computes); at the end compared with vLLM's ``usage.prompt_tokens_details.cached_tokens``
-        (``inferstack_epp_kv_predictions``)."""
+        (``inferstack_epp_kv_predictions``). The precise-prefix scorer's count where it scored the
+        request: blocks its events reported and those of requests sent there before it that no event
+        reported yet (the earlier request's prefill runs first, so vLLM finds them: counting reported
+        blocks alone under-predicted each request that followed a new prefix within its prefill)."""
         if self.kv_index is None or not req.block_keys:
             return None
-        blocks = self.kv_index.cached_blocks(endpoint.address, req.block_keys)
+        if req.held_blocks is not None and endpoint.address in req.held_blocks:
+            blocks = req.held_blocks[endpoint.address]
+        else:  # no precise-prefix scorer in the profile
+            blocks = self.kv_index.cached_blocks(endpoint.address, req.block_keys)
         assert self.kv is not None
         return min(blocks, (req.prompt_tokens - 1) // self.kv.block_size) * self.kv.block_size
 

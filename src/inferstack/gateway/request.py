@@ -36,6 +36,7 @@ class InferenceRequest:
     ratelimit: tuple[tuple[str, bytes], ...] = ()  # x-ratelimit-* headers for the answer (a tenant with quotas)
     messages: list[object] | None = None  # a chat request's messages as sent (the engine's tokens need them)
     block_keys: list[int] | None = None  # its full blocks' keys (gateway/kv_events.py), with KV events on
+    held_blocks: dict[str, int] | None = None  # endpoint -> its blocks held there (reported or pending), by precise-prefix
 
 
 def _message_text(content: object) -> str:

@@ -94,12 +94,8 @@ def test_a_request_goes_where_its_prefix_is_cached_and_its_cached_tokens_are_pre
     # endpoint b stored the first conversation's 25 blocks (its recorded KV events)
     p.director.kv_index.apply(b, decode_batch(base64.b64decode(FIXTURE["batches"][0]["payload"])))
     for i in range(3):  # the second conversation shares that prefix: b, every time
-        r = _route(p, FIXTURE["tokenized"][1]["messages"], f"r{i}")
-        headers = {h.header.key: h.header.raw_value.decode() for h in r.request_body.response.header_mutation.set_headers}
-        assert headers[DESTINATION_HEADER].split(",")[0] == b
-        predicted = r.dynamic_metadata.fields[RESPONSE_HEADERS_NAMESPACE].struct_value.fields[
-            "x-inferstack-predicted-cached-tokens"].string_value
-        assert int(predicted) == FIXTURE["usages"][1]["prompt_tokens_details"]["cached_tokens"] == 800
+        where, predicted = _picked(_route(p, FIXTURE["tokenized"][1]["messages"], f"r{i}"))
+        assert where == b and predicted == FIXTURE["usages"][1]["prompt_tokens_details"]["cached_tokens"] == 800
     # the ends report vLLM's count (Envoy's access log): the picker tallies how its predictions fared
     usage = {"prompt_tokens": 816, "completion_tokens": 4, "reported": True}
     p.access_log(_ended({"r0": {**usage, "cached_tokens": 800}, "r1": {**usage, "cached_tokens": 800},
@@ -107,6 +103,19 @@ def test_a_request_goes_where_its_prefix_is_cached_and_its_cached_tokens_are_pre
     tally = {o: p.metrics.registry.get_sample_value("inferstack_epp_kv_predictions_total", {"outcome": o})
              for o in ("exact", "over")}
     assert tally == {"exact": 2.0, "over": 1.0}
+    # a new conversation finds nothing cached; the same sent right after it, before any KV event, is
+    # predicted to find the first one's blocks where the first went (its prefill runs first)
+    fresh = [{"role": "user", "content": "Tell me where the red boxes are kept. " * 60}]
+    (where0, predicted0), (where1, predicted1) = (_picked(_route(p, fresh, f"n{i}")) for i in range(2))
+    assert predicted0 == 0 and where1 == where0 and predicted1 >= 320 and predicted1 % 32 == 0
+
+
+def _picked(r: pb.ProcessingResponse) -> tuple[str, int]:
+    """(the endpoint chosen, the cached prompt tokens predicted there) of one routed request."""
+    headers = {h.header.key: h.header.raw_value.decode() for h in r.request_body.response.header_mutation.set_headers}
+    predicted = r.dynamic_metadata.fields[RESPONSE_HEADERS_NAMESPACE].struct_value.fields[
+        "x-inferstack-predicted-cached-tokens"].string_value
+    return headers[DESTINATION_HEADER].split(",")[0], int(predicted)
 
 
 def _ended(usages: dict[str, dict]) -> bytes:

@@ -140,6 +140,7 @@ def test_precise_prefix_counts_a_routed_requests_blocks_until_its_events_could_h
     assert scorer.score(at(0.0), first, eps) == [0.0, 0.0] and first.prefix_best_match == 0.0
     scorer.on_pick(at(0.0), first, eps[1])  # its prefill has not run yet: no event
     assert scorer.score(at(1.0), second, eps) == [0.0, 0.75]  # the shared 3 blocks follow it to b
+    assert second.held_blocks == {"a:1": 0, "b:1": 3}  # what the picker predicts vLLM will find cached
     assert scorer.score(at(10.5), second, eps) == [0.0, 0.0]  # no event came in time: forgotten
     scorer.forget("b:1")
     assert scorer.score(at(1.0), second, eps) == [0.0, 0.0]

@@ -174,7 +174,8 @@ class PrecisePrefixScorer(Scorer):
         if not keys or self.index is None:
             request.prefix_best_match = 0.0
             return [0.0] * len(endpoints)
-        out = [self.held(e.address, keys, ctx.now) / len(keys) for e in endpoints]
+        request.held_blocks = {e.address: self.held(e.address, keys, ctx.now) for e in endpoints}
+        out = [request.held_blocks[e.address] / len(keys) for e in endpoints]
         request.prefix_best_match = max(out)
         return out
 
