@@ -70,7 +70,7 @@ LABELS = {"direct": "direct (echo backend)", "envoy_static": "(a) Envoy, static 
           "envoy_static_lua": "(a') (a) + our Lua filter",
           "minimal_grpcio": "(b) Envoy + minimal grpcio", "gateway": "Envoy + our EPP (full)",
           "gateway_precise": "Envoy + our EPP, precise"}
-PRECISE_SCORERS = [{"type": "precise-prefix"}, {"type": "no-hit-lru"}, {"type": "queue"}, {"type": "kv-cache"}]
+PRECISE_SCORERS = [{"type": "precise-prefix", "weight": 2}, {"type": "no-hit-lru"}, {"type": "queue"}, {"type": "kv-cache"}]
 PRECISE_BOUND = 1.2  # issue 22: precise added p50 at 1 client / the full EPP's
 WARMUP_S = 0.5
 READY_TIMEOUT_S = 30.0

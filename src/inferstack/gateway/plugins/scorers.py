@@ -16,6 +16,8 @@
                there in the last ``pending_s`` (30 s) that no event has reported yet (a prefill can
                wait seconds: without them, requests sharing a new prefix would spread and compute
                it on every replica). Needs ``kv_events`` on (the local stack's ``gateway.epp.kv_events``).
+               Weigh it 2 beside load scorers at 1: a request then leaves its cached replica only
+               when that one is saturated and another nearly idle (docs/gateway.md measures it).
 - ``no-hit-lru`` (consumes the prefix scorer's best match): for a request no endpoint has cached
                (best match < ``min_match``), 1.0 for the endpoint that least recently got such a
                cold request down to 0.0 for the most recent, so new prefixes spread over the
