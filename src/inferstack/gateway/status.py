@@ -47,14 +47,14 @@ class GatewayStatus(BaseModel):
     envoy: EnvoyStatus
     epp: EppStatus  # the first picker (``pickers[0]``)
     pickers: list[EppStatus] = Field(default_factory=list)  # every picker (gateway.pickers), the first first
+    epp_failure_mode: str
+    flow_control_enabled: bool = False
 
     @model_validator(mode="after")
     def _one_picker_at_least(self) -> GatewayStatus:
         if not self.pickers:  # a status written before there could be several
             self.pickers = [self.epp]
         return self
-    epp_failure_mode: str
-    flow_control_enabled: bool = False
 
 
 class TenantFlow(BaseModel):
